@@ -1,0 +1,3 @@
+from kmc.cli.main import run
+
+run()

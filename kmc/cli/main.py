@@ -1,0 +1,163 @@
+"""The ``kmc`` command: global options, the command groups, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+import typer
+
+from kmc import __version__
+from kmc.cli import context
+from kmc.cli._click import ABORT_EXCEPTIONS, EXIT_EXCEPTIONS, UsageError
+from kmc.client import DEFAULT_TIMEOUT
+from kmc.errors import ExitCode, KmcError
+from kmc.output import OutputFormat, color_enabled
+
+app = typer.Typer(
+    name="kmc",
+    help="Cross-cluster Apache Kafka data operations: inventory, diff, mirror, aggregate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # never render locals: kmc holds passwords in memory
+    pretty_exceptions_show_locals=False,
+    add_completion=False,  # `kmc completion SHELL` instead
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kmc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: str = typer.Option(None, "--config", envvar=None, metavar="PATH",
+                               help="Config file [default: $KMC_CONFIG, else $XDG_CONFIG_HOME/kmc/config.toml]."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", case_sensitive=False,
+                                        help="Output format for data on stdout."),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=0.5, metavar="SECONDS",
+                                  help="How long to wait for a cluster before giving up (exit 4)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only data and errors; no progress or messages."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail on stderr (-vv for client logs)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and kafka-python's debug log."),
+    no_color: bool = typer.Option(False, "--no-color", help="No colour (also NO_COLOR)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Cross-cluster Apache Kafka data operations.
+
+    Global options may stand anywhere on the command line, e.g. `kmc topics dc1 -o json`.
+    """
+    _configure_logging(verbose, debug)
+    ctx.obj = context.AppContext(
+        config_path=config,
+        output=output,
+        quiet=quiet,
+        verbose=verbose,
+        debug=debug,
+        color=color_enabled(no_color, sys.stdout),
+        timeout=timeout,
+    )
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _configure_logging(verbose: int, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO if verbose >= 2 else logging.WARNING
+    logging.basicConfig(level=level, format="kmc: %(name)s: %(message)s", stream=sys.stderr, force=True)
+    # kafka-python logs connection failures as errors; kmc reports them itself, once.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if debug else logging.INFO if verbose >= 2 else logging.CRITICAL)
+
+
+def _register_commands() -> None:
+    from kmc.cli import diff, inventory, mirror, profile, sandbox, topics
+
+    inventory.register(app)
+    diff.register(app)
+    mirror.register(app)
+    topics.register(app)
+    app.add_typer(profile.app, name="profile")
+    app.add_typer(sandbox.app, name="sandbox")
+
+
+_register_commands()
+
+# Global options that may stand anywhere on the command line; value-taking ones listed with True.
+_GLOBAL_OPTIONS = {
+    "--config": True, "--output": True, "-o": True, "--timeout": True,
+    "--quiet": False, "-q": False, "--verbose": False, "-v": False, "-vv": False,
+    "--debug": False, "--no-color": False,
+}
+
+
+def hoist_global_options(argv: Sequence[str]) -> list[str]:
+    """Move global options found after the subcommand to the front, so click sees them."""
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token == "--":
+            rest.extend(argv[index:])
+            break
+        name = token.split("=", 1)[0]
+        if name in _GLOBAL_OPTIONS:
+            front.append(token)
+            if _GLOBAL_OPTIONS[name] and "=" not in token and index + 1 < len(argv):
+                front.append(argv[index + 1])
+                index += 1
+        elif token.startswith("-o") and len(token) > 2 and not token.startswith("--"):
+            front.append(token)  # -ojson
+        else:
+            rest.append(token)
+        index += 1
+    return front + rest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run the command, turn every failure into one stderr line and an exit code."""
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="kmc", standalone_mode=False)
+        return int(result) if isinstance(result, int) else ExitCode.OK
+    except KmcError as exc:
+        if debug:
+            traceback.print_exc()
+        _error_line(exc.one_line())
+        return int(exc.exit_code)
+    except EXIT_EXCEPTIONS as exc:
+        return exc.exit_code
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "kmc"
+        message = exc.format_message().replace("Value error, ", "")
+        _error_line(f"{message} (see '{where} --help')")
+        return int(ExitCode.USAGE)
+    except (KeyboardInterrupt, *ABORT_EXCEPTIONS):
+        _error_line("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # `kmc topics x | head`: the reader went away; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return int(ExitCode.OK)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if debug:
+            traceback.print_exc()
+        _error_line(f"internal error: {type(exc).__name__}: {exc} (run again with --debug and report it)")
+        return int(ExitCode.DIFFERENCES)
+
+
+def _error_line(message: str) -> None:
+    sys.stderr.write(f"kmc: error: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""`kmc profile`: the named clusters of the config file (and the sandboxes)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from kmc.cli import context
+from kmc.client import KafkaSession, gather_clusters
+from kmc.errors import UsageError, combined_failure
+from kmc.output import Column, columns
+from kmc.profiles import SASL_MECHANISMS, SECURITY_PROTOCOLS, add_cluster, config_path, parse_bootstrap, remove_cluster
+
+app = typer.Typer(help="Named clusters: list, show, add, remove, test.", no_args_is_help=True)
+
+LIST_COLUMNS = columns("name", "bootstrap", "security_protocol", Column("sandbox"), "source")
+TEST_COLUMNS = columns(
+    "name", "status", "cluster_id", Column("brokers", numeric=True), Column("controller", numeric=True),
+    Column("rtt_ms", "RTT MS", numeric=True), "error",
+)
+
+
+@app.command("list")
+def list_profiles(ctx: typer.Context) -> None:
+    """List the configured clusters (sandboxes included). JSON keys: name, bootstrap,
+    security_protocol, sandbox, source."""
+    app_ctx = context.get(ctx)
+    config = app_ctx.config()
+    rows = [
+        {"name": cluster.name, "bootstrap": list(cluster.bootstrap),
+         "security_protocol": cluster.security_protocol, "sandbox": cluster.sandbox, "source": cluster.source}
+        for cluster in sorted(config.clusters.values(), key=lambda cluster: cluster.name)
+    ]
+    app_ctx.render.rows(rows, LIST_COLUMNS)
+    if not rows:
+        app_ctx.messages.info(
+            f"no clusters in {config.path}; add one with 'kmc profile add NAME --bootstrap host:port' "
+            "or start a sandbox with 'kmc sandbox up NAME'"
+        )
+
+
+@app.command("show")
+def show(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster name.")) -> None:
+    """Show one cluster's settings, secrets masked."""
+    app_ctx = context.get(ctx)
+    app_ctx.render.document(app_ctx.cluster(name).masked())
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Name for the cluster."),
+    bootstrap: str = typer.Option(..., "--bootstrap", "-b", help="host:port[,host:port...]"),
+    security_protocol: str = typer.Option("PLAINTEXT", "--security-protocol",
+                                          help=f"One of {', '.join(SECURITY_PROTOCOLS)}."),
+    sasl_mechanism: Optional[str] = typer.Option(None, "--sasl-mechanism", help=f"One of {', '.join(SASL_MECHANISMS)}."),
+    username: Optional[str] = typer.Option(None, "--username"),
+    password_env: Optional[str] = typer.Option(None, "--password-env", metavar="VAR",
+                                               help="Store password = \"${VAR}\": read from the environment at run time."),
+    password_file: Optional[str] = typer.Option(None, "--password-file", metavar="PATH",
+                                                help="A file (mode 0600) holding the password."),
+    ssl_cafile: Optional[str] = typer.Option(None, "--ssl-cafile", metavar="PATH"),
+    ssl_certfile: Optional[str] = typer.Option(None, "--ssl-certfile", metavar="PATH"),
+    ssl_keyfile: Optional[str] = typer.Option(None, "--ssl-keyfile", metavar="PATH"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing cluster of that name."),
+) -> None:
+    """Add a cluster to the config file (created with mode 0600; comments and the rest kept).
+
+    Passwords are never written in clear: use --password-env or --password-file.
+    """
+    app_ctx = context.get(ctx)
+    try:
+        servers = parse_bootstrap(bootstrap, "--bootstrap")
+    except Exception as exc:  # noqa: BLE001 - ConfigError from the shared parser; this is usage
+        raise UsageError(str(exc), hint="write it as host:port, e.g. localhost:9092") from None
+    if password_env and password_file:
+        raise UsageError("give --password-env or --password-file, not both")
+    settings = {
+        "bootstrap": list(servers),
+        "security_protocol": security_protocol.upper() if security_protocol.upper() != "PLAINTEXT" else None,
+        "sasl_mechanism": sasl_mechanism,
+        "username": username,
+        "password": f"${{{password_env}}}" if password_env else None,
+        "password_file": password_file,
+        "ssl_cafile": ssl_cafile,
+        "ssl_certfile": ssl_certfile,
+        "ssl_keyfile": ssl_keyfile,
+    }
+    path, _ = config_path(app_ctx.config_path)
+    add_cluster(path, name, settings, force=force)
+    app_ctx.messages.info(f"added cluster '{name}' to {path}")
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster name.")) -> None:
+    """Remove a cluster from the config file (the rest of the file is kept as written)."""
+    app_ctx = context.get(ctx)
+    path, _ = config_path(app_ctx.config_path)
+    remove_cluster(path, name)
+    app_ctx.messages.info(f"removed cluster '{name}' from {path}")
+
+
+def _probe(session: KafkaSession) -> dict:
+    info = session.describe()
+    return {"cluster_id": info.cluster_id, "brokers": len(info.brokers), "controller": info.controller_id,
+            "rtt_ms": round(info.round_trip_ms, 1)}
+
+
+@app.command("test")
+def test(
+    ctx: typer.Context,
+    names: Optional[list[str]] = typer.Argument(None, help="Clusters to test [default: all]."),
+    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", "-b", help="Test an ad-hoc host:port instead."),
+) -> None:
+    """Connect to clusters and report cluster id, brokers, controller and round-trip time.
+
+    Exit 4 when a cluster is unreachable, 5 when authentication fails, 6 when only some fail.
+    JSON keys: name, status, cluster_id, brokers, controller, rtt_ms, error.
+    """
+    app_ctx = context.get(ctx)
+    if bootstrap:
+        clusters = [app_ctx.one_cluster(None, bootstrap)]
+    elif names:
+        clusters = [app_ctx.cluster(name) for name in names]
+    else:
+        clusters = sorted(app_ctx.config().clusters.values(), key=lambda cluster: cluster.name)
+        if not clusters:
+            raise UsageError("no clusters configured", hint="add one with 'kmc profile add' or 'kmc sandbox up'")
+    outcomes = gather_clusters(clusters, _probe, app_ctx.timeout)
+    rows = []
+    for outcome in outcomes:
+        row = {"name": outcome.cluster.name, "status": "ok" if outcome.error is None else "error",
+               "cluster_id": None, "brokers": None, "controller": None, "rtt_ms": None, "error": None}
+        if outcome.error is None:
+            row.update(outcome.value)
+        else:
+            row["error"] = outcome.error.one_line()
+        rows.append(row)
+    app_ctx.render.rows(rows, TEST_COLUMNS, styles={"ok": "green", "error": "red"})
+    failure = combined_failure([o.error for o in outcomes if o.error], sum(o.error is None for o in outcomes))
+    if failure is not None:
+        raise failure

@@ -1,0 +1,126 @@
+"""One exception tree for kmc: each error carries its exit code and a one-line hint.
+
+The library raises these; only the CLI turns them into a stderr line and an exit status.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit statuses; the table in docs/exit-codes.md and the README is generated from this."""
+
+    OK = 0
+    DIFFERENCES = 1  # diff found differences, or a verification failed
+    USAGE = 2  # bad option, unknown cluster or flow name, bad regex
+    CONFIG = 3  # unreadable or invalid config file, missing environment variable, missing tool
+    UNREACHABLE = 4  # a cluster could not be reached in time
+    AUTH = 5  # authentication or authorization failed
+    PARTIAL = 6  # some clusters, topics or partitions failed, the rest succeeded
+    LOCKED = 75  # another run of the same flow holds its lock (EX_TEMPFAIL)
+    INTERRUPTED = 130  # Ctrl-C
+
+
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "success; for diff, no differences",
+    ExitCode.DIFFERENCES: "differences found (diff), or a verification failed",
+    ExitCode.USAGE: "usage error: bad option, unknown cluster or flow name, bad regex",
+    ExitCode.CONFIG: "configuration error: invalid config file, missing environment variable, missing java/mvn",
+    ExitCode.UNREACHABLE: "a cluster could not be reached in time",
+    ExitCode.AUTH: "authentication or authorization failed",
+    ExitCode.PARTIAL: "partial failure: some clusters, topics or partitions failed, the rest succeeded",
+    ExitCode.LOCKED: "another run of the same flow holds its lock (cron overlap)",
+    ExitCode.INTERRUPTED: "interrupted by Ctrl-C; progress up to the interruption is checkpointed",
+}
+
+
+class KmcError(Exception):
+    """Base of every error kmc reports to the user.
+
+    ``message`` says what went wrong, ``hint`` what to do about it; both fit on one line.
+    """
+
+    exit_code: ExitCode = ExitCode.DIFFERENCES
+    default_hint: str = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+
+    def __str__(self) -> str:
+        return self.message
+
+    def one_line(self) -> str:
+        text = self.message.rstrip(".")
+        if self.hint:
+            text += f" ({self.hint})"
+        return " ".join(text.split())
+
+
+class UsageError(KmcError):
+    exit_code = ExitCode.USAGE
+    default_hint = "see --help"
+
+
+class UnknownClusterError(UsageError):
+    default_hint = "run 'kmc profile list' to see the configured clusters, or pass --bootstrap host:port"
+
+
+class ConfigError(KmcError):
+    exit_code = ExitCode.CONFIG
+    default_hint = "fix the config file, or see 'kmc profile --help'"
+
+
+class MissingToolError(ConfigError):
+    default_hint = ""
+
+
+class UnreachableError(KmcError):
+    exit_code = ExitCode.UNREACHABLE
+    default_hint = "check the bootstrap address and that the brokers are up, or raise --timeout"
+
+
+class AuthError(KmcError):
+    exit_code = ExitCode.AUTH
+    default_hint = "check the username, password and security settings of the profile"
+
+
+class AuthorizationError(AuthError):
+    default_hint = "ask the cluster's operator for the ACL named above"
+
+
+class PartialFailure(KmcError):
+    exit_code = ExitCode.PARTIAL
+    default_hint = "the other clusters, topics or partitions succeeded; see the errors above"
+
+
+class LockedError(KmcError):
+    exit_code = ExitCode.LOCKED
+    default_hint = "another run holds the lock; this run changed nothing"
+
+
+class Interrupted(KmcError):
+    exit_code = ExitCode.INTERRUPTED
+    default_hint = ""
+
+
+class KafkaOperationError(KmcError):
+    """A broker answered with an error that is none of the kinds above."""
+
+    exit_code = ExitCode.DIFFERENCES
+    default_hint = "run again with --debug for details"
+
+
+def combined_failure(errors: list[KmcError], succeeded: int) -> KmcError | None:
+    """The error to exit with when several clusters (or topics) were worked on independently.
+
+    None when nothing failed; PartialFailure when some succeeded; otherwise the first failure,
+    so that one unreachable cluster still exits 4 and one bad password 5.
+    """
+    if not errors:
+        return None
+    if succeeded:
+        return PartialFailure(f"{len(errors)} of {len(errors) + succeeded} failed")
+    return errors[0]

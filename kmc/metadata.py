@@ -1,0 +1,187 @@
+"""Batched reads of what a cluster holds: topics, partitions, offsets, consumer groups and lag.
+
+Every function here sends a bounded number of requests whatever the size of the cluster:
+one metadata request, one ListOffsets per leader broker (kafka-python groups partitions by
+leader), one OffsetFetch per group coordinator. Library code: no printing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from kafka import TopicPartition
+from kafka.admin import OffsetSpec
+
+from kmc.client import KafkaSession, translate_errors
+from kmc.errors import UsageError
+
+KMC_INTERNAL_PREFIX = "kmc."
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    partition: int
+    leader: int | None
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    offline: tuple[int, ...] = ()
+
+    @property
+    def under_replicated(self) -> bool:
+        return len(self.isr) < len(self.replicas)
+
+    @property
+    def online(self) -> bool:
+        return self.leader is not None
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    internal: bool
+    partitions: tuple[PartitionInfo, ...]
+    earliest: dict[int, int] = field(default_factory=dict)
+    latest: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def replication_factor(self) -> int:
+        return max((len(partition.replicas) for partition in self.partitions), default=0)
+
+    @property
+    def records(self) -> int | None:
+        """Sum of latest minus earliest offsets: an upper bound (compaction, transaction markers)."""
+        if not self.latest:
+            return None
+        return sum(self.latest[p] - self.earliest.get(p, 0) for p in self.latest)
+
+
+def compile_patterns(patterns: Iterable[str], option: str = "--topics") -> list[re.Pattern[str]]:
+    """Anchored regexes from user input; a bad one is a usage error naming the option."""
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as exc:
+            raise UsageError(f"{option}: bad regex '{pattern}': {exc}", hint="check the pattern's syntax") from None
+    return compiled
+
+
+def matches(name: str, include: list[re.Pattern[str]], exclude: list[re.Pattern[str]] = ()) -> bool:
+    """True when ``name`` fully matches an include pattern (all when none) and no exclude pattern."""
+    if include and not any(pattern.fullmatch(name) for pattern in include):
+        return False
+    return not any(pattern.fullmatch(name) for pattern in exclude)
+
+
+def is_internal(name: str, flagged_internal: bool = False) -> bool:
+    """Kafka's internal topics (``__consumer_offsets``…) and kmc's own (``kmc.checkpoints``)."""
+    return flagged_internal or name.startswith("__") or name.startswith(KMC_INTERNAL_PREFIX)
+
+
+def describe_topics(
+    session: KafkaSession,
+    include: list[re.Pattern[str]] | None = None,
+    exclude: list[re.Pattern[str]] | None = None,
+    *,
+    include_internal: bool = False,
+    with_offsets: bool = True,
+) -> list[TopicInfo]:
+    """Topics matching the patterns, sorted by name, with earliest/latest offsets when asked."""
+    with translate_errors(session.cluster, "describe topics"):
+        metadata = session.admin.describe_topics()
+    topics: list[TopicInfo] = []
+    for entry in metadata:
+        name = entry["name"]
+        if not include_internal and is_internal(name, entry.get("is_internal", False)):
+            continue
+        if not matches(name, include or [], exclude or []):
+            continue
+        partitions = tuple(
+            PartitionInfo(
+                partition=part["partition_index"],
+                leader=part["leader_id"] if part["leader_id"] >= 0 else None,
+                replicas=tuple(part["replica_nodes"]),
+                isr=tuple(part["isr_nodes"]),
+                offline=tuple(part.get("offline_replicas") or ()),
+            )
+            for part in sorted(entry["partitions"], key=lambda part: part["partition_index"])
+        )
+        topics.append(TopicInfo(name=name, internal=is_internal(name, entry.get("is_internal", False)),
+                                partitions=partitions))
+    topics.sort(key=lambda topic: topic.name)
+    if with_offsets and topics:
+        earliest, latest = partition_offsets(session, topics)
+        topics = [
+            TopicInfo(topic.name, topic.internal, topic.partitions,
+                      earliest={p.partition: earliest[(topic.name, p.partition)]
+                                for p in topic.partitions if (topic.name, p.partition) in earliest},
+                      latest={p.partition: latest[(topic.name, p.partition)]
+                              for p in topic.partitions if (topic.name, p.partition) in latest})
+            for topic in topics
+        ]
+    return topics
+
+
+def partition_offsets(
+    session: KafkaSession, topics: Iterable[TopicInfo]
+) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+    """Earliest and latest offsets of every online partition: two ListOffsets rounds, one request
+    per leader broker each."""
+    online = [TopicPartition(topic.name, part.partition) for topic in topics for part in topic.partitions
+              if part.online]
+    if not online:
+        return {}, {}
+    with translate_errors(session.cluster, "list offsets"):
+        earliest = session.admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in online})
+        latest = session.admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in online})
+    return ({(tp.topic, tp.partition): value.offset for tp, value in earliest.items()},
+            {(tp.topic, tp.partition): value.offset for tp, value in latest.items()})
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    group_id: str
+    state: str
+    protocol_type: str
+    members: int
+    topics: tuple[str, ...]
+    lag: int | None  # None when the group has no committed offsets
+    partition_lag: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def describe_groups(session: KafkaSession, include: list[re.Pattern[str]] | None = None) -> list[GroupInfo]:
+    """Consumer groups with state, member count and total lag against the latest offsets."""
+    admin = session.admin
+    with translate_errors(session.cluster, "list consumer groups"):
+        listed = [group for group in admin.list_groups() if matches(group["group_id"], include or [])]
+    if not listed:
+        return []
+    ids = sorted(group["group_id"] for group in listed)
+    with translate_errors(session.cluster, "describe consumer groups"):
+        described = admin.describe_groups(ids)
+        committed = admin.list_group_offsets(ids)
+    wanted = {tp for offsets in committed.values() for tp, meta in offsets.items() if meta is not None and meta.offset >= 0}
+    latest: dict[TopicPartition, int] = {}
+    if wanted:
+        with translate_errors(session.cluster, "list offsets"):
+            latest = {tp: value.offset for tp, value in admin.list_partition_offsets(
+                {tp: OffsetSpec.LATEST for tp in wanted}).items()}
+    groups = []
+    for group_id in ids:
+        info = described.get(group_id) or {}
+        offsets = {tp: meta.offset for tp, meta in (committed.get(group_id) or {}).items()
+                   if meta is not None and meta.offset >= 0}
+        partition_lag = {(tp.topic, tp.partition): max(0, latest[tp] - offset)
+                         for tp, offset in offsets.items() if tp in latest}
+        groups.append(GroupInfo(
+            group_id=group_id,
+            state=info.get("group_state") or next(g["group_state"] for g in listed if g["group_id"] == group_id),
+            protocol_type=info.get("protocol_type") or "",
+            members=len(info.get("members") or ()),
+            topics=tuple(sorted({tp.topic for tp in offsets})),
+            lag=sum(partition_lag.values()) if partition_lag else None,
+            partition_lag=partition_lag,
+        ))
+    return groups

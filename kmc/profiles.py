@@ -1,0 +1,603 @@
+"""The profile layer: the config file becomes validated Cluster and Flow objects.
+
+Lookup order: ``--config``, then ``$KMC_CONFIG``, then ``$XDG_CONFIG_HOME/kmc/config.toml``.
+Strings may use ``${VAR}`` (``$$`` for a literal ``$``); secrets are held in :class:`Secret`,
+which never shows its value in ``repr``/``str``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from kmc.errors import ConfigError, UnknownClusterError, UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MASK = "***"
+ADHOC_SOURCE = "--bootstrap"
+
+
+class Secret:
+    """A string that never prints itself; ``.reveal()`` is the one way to read it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One named Kafka cluster and how to reach it."""
+
+    name: str
+    bootstrap: tuple[str, ...]
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: Secret | None = None
+    client: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    sandbox: bool = False
+    source: str = ""  # the file it came from, "sandbox", or "--bootstrap"
+
+    def masked(self) -> dict[str, Any]:
+        """A plain dict for display: every secret replaced by ``***``."""
+        shown: dict[str, Any] = {
+            "name": self.name,
+            "bootstrap": list(self.bootstrap),
+            "security_protocol": self.security_protocol,
+        }
+        for key in ("sasl_mechanism", "username", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, key)
+            if value is not None:
+                shown[key] = value
+        for key in ("password", "ssl_password"):
+            if getattr(self, key) is not None:
+                shown[key] = MASK
+        if self.client:
+            shown["client"] = {
+                key: (MASK if _is_secret_key(key) else value) for key, value in self.client.items()
+            }
+        shown["sandbox"] = self.sandbox
+        shown["source"] = self.source
+        return shown
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A named copy job from the config's ``[flows.NAME]`` table."""
+
+    name: str
+    sources: tuple[str, ...]
+    target: str
+    topics: tuple[str, ...] = (".*",)
+    exclude: tuple[str, ...] = ()
+    rename: str = "{topic}"
+    sync_configs: bool = False
+    sync_groups: tuple[str, ...] = ()
+    exactly_once: bool = False
+    partitioner: str = "same"  # "same": partition i -> i; "key": rehash by key (merge mode)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    exists: bool
+    clusters: Mapping[str, Cluster]
+    flows: Mapping[str, Flow]
+
+    def cluster(self, name: str) -> Cluster:
+        try:
+            return self.clusters[name]
+        except KeyError:
+            known = ", ".join(sorted(self.clusters)) or "none configured"
+            raise UnknownClusterError(f"unknown cluster '{name}' (known: {known})") from None
+
+    def flow(self, name: str) -> Flow:
+        try:
+            return self.flows[name]
+        except KeyError:
+            known = ", ".join(sorted(self.flows)) or "none configured"
+            raise UsageError(
+                f"unknown flow '{name}' (known: {known})", hint="run 'kmc flow list'"
+            ) from None
+
+
+# --- lookup -----------------------------------------------------------------------------
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "kmc" / "config.toml"
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
+    """The config file to use and whether the user named it (then it must exist)."""
+    if explicit:
+        return Path(explicit).expanduser(), True
+    env = os.environ.get("KMC_CONFIG")
+    if env:
+        return Path(env).expanduser(), True
+    return default_config_path(), False
+
+
+def load_config(
+    explicit: str | os.PathLike[str] | None = None,
+    *,
+    include_sandboxes: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, interpolate and validate the config file; sandboxes are merged in as clusters."""
+    path, named = config_path(explicit)
+    environ = os.environ if environ is None else environ
+    if path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from exc
+        data = parse_toml(text, path)
+    elif named:
+        raise ConfigError(
+            f"config file {path} does not exist",
+            hint="create it with 'kmc profile add NAME --bootstrap host:port' or fix --config/KMC_CONFIG",
+        )
+    else:
+        data = {}
+    config = build_config(data, path, environ=environ, exists=path.exists())
+    if include_sandboxes:
+        config = _with_sandboxes(config)
+    return config
+
+
+def parse_toml(text: str, path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib puts "(at line N, column M)" in its message; keep it, it is what the user needs.
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def _with_sandboxes(config: Config) -> Config:
+    from kmc.sandbox import list_sandboxes  # local import: the sandbox imports nothing of ours back
+
+    clusters = dict(config.clusters)
+    for sandbox in list_sandboxes():
+        if sandbox.name not in clusters:
+            clusters[sandbox.name] = Cluster(
+                name=sandbox.name, bootstrap=tuple(sandbox.bootstrap), sandbox=True, source="sandbox"
+            )
+    return Config(config.path, config.exists, MappingProxyType(clusters), config.flows)
+
+
+# --- interpolation -------------------------------------------------------------------------
+
+_VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{([^}]*)\}?")
+
+
+def interpolate(value: str, environ: Mapping[str, str], where: str) -> str:
+    """Replace ``${VAR}`` with the environment's value; ``$$`` is a literal ``$``."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        if name is None:
+            raise ConfigError(f"{where}: malformed variable reference '{match.group(0)}'",
+                              hint="write ${NAME} with letters, digits and _ only, or $$ for a literal $")
+        if name not in environ:
+            raise ConfigError(
+                f"{where}: environment variable {name} is not set",
+                hint=f"export {name}=... before running kmc, or remove the reference",
+            )
+        return environ[name]
+
+    return _VAR_RE.sub(replace, value)
+
+
+def _interpolate_tree(value: Any, environ: Mapping[str, str], where: str) -> Any:
+    if isinstance(value, str):
+        return interpolate(value, environ, where)
+    if isinstance(value, list):
+        return [_interpolate_tree(item, environ, f"{where}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, dict):
+        return {key: _interpolate_tree(item, environ, f"{where}.{key}") for key, item in value.items()}
+    return value
+
+
+# --- validation ----------------------------------------------------------------------------
+
+CLUSTER_KEYS = {
+    "bootstrap", "security_protocol", "sasl_mechanism", "username", "password", "password_file",
+    "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "client",
+}
+FLOW_KEYS = {
+    "from", "to", "topics", "exclude", "rename", "sync_configs", "sync_groups", "exactly_once",
+    "partitioner",
+}
+# Keys kmc sets itself from the profile; setting them under [clusters.X.client] would be ambiguous.
+_MANAGED_CLIENT_KEYS = {
+    "bootstrap_servers", "security_protocol", "sasl_mechanism", "sasl_plain_username",
+    "sasl_plain_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password",
+    "key_deserializer", "value_deserializer", "key_serializer", "value_serializer",
+    "ssl_context", "selector", "kafka_client", "metric_reporters", "socket_options",
+    "sasl_oauth_token_provider", "partitioner", "default_offset_commit_callback",
+}
+
+
+def known_client_keys() -> frozenset[str]:
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    keys = set(KafkaAdminClient.DEFAULT_CONFIG) | set(KafkaConsumer.DEFAULT_CONFIG)
+    keys |= set(KafkaProducer.DEFAULT_CONFIG)
+    return frozenset(keys - _MANAGED_CLIENT_KEYS)
+
+
+def _is_secret_key(key: str) -> bool:
+    return any(word in key.lower() for word in ("password", "secret", "token"))
+
+
+def build_config(
+    data: Mapping[str, Any], path: Path, *, environ: Mapping[str, str], exists: bool = True
+) -> Config:
+    unknown = set(data) - {"clusters", "flows"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"{path}: unknown top-level key '{key}' (expected [clusters.NAME] or [flows.NAME])")
+    clusters_data = _table(data.get("clusters", {}), path, "clusters")
+    flows_data = _table(data.get("flows", {}), path, "flows")
+    clusters = {
+        name: parse_cluster(name, _table(body, path, f"clusters.{name}"), path, environ)
+        for name, body in clusters_data.items()
+    }
+    flows = {
+        name: parse_flow(name, _table(body, path, f"flows.{name}"), path, environ)
+        for name, body in flows_data.items()
+    }
+    return Config(path, exists, MappingProxyType(clusters), MappingProxyType(flows))
+
+
+def _table(value: Any, path: Path, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: '{key}' must be a table, e.g. [{key}]")
+    return value
+
+
+def _check_name(name: str, path: Path, key: str) -> None:
+    if not NAME_RE.match(name):
+        raise ConfigError(f"{path}: '{key}': name must be letters, digits, '.', '_' or '-'")
+
+
+def _string(value: Any, path: Path, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}: '{key}' must be a non-empty string")
+    return value
+
+
+def _string_list(value: Any, path: Path, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(f"{path}: '{key}' must be a string or a list of strings")
+    return tuple(value)
+
+
+def _bool(value: Any, path: Path, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: '{key}' must be true or false")
+    return value
+
+
+def parse_bootstrap(value: str | Iterable[str], where: str) -> tuple[str, ...]:
+    """``"h1:9092,h2:9092"`` or a list of ``host:port`` → a tuple; a port is required."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    servers = tuple(item.strip() for item in items if item.strip())
+    if not servers:
+        raise ConfigError(f"{where}: bootstrap is empty", hint="give host:port, e.g. localhost:9092")
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"{where}: bootstrap server '{server}' is not host:port",
+                hint="write it as host:port, e.g. localhost:9092",
+            )
+    return servers
+
+
+def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Cluster:
+    where = f"{path}: clusters.{name}"
+    _check_name(name, path, f"clusters.{name}")
+    unknown = set(body) - CLUSTER_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(
+            f"{where}: unknown key '{key}'",
+            hint=f"known keys: {', '.join(sorted(CLUSTER_KEYS))}; kafka-python settings go under [clusters.{name}.client]",
+        )
+    body = _interpolate_tree(body, environ, f"{path}: clusters.{name}")
+    if "bootstrap" not in body:
+        raise ConfigError(f"{where}: missing key 'bootstrap'", hint='add bootstrap = ["host:port"]')
+    bootstrap_value = body["bootstrap"]
+    if not isinstance(bootstrap_value, (str, list)):
+        raise ConfigError(f"{where}.bootstrap must be a string or a list of host:port strings")
+    bootstrap = parse_bootstrap(bootstrap_value, f"{where}.bootstrap")
+
+    protocol = _string(body.get("security_protocol", "PLAINTEXT"), path, f"clusters.{name}.security_protocol").upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(f"{where}.security_protocol: '{protocol}' is not one of {', '.join(SECURITY_PROTOCOLS)}")
+    mechanism = body.get("sasl_mechanism")
+    if mechanism is not None:
+        mechanism = _string(mechanism, path, f"clusters.{name}.sasl_mechanism").upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"{where}.sasl_mechanism: '{mechanism}' is not one of {', '.join(SASL_MECHANISMS)}")
+    username = body.get("username")
+    if username is not None:
+        username = _string(username, path, f"clusters.{name}.username")
+    if "password" in body and "password_file" in body:
+        raise ConfigError(f"{where}: set either 'password' or 'password_file', not both")
+    password: Secret | None = None
+    if "password" in body:
+        password = Secret(_string(body["password"], path, f"clusters.{name}.password"))
+    elif "password_file" in body:
+        password = Secret(_read_password_file(_string(body["password_file"], path, f"clusters.{name}.password_file"), where))
+    if protocol.startswith("SASL_"):
+        mechanism = mechanism or "PLAIN"
+        if username is None or password is None:
+            raise ConfigError(f"{where}: {protocol} needs 'username' and 'password' (or 'password_file')")
+    elif mechanism is not None:
+        raise ConfigError(f"{where}: sasl_mechanism is set but security_protocol is {protocol}",
+                          hint="use SASL_PLAINTEXT or SASL_SSL")
+    ssl: dict[str, str | None] = {}
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        value = body.get(key)
+        ssl[key] = None if value is None else str(Path(_string(value, path, f"clusters.{name}.{key}")).expanduser())
+    ssl_password = body.get("ssl_password")
+    client = _table(body.get("client", {}), path, f"clusters.{name}.client")
+    allowed = known_client_keys()
+    for key in client:
+        if key not in allowed:
+            hint = ("set it with the profile's own key" if key in _MANAGED_CLIENT_KEYS
+                    else "see kafka-python's KafkaConsumer/KafkaProducer/KafkaAdminClient settings")
+            raise ConfigError(f"{where}.client: unknown kafka-python setting '{key}'", hint=hint)
+    return Cluster(
+        name=name,
+        bootstrap=bootstrap,
+        security_protocol=protocol,
+        sasl_mechanism=mechanism,
+        username=username,
+        password=password,
+        ssl_cafile=ssl["ssl_cafile"],
+        ssl_certfile=ssl["ssl_certfile"],
+        ssl_keyfile=ssl["ssl_keyfile"],
+        ssl_password=None if ssl_password is None else Secret(_string(ssl_password, path, f"clusters.{name}.ssl_password")),
+        client=MappingProxyType(dict(client)),
+        source=str(path),
+    )
+
+
+def _read_password_file(name: str, where: str) -> str:
+    path = Path(name).expanduser()
+    try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"{where}.password_file: {path} is readable by others",
+                hint=f"chmod 600 {path}",
+            )
+        return path.read_text(encoding="utf-8").strip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{where}.password_file: cannot read {path}: {exc.strerror}") from exc
+
+
+def validate_regexes(patterns: Iterable[str], where: str, error: type[Exception] = ConfigError) -> None:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise error(f"{where}: bad regex '{pattern}': {exc}") from exc
+
+
+_TEMPLATE_FIELDS = re.compile(r"\{([^{}]*)\}")
+
+
+def validate_rename(template: str, where: str, error: type[Exception] = ConfigError) -> None:
+    """A rename template uses only ``{topic}`` and ``{source}`` and must contain ``{topic}``."""
+    for field_name in _TEMPLATE_FIELDS.findall(template):
+        if field_name not in ("topic", "source"):
+            raise error(f"{where}: unknown placeholder '{{{field_name}}}' in rename template '{template}'",
+                        hint="use {topic} and {source}")
+    if "{topic}" not in template:
+        raise error(f"{where}: rename template '{template}' must contain {{topic}}")
+
+
+def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Flow:
+    where = f"{path}: flows.{name}"
+    _check_name(name, path, f"flows.{name}")
+    unknown = set(body) - FLOW_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"{where}: unknown key '{key}'", hint=f"known keys: {', '.join(sorted(FLOW_KEYS))}")
+    body = _interpolate_tree(body, environ, where)
+    for key in ("from", "to"):
+        if key not in body:
+            raise ConfigError(f"{where}: missing key '{key}'")
+    sources = _string_list(body["from"], path, f"flows.{name}.from")
+    target = _string(body["to"], path, f"flows.{name}.to")
+    topics = _string_list(body.get("topics", [".*"]), path, f"flows.{name}.topics")
+    exclude = _string_list(body.get("exclude", []), path, f"flows.{name}.exclude")
+    validate_regexes(topics, f"{where}.topics")
+    validate_regexes(exclude, f"{where}.exclude")
+    rename = _string(body.get("rename", "{topic}"), path, f"flows.{name}.rename")
+    validate_rename(rename, f"{where}.rename")
+    sync_groups = _string_list(body.get("sync_groups", []), path, f"flows.{name}.sync_groups")
+    validate_regexes(sync_groups, f"{where}.sync_groups")
+    partitioner = _string(body.get("partitioner", "same"), path, f"flows.{name}.partitioner")
+    if partitioner not in ("same", "key"):
+        raise ConfigError(f"{where}.partitioner: '{partitioner}' is not 'same' or 'key'")
+    return Flow(
+        name=name,
+        sources=sources,
+        target=target,
+        topics=topics,
+        exclude=exclude,
+        rename=rename,
+        sync_configs=_bool(body.get("sync_configs", False), path, f"flows.{name}.sync_configs"),
+        sync_groups=sync_groups,
+        exactly_once=_bool(body.get("exactly_once", False), path, f"flows.{name}.exactly_once"),
+        partitioner=partitioner,
+    )
+
+
+# --- resolving a cluster argument -------------------------------------------------------------
+
+
+def looks_like_bootstrap(value: str) -> bool:
+    return ":" in value
+
+
+def adhoc_cluster(bootstrap: str) -> Cluster:
+    """A cluster from ``--bootstrap host:port[,host:port]``, PLAINTEXT, named after its address."""
+    try:
+        servers = parse_bootstrap(bootstrap, "--bootstrap")
+    except ConfigError as exc:
+        raise UsageError(exc.message, hint=exc.hint) from None
+    return Cluster(name=servers[0], bootstrap=servers, source=ADHOC_SOURCE)
+
+
+def resolve_cluster(config: Config, reference: str) -> Cluster:
+    """A profile name, or an ad-hoc ``host:port[,host:port]`` list."""
+    if looks_like_bootstrap(reference):
+        return adhoc_cluster(reference)
+    return config.cluster(reference)
+
+
+# --- editing the file (profile add / remove) -----------------------------------------------------
+
+
+def _toml_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def render_cluster_table(name: str, settings: Mapping[str, Any]) -> str:
+    """TOML text for one ``[clusters.NAME]`` table from plain settings."""
+    lines = [f"[clusters.{name}]"]
+    for key, value in settings.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            lines.append(f"{key} = [{', '.join(_toml_string(str(item)) for item in value)}]")
+        elif isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, int):
+            lines.append(f"{key} = {value}")
+        else:
+            lines.append(f"{key} = {_toml_string(str(value))}")
+    return "\n".join(lines) + "\n"
+
+
+_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _table_span(lines: list[str], name: str) -> tuple[int, int] | None:
+    """Line range [start, end) of ``[clusters.NAME]`` and its subtables, comments above excluded."""
+    own = {f"clusters.{name}", f'clusters."{name}"'}
+    start = None
+    for index, line in enumerate(lines):
+        match = _HEADER_RE.match(line)
+        if not match:
+            continue
+        header = match.group(1).replace(" ", "")
+        inside = header in own or any(header.startswith(prefix + ".") for prefix in own)
+        if start is None and header in own:
+            start = index
+        elif start is not None and not inside:
+            return start, index
+    return (start, len(lines)) if start is not None else None
+
+
+def add_cluster(path: Path, name: str, settings: Mapping[str, Any], *, force: bool = False) -> None:
+    """Append (or with ``force`` replace) a cluster table, keeping the rest of the file as written."""
+    if not NAME_RE.match(name):
+        raise UsageError(f"'{name}' is not a valid cluster name", hint="use letters, digits, '.', '_' or '-'")
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    data = parse_toml(text, path)
+    exists = name in data.get("clusters", {})
+    if exists and not force:
+        raise UsageError(f"cluster '{name}' already exists in {path}", hint="pass --force to replace it")
+    lines = text.splitlines(keepends=True)
+    if exists:
+        span = _table_span(lines, name)
+        if span is None:
+            raise ConfigError(f"{path}: cluster '{name}' is defined in a form kmc cannot edit",
+                              hint="edit the file by hand")
+        lines[span[0]:span[1]] = []
+    body = "".join(lines)
+    if body and not body.endswith("\n"):
+        body += "\n"
+    if body.strip():
+        body += "\n"
+    body += render_cluster_table(name, settings)
+    # validate the whole result before anything is written
+    build_config(parse_toml(body, path), path, environ=os.environ)
+    _write_private(path, body)
+
+
+def remove_cluster(path: Path, name: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    lines = text.splitlines(keepends=True)
+    span = _table_span(lines, name)
+    if span is None:
+        raise UnknownClusterError(f"cluster '{name}' is not in {path}")
+    del lines[span[0]:span[1]]
+    body = "".join(lines)
+    parse_toml(body, path)
+    _write_private(path, body)
+
+
+def _write_private(path: Path, body: str) -> None:
+    """Write atomically; a new file gets mode 0600 (it may hold passwords)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o600
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(body)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
