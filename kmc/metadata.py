@@ -185,3 +185,45 @@ def describe_groups(session: KafkaSession, include: list[re.Pattern[str]] | None
             partition_lag=partition_lag,
         ))
     return groups
+
+
+# Topic configs that legitimately differ between clusters: they describe placement, the local
+# broker's message format, or are set by tiered storage and follower throttling. Mirror never
+# copies them; diff ignores them unless asked for by name.
+CLUSTER_SPECIFIC_CONFIGS = frozenset({
+    "confluent.placement.constraints",
+    "follower.replication.throttled.replicas",
+    "leader.replication.throttled.replicas",
+    "message.downconversion.enable",
+    "min.insync.replicas",
+    "remote.storage.enable",
+    "local.retention.ms",
+    "local.retention.bytes",
+    "unclean.leader.election.enable",
+})
+
+
+def topic_configs(session: KafkaSession, topics: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Each topic's own (topic-level, non-default) configs, in one DescribeConfigs request."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    names = sorted(set(topics))
+    if not names:
+        return {}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    with translate_errors(session.cluster, "describe topic configs"):
+        described = session.admin.describe_configs(resources, config_filter="modified")
+    by_topic = described.get("topic", {})
+    return {
+        name: {key: entry.get("value") for key, entry in sorted(by_topic.get(name, {}).items())
+               if entry.get("config_source") == "DYNAMIC_TOPIC_CONFIG"}
+        for name in names
+    }
+
+
+_TEMPLATE_FIELD = re.compile(r"\{(topic|source)\}")
+
+
+def render_topic_name(template: str, topic: str, source: str) -> str:
+    """Map a source topic through a rename template: ``{topic}``, ``{source}`` (profile name)."""
+    return _TEMPLATE_FIELD.sub(lambda match: topic if match.group(1) == "topic" else source, template)
