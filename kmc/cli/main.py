@@ -75,7 +75,7 @@ def _configure_logging(verbose: int, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from kmc.cli import diff, inventory, mirror, profile, sandbox, topics
+    from kmc.cli import completion, diff, inventory, mirror, profile, sandbox, topics
 
     inventory.register(app)
     diff.register(app)
@@ -83,6 +83,7 @@ def _register_commands() -> None:
     topics.register(app)
     app.add_typer(profile.app, name="profile")
     app.add_typer(sandbox.app, name="sandbox")
+    completion.register(app)
 
 
 _register_commands()

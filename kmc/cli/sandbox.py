@@ -11,6 +11,8 @@ import typer
 from kmc import sandbox
 from kmc.cli import context
 from kmc.output import Column, columns
+from kmc.seed import SAMPLE_TOPICS
+from kmc.seed import seed as seed_sample_data
 
 app = typer.Typer(help="Local real Apache Kafka clusters (KRaft) for demos and tests.", no_args_is_help=True)
 
@@ -63,6 +65,25 @@ def status(ctx: typer.Context) -> None:
     app_ctx.render.rows(rows, STATUS_COLUMNS, styles={"up": "green", "degraded": "yellow", "down": "red"})
     if not rows:
         app_ctx.messages.info("no sandbox clusters; start some with 'kmc sandbox up NAME...'")
+
+
+@app.command("seed")
+def seed(
+    ctx: typer.Context,
+    cluster: str = typer.Argument(..., metavar="CLUSTER", help="Cluster name, or host:port."),
+    topics: str = typer.Option(",".join(SAMPLE_TOPICS), "--topics", help="Comma-separated sample topics."),
+    records: int = typer.Option(1000, "--records", min=1, help="Records per topic."),
+) -> None:
+    """Write sample data (orders, payments, clicks, customers) with keys, headers and tombstones.
+
+    JSON keys: topic, partitions, records (records written by this run).
+    """
+    app_ctx = context.get(ctx)
+    target = app_ctx.cluster(cluster)
+    results = seed_sample_data(app_ctx.session(target), [t.strip() for t in topics.split(",") if t.strip()],
+                               records, origin=target.name)
+    app_ctx.render.rows([vars(result) for result in results],
+                        columns("topic", Column("partitions", numeric=True), Column("records", numeric=True)))
 
 
 def _status_rows(names) -> list[dict]:  # noqa: ANN001 - iterable of names or None

@@ -19,8 +19,8 @@ GROUP_COLUMNS = columns("group", "state", Column("members", numeric=True), "topi
 
 def topics(
     ctx: typer.Context,
-    cluster: Optional[str] = typer.Argument(None, help="Cluster name, or host:port."),
-    pattern: Optional[str] = typer.Argument(None, help="Anchored regex of topic names [default: all]."),
+    cluster: Optional[str] = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port."),
+    pattern: Optional[str] = typer.Argument(None, metavar="PATTERN", help="Anchored regex of topic names [default: all]."),
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap", "-b", help="Ad-hoc host:port instead of a name."),
     include_internal: bool = typer.Option(False, "--include-internal", help="Also Kafka's and kmc's internal topics."),
 ) -> None:
@@ -42,8 +42,8 @@ def topics(
 
 def groups(
     ctx: typer.Context,
-    cluster: Optional[str] = typer.Argument(None, help="Cluster name, or host:port."),
-    pattern: Optional[str] = typer.Argument(None, help="Anchored regex of group ids [default: all]."),
+    cluster: Optional[str] = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port."),
+    pattern: Optional[str] = typer.Argument(None, metavar="PATTERN", help="Anchored regex of group ids [default: all]."),
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap", "-b", help="Ad-hoc host:port instead of a name."),
 ) -> None:
     """List consumer groups: state, members, topics and total lag.

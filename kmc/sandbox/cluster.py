@@ -246,24 +246,39 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 def _process_matches(pid: int, marker: str) -> bool:
     """True when ``pid`` is a live (not zombie) process whose command line has the argument ``marker``."""
     child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        _children.pop(pid, None)
+    if child is not None:
+        # Our own child: its pid cannot be reused before we reap it, so poll() is the whole answer (and
+        # /proc/PID/cmdline reads empty for a moment while the exec is still in progress).
+        if child.poll() is None:
+            return marker in child.args
         return False
-    proc = Path(f"/proc/{pid}")
     if Path("/proc/self").exists():
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-            stat = (proc / "stat").read_text()
-        except OSError:
-            return False
-        if stat.rpartition(")")[2].split()[:1] == ["Z"]:
-            return False
-        return marker.encode() in args
+        proc = Path(f"/proc/{pid}")
+        for attempt in range(3):
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+                stat = (proc / "stat").read_text()
+            except OSError:
+                return False
+            if stat.rpartition(")")[2].split()[:1] == ["Z"]:
+                return False
+            if args != [b""]:
+                return marker.encode() in args
+            time.sleep(0.05)  # empty: an exec in progress (or a kernel thread)
+        return False
     try:  # no /proc (macOS): ask ps
         out = subprocess.run(["ps", "-o", "stat=,command=", "-p", str(pid)], capture_output=True, text=True).stdout
     except OSError:
         return False
     return bool(out.strip()) and not out.strip().startswith("Z") and marker in out.split()
+
+
+def _exit_status(pid: int | None) -> str:
+    child = _children.get(pid) if pid is not None else None
+    code = child.poll() if child is not None else None
+    if code is None:
+        return ""
+    return f" (killed by signal {-code})" if code < 0 else f" (exit status {code})"
 
 
 def _signal(pid: int, marker: str, sig: int) -> bool:
@@ -596,7 +611,8 @@ def _wait_ready(pending: list[_Pending], timeout: float) -> None:
                 broker = dead[0]
                 text = _read_from(Path(broker.log_file), item.offsets.get(broker.node_id, 0))
                 failures.append((item, ConfigError(
-                    f"sandbox {cluster.name}: broker {broker.node_id} exited during start-up: {_relevant_line(text)}",
+                    f"sandbox {cluster.name}: broker {broker.node_id} exited during start-up"
+                    f"{_exit_status(broker.pid)}: {_relevant_line(text)}",
                     hint=f"see {broker.log_file}",
                 )))  # fmt: skip
                 waiting.remove(item)
