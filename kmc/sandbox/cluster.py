@@ -10,9 +10,14 @@ Each sandbox lives in ``$XDG_DATA_HOME/kmc/sandbox/NAME/`` (default ``~/.local/s
 
 Every node is broker and controller at once (combined mode) and listens on 127.0.0.1 only; the
 controllers form a static quorum (``controller.quorum.voters``), so a stopped sandbox can be restarted on
-new ports when its old ones were taken meanwhile. The JVMs run detached (their own session), so they
-outlive the process that started them; ``down`` stops them by the pids recorded in the state file, after
-checking that each pid still is the java process of that node.
+new ports when its old ones were taken meanwhile. Ports are picked below the kernel's ephemeral range, so
+the many client connections of a test run cannot take them between our check and the broker's bind.
+With 3 brokers, topics default to replication factor 3 and min.insync.replicas is 2.
+
+The JVMs run detached (their own session), so they outlive the process that started them; ``down`` stops
+them by the pids recorded in the state file, after checking that each pid still is the java process of
+that node. They share a class-data-sharing archive in the cache (see below; ``KMC_SANDBOX_CDS=0`` turns
+it off), which halves their start-up time.
 
 This module never prints; progress goes to ``logging.getLogger(__name__)`` and errors are kmc.errors.
 """
@@ -254,7 +259,7 @@ def _process_matches(pid: int, marker: str) -> bool:
         return False
     if Path("/proc/self").exists():
         proc = Path(f"/proc/{pid}")
-        for attempt in range(3):
+        for _attempt in range(3):
             try:
                 args = (proc / "cmdline").read_bytes().split(b"\0")
                 stat = (proc / "stat").read_text()
@@ -308,20 +313,34 @@ def _signal(pid: int, marker: str, sig: int) -> bool:
             os.close(pidfd)
 
 
-def _terminate(targets: list[tuple[int, str]], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM each (pid, marker), wait up to ``timeout`` for all of them, then SIGKILL the rest."""
+def _terminate(targets: list[tuple[int, str]], timeout: float = STOP_TIMEOUT) -> set[int]:
+    """SIGTERM each (pid, marker), wait up to ``timeout`` for all of them, then SIGKILL the rest.
+
+    Returns the pids that exited on their own after SIGTERM (not those killed, nor those not running).
+    """
     live = [(pid, marker) for pid, marker in targets if _signal(pid, marker, signal.SIGTERM)]
+    clean = {pid for pid, _ in live}
     for sig, wait in ((None, timeout), (signal.SIGKILL, KILL_TIMEOUT)):
         if sig is not None and live:
             log.warning("killing %s: still running %.0fs after SIGTERM", ", ".join(str(p) for p, _ in live), timeout)
+            clean.difference_update(pid for pid, _ in live)
             live = [(pid, marker) for pid, marker in live if _signal(pid, marker, sig)]
         deadline = time.monotonic() + wait
         while live and time.monotonic() < deadline:
             time.sleep(0.1)
             live = [(pid, marker) for pid, marker in live if _process_matches(pid, marker)]
         if not live:
-            return
+            return clean
     raise KmcError(f"could not stop process {', '.join(str(p) for p, _ in live)}", hint="stop it by hand")
+
+
+def _stop_brokers(brokers: list[SandboxBroker], timeout: float = STOP_TIMEOUT) -> None:
+    """Stop these nodes (all at once) and keep a class-data archive one of them wrote on its way out."""
+    clean = _terminate([(b.pid, str(b.config_file)) for b in brokers if b.pid is not None], timeout)
+    for broker in brokers:
+        if broker.pid in clean:
+            _promote_cds(broker)
+        _discard_cds(broker)
 
 
 # ------------------------------------------------------------------------------------------- ports
@@ -442,16 +461,73 @@ def _write_configs(cluster: SandboxCluster) -> None:
         broker.config_file.write_text(_server_properties(cluster, broker))
 
 
-def _jvm_command(java: str, classpath: str, cluster: SandboxCluster, broker: SandboxBroker, main: list[str]) -> list[str]:
+def _jvm_command(
+    rt: _Runtime, cluster: SandboxCluster, broker: SandboxBroker, main: list[str], extra: list[str] | None = None
+) -> list[str]:
     return [
-        java,
+        rt.java,
         *JVM_OPTIONS,
+        *(extra or []),
         f"-Dlog4j2.configurationFile={cluster.data_dir / 'log4j2.properties'}",
         f"-Dkafka.logs.dir={broker.node_dir}",
         "-cp",
-        classpath,
+        rt.classpath,
         *main,
     ]
+
+
+# ------------------------------------------------------------------------------- class-data sharing
+#
+# The first broker a runtime starts (when no archive exists yet) records the classes it loads and writes
+# them out as a dynamic AppCDS archive when it exits (-XX:ArchiveClassesAtExit) into its node directory.
+# When kmc stops that broker and it exits cleanly, the archive is checked with a short JVM run and moved
+# into the cache; every later JVM maps it (-XX:SharedArchiveFile) and starts in about half the time.
+# A truncated archive can crash the JVM, hence the check; KMC_SANDBOX_CDS=0 turns all of this off.
+
+CDS_DUMP = "cds-training.jsa"
+CDS_DUMP_INFO = "cds-training.json"
+
+
+def _cds_options(rt: _Runtime, broker: SandboxBroker | None, train: bool) -> list[str]:
+    if rt.cds is None:
+        return []
+    if rt.cds.is_file():
+        return [f"-XX:SharedArchiveFile={rt.cds}"]
+    if train and broker is not None:
+        info = {"target": str(rt.cds), "java": rt.java, "classpath": rt.classpath}
+        (broker.node_dir / CDS_DUMP_INFO).write_text(json.dumps(info) + "\n")
+        return [f"-XX:ArchiveClassesAtExit={broker.node_dir / CDS_DUMP}"]
+    return []
+
+
+def _discard_cds(broker: SandboxBroker) -> None:
+    for name in (CDS_DUMP, CDS_DUMP_INFO):
+        with contextlib.suppress(OSError):
+            (broker.node_dir / name).unlink()
+
+
+def _promote_cds(broker: SandboxBroker) -> None:
+    """Move the archive a cleanly stopped broker wrote into the cache, if it maps (a JVM run checks it)."""
+    dump = broker.node_dir / CDS_DUMP
+    try:
+        info = json.loads((broker.node_dir / CDS_DUMP_INFO).read_text())
+        target = Path(info["target"])
+        if not dump.is_file() or target.exists():
+            return
+        check = subprocess.run(
+            [info["java"], f"-XX:SharedArchiveFile={dump}", "-Xshare:on", "-cp", info["classpath"], "-version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+        )
+        if check.returncode != 0:
+            log.debug("not keeping class-data archive %s: check exited %d", dump, check.returncode)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(dump, target)
+        log.info("kept a class-data archive for faster broker starts: %s", target)
+    except (OSError, ValueError, KeyError, TypeError, subprocess.SubprocessError) as exc:
+        log.debug("not keeping class-data archive %s: %s", dump, exc)
 
 
 # --------------------------------------------------------------------------------------- log lines
@@ -475,10 +551,12 @@ def _shorten(line: str, limit: int = 400) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _read_from(path: Path, offset: int) -> str:
+def _read_from(path: Path, offset: int, limit: int = 256 * 1024) -> str:
+    """The log from ``offset`` on (at most its last ``limit`` bytes)."""
     try:
         with open(path, "rb") as handle:
-            handle.seek(offset)
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(offset, size - limit))
             return handle.read().decode("utf-8", "replace")
     except OSError:
         return ""
@@ -492,53 +570,64 @@ class _Runtime:
     java: str
     classpath: str
     version: str
+    cds: Path | None  # the class-data archive to use or to create; None when turned off
 
 
 def _resolve_runtime() -> _Runtime:
     java = runtime.find_java()
     libs = runtime.kafka_libs_dir()
-    return _Runtime(java, str(libs / "*"), runtime.libs_kafka_version(libs) or runtime.KAFKA_VERSION)
+    cds = None if os.environ.get("KMC_SANDBOX_CDS", "1") == "0" else runtime.cds_archive(java, libs)
+    return _Runtime(java, str(libs / "*"), runtime.libs_kafka_version(libs) or runtime.KAFKA_VERSION, cds)
 
 
-def _format(rt: _Runtime, cluster: SandboxCluster) -> None:
-    """Format every node's storage (in parallel: each is a short JVM run)."""
+def _format(rt: _Runtime, clusters: list[SandboxCluster]) -> None:
+    """Format the storage of every node of these new clusters, all in parallel (each is a short JVM run)."""
     procs = []
-    for broker in cluster.brokers:
-        cmd = _jvm_command(
-            rt.java, rt.classpath, cluster, broker,
-            ["kafka.tools.StorageTool", "format", "--config", str(broker.config_file),
-             "--cluster-id", cluster.kafka_cluster_id],
-        )  # fmt: skip
-        procs.append(
-            subprocess.Popen(cmd, cwd=broker.node_dir, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-        )
-    failures = []
-    for broker, proc in zip(cluster.brokers, procs):
+    for cluster in clusters:
+        for broker in cluster.brokers:
+            main = ["kafka.tools.StorageTool", "format", "--config", str(broker.config_file)]
+            main += ["--cluster-id", cluster.kafka_cluster_id]
+            extra = ["-XX:TieredStopAtLevel=1", *_cds_options(rt, None, train=False)]  # short run: C1 is enough
+            cmd = _jvm_command(rt, cluster, broker, main, extra)
+            proc = subprocess.Popen(
+                cmd, cwd=broker.node_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            procs.append((cluster, broker, proc))
+    failures: dict[str, list[str]] = {}
+    for cluster, broker, proc in procs:
         try:
             out, _ = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
         if proc.returncode != 0:
-            failures.append(f"node {broker.node_id}: {_relevant_line(out.decode('utf-8', 'replace'))}")
+            line = _relevant_line(out.decode("utf-8", "replace"))
+            failures.setdefault(cluster.name, []).append(f"node {broker.node_id}: {line}")
     if failures:
+        name, lines = next(iter(failures.items()))
         raise ConfigError(
-            f"formatting the storage of sandbox {cluster.name} failed: {'; '.join(failures)}",
-            hint="run 'kmc sandbox down' for it and try again, or check the Kafka jars",
+            f"formatting the storage of sandbox {name} failed: {'; '.join(lines)}",
+            hint="check the Kafka jars (KAFKA_HOME, or the cache under $XDG_CACHE_HOME/kmc)",
         )
 
 
-def _launch(rt: _Runtime, cluster: SandboxCluster, broker: SandboxBroker) -> tuple[int, int]:
+def _launch(rt: _Runtime, cluster: SandboxCluster, broker: SandboxBroker, train: bool = False) -> tuple[int, int]:
     """Start one node's JVM detached; returns (pid, offset of its log where this run's output starts)."""
     log_file = Path(broker.log_file)
     offset = log_file.stat().st_size if log_file.exists() else 0
-    cmd = _jvm_command(rt.java, rt.classpath, cluster, broker, ["kafka.Kafka", str(broker.config_file)])
+    _discard_cds(broker)
+    extra = _cds_options(rt, broker, train)
+    cmd = _jvm_command(rt, cluster, broker, ["kafka.Kafka", str(broker.config_file)], extra)
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(
-            cmd, cwd=broker.node_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True,
-        )  # fmt: skip
+            cmd,
+            cwd=broker.node_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
     _children[proc.pid] = proc
     log.debug("sandbox %s node %d: started pid %d", cluster.name, broker.node_id, proc.pid)
     return proc.pid, offset
@@ -598,6 +687,10 @@ class _Pending:
     offsets: dict[int, int]  # node_id -> log offset, for the nodes started by this call
 
 
+def _broker_logs(cluster: SandboxCluster) -> str:
+    return ", ".join(b.log_file for b in cluster.brokers)
+
+
 def _wait_ready(pending: list[_Pending], timeout: float) -> None:
     """Wait until every cluster answers metadata with all brokers; stop clusters that fail, then raise."""
     deadline = time.monotonic() + timeout
@@ -616,29 +709,37 @@ def _wait_ready(pending: list[_Pending], timeout: float) -> None:
                     hint=f"see {broker.log_file}",
                 )))  # fmt: skip
                 waiting.remove(item)
-            elif _ports_accept(cluster) and _registered(cluster, _describe(cluster)):
-                log.info("sandbox %s is up at %s", cluster.name, cluster.bootstrap_servers)
-                waiting.remove(item)
+            elif _ports_accept(cluster):
+                info = _describe(cluster)
+                if info and info.get("cluster_id") not in (None, cluster.kafka_cluster_id):
+                    failures.append((item, ConfigError(
+                        f"sandbox {cluster.name} answers with cluster id {info.get('cluster_id')}, "
+                        f"not its own {cluster.kafka_cluster_id}",
+                        hint=f"another Kafka may hold its ports, or its data was replaced; see {_broker_logs(cluster)}",
+                    )))  # fmt: skip
+                    waiting.remove(item)
+                elif _registered(cluster, info):
+                    log.info("sandbox %s is up at %s", cluster.name, cluster.bootstrap_servers)
+                    waiting.remove(item)
         if not waiting:
             break
         if time.monotonic() >= deadline:
             for item in waiting:
-                logs = ", ".join(b.log_file for b in item.cluster.brokers)
                 failures.append((item, UnreachableError(
                     f"sandbox {item.cluster.name} did not come up within {timeout:.0f}s",
-                    hint=f"see {logs}",
+                    hint=f"see {_broker_logs(item.cluster)}",
                 )))  # fmt: skip
             break
         time.sleep(POLL_INTERVAL)
     if not failures:
         return
-    # Leave no half-started JVMs behind: stop the nodes of the failed clusters (their data and logs stay).
-    _terminate(
-        [(b.pid, str(b.config_file)) for item, _ in failures for b in item.cluster.brokers if b.pid is not None]
-    )
+    # Leave no half-started JVMs behind: stop the nodes this call started in the failed clusters (their
+    # data and logs stay; nodes that were running before are left alone).
     for item, _ in failures:
+        started = [item.cluster.broker(node_id) for node_id in item.offsets]
+        _stop_brokers(started)
         cluster = item.cluster
-        for broker in cluster.brokers:
+        for broker in started:
             cluster = _with_pid(cluster, broker.node_id, None)
         _write_state(cluster)
     first = failures[0][1]
@@ -676,8 +777,10 @@ def get(name: str) -> SandboxCluster:
 def up(names: list[str], brokers: int = 1, timeout: float = 90) -> list[SandboxCluster]:
     """Start (or create) the named sandboxes, all in parallel; return them once they serve metadata.
 
-    A sandbox that is already running is returned unchanged; a stopped one restarts on its data (on its
-    old ports when they are still free); a new one gets ``brokers`` combined broker+controller nodes.
+    A sandbox that is already running is returned unchanged (stopped nodes of it are started again); a
+    stopped one restarts on its data (on its old ports when they are still free); a new one gets
+    ``brokers`` combined broker+controller nodes. For an existing sandbox ``brokers`` must be 1 (the
+    default: take it as it is) or its broker count. ``timeout`` bounds the wait for the metadata.
     """
     names = _unique(names)
     if not names:
@@ -720,44 +823,56 @@ def up(names: list[str], brokers: int = 1, timeout: float = 90) -> list[SandboxC
             rt = _resolve_runtime()  # before touching any directory: a missing java leaves nothing behind
         pending: list[_Pending] = []
         try:
+            fresh_clusters = []
             for cluster, to_start, fresh in plans:
-                if not to_start:
-                    pending.append(_Pending(cluster, {}))
-                    continue
-                assert rt is not None
-                if fresh:
-                    cluster = dataclasses.replace(cluster, kafka_version=rt.version)
-                _write_configs(cluster)
-                if fresh:
-                    _format(rt, cluster)
+                if to_start:
+                    assert rt is not None
+                    if fresh:
+                        cluster = dataclasses.replace(cluster, kafka_version=rt.version)
+                        fresh_clusters.append(cluster)
+                    _write_configs(cluster)
                 pending.append(_Pending(cluster, {}))
+            if fresh_clusters:
+                assert rt is not None
+                _format(rt, fresh_clusters)
             # all formats done: now start every JVM, then wait for all of them together
-            for item, (_, to_start, _) in zip(pending, plans):
+            train = True  # at most one JVM per call records classes for a class-data archive
+            for item, (_, to_start, _) in zip(pending, plans, strict=True):
                 for node_id in to_start:
+                    assert rt is not None
                     broker = item.cluster.broker(node_id)
                     _ensure_ports_free(item.cluster, broker)
-                    pid, offset = _launch(rt, item.cluster, broker)
+                    pid, offset = _launch(rt, item.cluster, broker, train=train)
+                    train = False
                     item.cluster = _with_pid(item.cluster, node_id, pid)
                     item.offsets[node_id] = offset
                     _write_state(item.cluster)  # record each pid at once, so 'down' can always find it
                 if to_start:
                     log.info("sandbox %s: starting %d node(s)", item.cluster.name, len(to_start))
         except BaseException:
-            # a failure (or Ctrl-C) between launches: stop what this call started, keep state consistent
-            for item in pending:
-                started = [item.cluster.broker(n) for n in item.offsets]
-                _terminate([(b.pid, str(b.config_file)) for b in started if b.pid is not None])
-                cluster = item.cluster
-                for broker in started:
-                    cluster = _with_pid(cluster, broker.node_id, None)
-                if cluster.state_file.exists():
-                    _write_state(cluster)
-            for cluster, _, fresh in plans:
-                if fresh and not cluster.state_file.exists():  # never got as far as starting a JVM
-                    shutil.rmtree(cluster.data_dir, ignore_errors=True)
+            _abort_start(pending, plans)
             raise
-        _wait_ready(pending, timeout)
+        try:
+            _wait_ready(pending, timeout)
+        except KeyboardInterrupt:
+            _abort_start(pending, plans)
+            raise
         return [item.cluster for item in pending]
+
+
+def _abort_start(pending: list[_Pending], plans: list[tuple[SandboxCluster, list[int], bool]]) -> None:
+    """After a failure or Ctrl-C in ``up``: stop the JVMs this call started, leave consistent state behind."""
+    for item in pending:
+        started = [item.cluster.broker(n) for n in item.offsets]
+        _stop_brokers(started)
+        cluster = item.cluster
+        for broker in started:
+            cluster = _with_pid(cluster, broker.node_id, None)
+        if cluster.state_file.exists():
+            _write_state(cluster)
+    for cluster, _, fresh in plans:
+        if fresh and not cluster.state_file.exists():  # never got as far as starting a JVM
+            shutil.rmtree(cluster.data_dir, ignore_errors=True)
 
 
 def _new_cluster(cluster_dir: Path, name: str, brokers: int, ports: list[int], version: str) -> SandboxCluster:
@@ -787,7 +902,8 @@ def _new_cluster(cluster_dir: Path, name: str, brokers: int, ports: list[int], v
 
 def _reassign_ports(cluster: SandboxCluster, ports: list[int]) -> SandboxCluster:
     brokers = [
-        dataclasses.replace(b, port=ports[2 * i], controller_port=ports[2 * i + 1]) for i, b in enumerate(cluster.brokers)
+        dataclasses.replace(b, port=ports[2 * i], controller_port=ports[2 * i + 1])
+        for i, b in enumerate(cluster.brokers)
     ]
     return _with_brokers(cluster, brokers)
 
@@ -820,15 +936,7 @@ def down(names: list[str] | None = None, keep_data: bool = False) -> list[str]:
         return []
     with _locked(names):
         clusters = {name: _read_state(root / name) for name in names}
-        _terminate(
-            [
-                (b.pid, str(b.config_file))
-                for cluster in clusters.values()
-                if cluster is not None
-                for b in cluster.brokers
-                if b.pid is not None
-            ]
-        )
+        _stop_brokers([b for cluster in clusters.values() if cluster is not None for b in cluster.brokers])
         for name, cluster in clusters.items():
             if keep_data:
                 if cluster is not None:
@@ -846,8 +954,7 @@ def stop_broker(name: str, node_id: int, timeout: float = STOP_TIMEOUT) -> Sandb
     with _locked([validate_name(name)]):
         cluster = get(name)
         broker = cluster.broker(node_id)
-        if broker.pid is not None:
-            _terminate([(broker.pid, str(broker.config_file))], timeout=timeout)
+        _stop_brokers([broker], timeout=timeout)
         cluster = _with_pid(cluster, node_id, None)
         _write_state(cluster)
         log.info("sandbox %s: broker %d stopped", name, node_id)
@@ -864,7 +971,7 @@ def start_broker(name: str, node_id: int, timeout: float = 90) -> SandboxCluster
             _ensure_ports_free(cluster, broker)
             rt = _resolve_runtime()
             _write_configs(cluster)
-            pid, offsets[node_id] = _launch(rt, cluster, broker)
+            pid, offsets[node_id] = _launch(rt, cluster, broker, train=True)
             cluster = _with_pid(cluster, node_id, pid)
             _write_state(cluster)
         item = _Pending(cluster, offsets)

@@ -1,0 +1,138 @@
+"""Session setup: an isolated home for kmc, real sandbox Kafka clusters, unique topic names.
+
+At import time XDG_CONFIG_HOME, XDG_DATA_HOME and XDG_STATE_HOME point at a fresh temporary directory
+(in os.environ, so CLI subprocesses inherit it): tests never see the developer's config or sandboxes.
+XDG_CACHE_HOME is left alone so the Kafka jar cache is shared and warm.
+
+Clusters start once per session: ``src`` and ``dst`` together in one ``up`` call (parallel start),
+``three_broker_cluster`` only when a test asks for it. Whatever happens, the session ends with
+``sandbox.down()`` of everything under the temporary directory, and an atexit hook kills any JVM
+that still names that directory on its command line.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="kmc-tests-"))
+for _var, _dir in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"), ("XDG_STATE_HOME", "state")):
+    (SESSION_HOME / _dir).mkdir()
+    os.environ[_var] = str(SESSION_HOME / _dir)
+os.environ.pop("KMC_CONFIG", None)  # a developer's KMC_CONFIG must not leak into the tests
+
+from kmc import sandbox  # noqa: E402 - after the environment is set up
+
+START_TIMEOUT = 120.0
+
+
+# ---------------------------------------------------------------------------------------- clean-up
+
+
+def _stop_all_sandboxes() -> None:
+    """down() every sandbox of this session; never raises (it runs in teardown paths)."""
+    try:
+        sandbox.down()
+    except Exception as exc:  # noqa: BLE001
+        print(f"conftest: sandbox.down() failed: {exc}")  # noqa: T201 - teardown diagnostics
+    _kill_session_jvms()
+
+
+def _kill_session_jvms() -> None:
+    """Last resort: SIGKILL any process whose command line names this session's temporary directory."""
+    marker = str(SESSION_HOME).encode()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline and b"java" in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                print(f"conftest: killed leftover JVM {entry.name}")  # noqa: T201
+
+
+def _at_exit() -> None:
+    _kill_session_jvms()
+    time.sleep(0.2)
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
+
+atexit.register(_at_exit)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kafka: needs real Kafka brokers (the session's sandbox clusters)")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _stop_all_sandboxes()
+
+
+# ---------------------------------------------------------------------------------------- clusters
+
+
+@contextlib.contextmanager
+def _sandboxes(names: list[str], brokers: int = 1) -> Iterator[list[sandbox.SandboxCluster]]:
+    try:
+        clusters = sandbox.up(names, brokers=brokers, timeout=START_TIMEOUT)
+    except BaseException:
+        _stop_all_sandboxes()  # a half-started set must not outlive the failure
+        raise
+    try:
+        yield clusters
+    finally:
+        existing = {c.name for c in sandbox.list_sandboxes()}
+        with contextlib.suppress(Exception):
+            sandbox.down([n for n in names if n in existing])
+
+
+@pytest.fixture(scope="session")
+def _src_dst() -> Iterator[dict[str, sandbox.SandboxCluster]]:
+    with _sandboxes(["src", "dst"]) as clusters:
+        yield {c.name: c for c in clusters}
+
+
+@pytest.fixture(scope="session")
+def src_cluster(_src_dst: dict[str, sandbox.SandboxCluster]) -> sandbox.SandboxCluster:
+    """A single-broker sandbox named ``src`` (started together with ``dst``)."""
+    return _src_dst["src"]
+
+
+@pytest.fixture(scope="session")
+def dst_cluster(_src_dst: dict[str, sandbox.SandboxCluster]) -> sandbox.SandboxCluster:
+    """A single-broker sandbox named ``dst`` (started together with ``src``)."""
+    return _src_dst["dst"]
+
+
+@pytest.fixture(scope="session")
+def three_broker_cluster() -> Iterator[sandbox.SandboxCluster]:
+    """A sandbox named ``trio`` with three broker+controller nodes (default RF 3, min.insync.replicas 2).
+
+    Tests that stop one of its brokers must start it again before they return.
+    """
+    with _sandboxes(["trio"], brokers=3) as clusters:
+        yield clusters[0]
+
+
+@pytest.fixture
+def topic_name(request: pytest.FixtureRequest) -> str:
+    """A topic name unique to this test: ``t-<test name>-<6 hex digits>`` (letters, digits and '-')."""
+    base = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:100]
+    return f"t-{base}-{uuid.uuid4().hex[:6]}"
