@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.net.compat import KafkaNetClient
+from kafka.net.manager import KafkaConnectionManager
+from kafka.net.selector import NetworkSelector
 
 from kmc.errors import (
     AuthError,
@@ -24,7 +29,7 @@ from kmc.errors import (
     KmcError,
     UnreachableError,
 )
-from kmc.profiles import Cluster
+from kmc.profiles import Cluster, Secret
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +51,13 @@ def client_config(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT) -> dict[st
     if cluster.sasl_mechanism:
         config["sasl_mechanism"] = cluster.sasl_mechanism
         config["sasl_plain_username"] = cluster.username
-        config["sasl_plain_password"] = cluster.password.reveal() if cluster.password else None
+        config["sasl_plain_password"] = _hand_over(cluster.password) if cluster.password else None
     for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         value = getattr(cluster, key)
         if value:
             config[key] = value
     if cluster.ssl_password is not None:
-        config["ssl_password"] = cluster.ssl_password.reveal()
+        config["ssl_password"] = _hand_over(cluster.ssl_password)
     config.update(cluster.client)
     return config
 
@@ -82,12 +87,107 @@ def translate_errors(cluster: Cluster, action: str = "") -> Iterator[None]:
         raise UnreachableError(f"{what}{exc}") from exc
 
 
+_SECRET_SETTING = re.compile(
+    r"""(['"][a-z_]*(?:password|secret|token)[a-z_]*['"]\s*:\s*)('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+)
+
+
+# Every secret handed to kafka-python in this process, as text and as Python would quote it in a
+# str or bytes repr: RedactSecrets masks them wherever they appear in a log line.
+_handed_over: set[str] = set()
+
+
+def _hand_over(secret: Secret) -> str:
+    value = secret.reveal()
+    if value:
+        _handed_over.update({value, repr(value)[1:-1], repr(value.encode())[2:-1]})
+    return value
+
+
+class RedactSecrets(logging.Filter):
+    """Masks secrets in log records: at debug level kafka-python logs its whole configuration,
+    its SASL requests and the raw bytes it sends, password included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET_SETTING.sub(r"\1'***'", message)
+        for value in sorted(tuple(_handed_over), key=len, reverse=True):
+            redacted = redacted.replace(value, "***")
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
     name = type(exc).__name__
-    if not text or text == name:
-        return name
-    return text if text.startswith(name) else f"{name}: {text}"
+    # kafka-python repeats itself: "[Error 58] SaslAuthenticationFailedError: SaslAuthenticationFailedError: ..."
+    text = re.sub(r"^\[Error -?\d+\]\s*", "", str(exc).strip())
+    while text.startswith(f"{name}: ") or text == name:
+        text = text[len(name) + 2:]
+    return f"{name}: {text}" if text else name
+
+
+class _AuthFailureWatch:
+    """Remembers an authentication failure seen while a client bootstraps.
+
+    kafka-python 3.0 retries a bootstrap connection whose SASL authentication failed until the
+    bootstrap timeout, then raises a bare KafkaTimeoutError: a wrong password would look like an
+    unreachable cluster (exit 4, not 5). Worse, the broker closes the connection right after its
+    error response, and kafka-python drops data that arrives together with the close, so the error
+    often shows only as "socket disconnected". kafka-python's ``kafka_client`` setting lets kmc supply
+    the connection manager, which here notes why each connection closed: an authentication error, or
+    a connection the broker answered (ApiVersions) and then closed during SASL authentication. It also
+    keeps the client's IO thread, so a client that fails to start can be stopped.
+    """
+
+    def __init__(self) -> None:
+        self.failure: Exception | None = None
+        self.net: NetworkSelector | None = None
+
+    def client(self, **configs: Any) -> KafkaNetClient:
+        self.net = NetworkSelector(**configs)
+        return KafkaNetClient(net=self.net, manager=_WatchingManager(self.net, self, **configs), **configs)
+
+    def note(self, connection: Any, error: BaseException) -> None:
+        if isinstance(error, (kafka_errors.SaslAuthenticationFailedError, kafka_errors.AuthorizationError)):
+            self.failure = error
+        elif (self.failure is None and getattr(connection, "sasl_enabled", False)
+              and getattr(connection, "broker_version_data", None) is not None
+              and connection.init_future.failed()):
+            self.failure = kafka_errors.SaslAuthenticationFailedError(
+                "the broker answered, then closed the connection during SASL authentication")
+
+
+class _WatchingManager(KafkaConnectionManager):
+    def __init__(self, net: NetworkSelector, watch: _AuthFailureWatch, **configs: Any) -> None:
+        super().__init__(net, **configs)
+        self._watch = watch
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def get_connection(self, node_id: Any, **kwargs: Any) -> Any:
+        connection = super().get_connection(node_id, **kwargs)
+        if connection not in self._watched:  # once per connection: get_connection runs for every request
+            self._watched.add(connection)
+            connection.close_future.add_errback(self._watch.note, connection)
+        return connection
+
+
+def _connect(cluster: Cluster, client_class: Any, settings: dict[str, Any], action: str) -> Any:
+    """Construct a kafka-python client (it bootstraps on construction), reporting a failed
+    authentication as such rather than as the timeout it turns into."""
+    watch = _AuthFailureWatch()
+    with translate_errors(cluster, action):
+        try:
+            return client_class(**settings, kafka_client=watch.client)
+        except BaseException as exc:
+            # Stop the IO thread of a client that failed to start; not on Ctrl-C, when the process is
+            # about to exit and a stopped loop leaves coroutines that complain while being collected.
+            if watch.net is not None and not isinstance(exc, KeyboardInterrupt):
+                with contextlib.suppress(Exception):
+                    watch.net.stop(timeout_ms=1000)
+            if isinstance(exc, kafka_errors.KafkaTimeoutError) and watch.failure is not None:
+                raise watch.failure from exc
+            raise
 
 
 @dataclass(frozen=True)
@@ -129,8 +229,8 @@ class KafkaSession:
     @property
     def admin(self) -> KafkaAdminClient:
         if self._admin is None:
-            with translate_errors(self.cluster, "connect"):
-                self._admin = KafkaAdminClient(**_only(self.config(), KafkaAdminClient.DEFAULT_CONFIG))
+            settings = _only(self.config(), KafkaAdminClient.DEFAULT_CONFIG)
+            self._admin = _connect(self.cluster, KafkaAdminClient, settings, "connect")
             self._owned.append(self._admin)
         return self._admin
 
@@ -143,8 +243,7 @@ class KafkaSession:
         }
         settings.update(_only(self.config(), KafkaConsumer.DEFAULT_CONFIG))
         settings.update(overrides)
-        with translate_errors(self.cluster, "connect consumer"):
-            consumer = KafkaConsumer(**settings)
+        consumer = _connect(self.cluster, KafkaConsumer, settings, "connect consumer")
         self._owned.append(consumer)
         return consumer
 
@@ -152,8 +251,7 @@ class KafkaSession:
         settings = {"acks": "all"}
         settings.update(_only(self.config(), KafkaProducer.DEFAULT_CONFIG))
         settings.update(overrides)
-        with translate_errors(self.cluster, "connect producer"):
-            producer = KafkaProducer(**settings)
+        producer = _connect(self.cluster, KafkaProducer, settings, "connect producer")
         self._owned.append(producer)
         return producer
 
@@ -166,7 +264,7 @@ class KafkaSession:
             elapsed = (time.perf_counter() - started) * 1000
         brokers = tuple(
             {"id": broker["broker_id"], "host": broker["host"], "port": broker["port"],
-             "rack": broker.get("rack")}
+             "rack": broker.get("rack"), "fenced": bool(broker.get("is_fenced"))}
             for broker in sorted(metadata["brokers"], key=lambda broker: broker["broker_id"])
         )
         controller = metadata.get("controller_id")

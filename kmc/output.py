@@ -44,8 +44,8 @@ def columns(*specs: str | Column) -> tuple[Column, ...]:
 
 
 def color_enabled(no_color_flag: bool, stream: IO[str]) -> bool:
-    """Colour only on a terminal, and never with --no-color or NO_COLOR (any value)."""
-    if no_color_flag or "NO_COLOR" in os.environ:
+    """Colour only on a terminal, and never with --no-color or a non-empty NO_COLOR (no-color.org)."""
+    if no_color_flag or os.environ.get("NO_COLOR"):
         return False
     return _isatty(stream)
 

@@ -187,7 +187,10 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         # tomllib puts "(at line N, column M)" in its message; keep it, it is what the user needs.
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        # For an error found at the end of the input (an unclosed array or string) it says only
+        # "(at end of document)": name the last line then, so every message carries a line number.
+        message = str(exc).replace("at end of document", f"at end of document, line {max(1, len(text.splitlines()))}")
+        raise ConfigError(f"{path}: invalid TOML: {message}") from exc
 
 
 def _with_sandboxes(config: Config) -> Config:
@@ -215,7 +218,9 @@ def interpolate(value: str, environ: Mapping[str, str], where: str) -> str:
             return "$"
         name = match.group(1)
         if name is None:
-            raise ConfigError(f"{where}: malformed variable reference '{match.group(0)}'",
+            # the reference may be a fragment of a password written without $$: never echo a secret
+            shown = "" if _is_secret_key(where.rpartition(".")[2]) else f" '{match.group(0)}'"
+            raise ConfigError(f"{where}: malformed variable reference{shown}",
                               hint="write ${NAME} with letters, digits and _ only, or $$ for a literal $")
         if name not in environ:
             raise ConfigError(
@@ -456,6 +461,10 @@ def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str
     sources = _string_list(body["from"], path, f"flows.{name}.from")
     target = _string(body["to"], path, f"flows.{name}.to")
     topics = _string_list(body.get("topics", [".*"]), path, f"flows.{name}.topics")
+    # an empty list would mean "no source" or, to the matcher, "every topic": neither is what was written
+    for key, value in (("from", sources), ("topics", topics)):
+        if not value:
+            raise ConfigError(f"{where}.{key} is empty", hint="give at least one entry, or leave the key out")
     exclude = _string_list(body.get("exclude", []), path, f"flows.{name}.exclude")
     validate_regexes(topics, f"{where}.topics")
     validate_regexes(exclude, f"{where}.exclude")
@@ -532,9 +541,14 @@ _HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 
 
 def _table_span(lines: list[str], name: str) -> tuple[int, int] | None:
-    """Line range [start, end) of ``[clusters.NAME]`` and its subtables, comments above excluded."""
+    """Line range [start, end) of ``[clusters.NAME]`` and its subtables.
+
+    Comments and blank lines after its last setting are left out: they sit above the next table
+    (or close the file) and belong there.
+    """
     own = {f"clusters.{name}", f'clusters."{name}"'}
     start = None
+    end = len(lines)
     for index, line in enumerate(lines):
         match = _HEADER_RE.match(line)
         if not match:
@@ -544,8 +558,13 @@ def _table_span(lines: list[str], name: str) -> tuple[int, int] | None:
         if start is None and header in own:
             start = index
         elif start is not None and not inside:
-            return start, index
-    return (start, len(lines)) if start is not None else None
+            end = index
+            break
+    if start is None:
+        return None
+    while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
+        end -= 1
+    return start, end
 
 
 def add_cluster(path: Path, name: str, settings: Mapping[str, Any], *, force: bool = False) -> None:
@@ -569,9 +588,15 @@ def add_cluster(path: Path, name: str, settings: Mapping[str, Any], *, force: bo
         body += "\n"
     if body.strip():
         body += "\n"
-    body += render_cluster_table(name, settings)
-    # validate the whole result before anything is written
-    build_config(parse_toml(body, path), path, environ=os.environ)
+    table = render_cluster_table(name, settings)
+    body += table
+    # Validate the whole result before anything is written. A variable the new table refers to
+    # (--password-env) is read when a command runs, so it need not be set while adding.
+    environ = dict(os.environ)
+    for match in _VAR_RE.finditer(table):
+        if match.group(1):
+            environ.setdefault(match.group(1), "set-at-run-time")
+    build_config(parse_toml(body, path), path, environ=environ)
     _write_private(path, body)
 
 

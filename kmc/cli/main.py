@@ -13,7 +13,7 @@ import typer
 from kmc import __version__
 from kmc.cli import context
 from kmc.cli._click import ABORT_EXCEPTIONS, EXIT_EXCEPTIONS, UsageError
-from kmc.client import DEFAULT_TIMEOUT
+from kmc.client import DEFAULT_TIMEOUT, RedactSecrets
 from kmc.errors import ExitCode, KmcError
 from kmc.output import OutputFormat, color_enabled
 
@@ -70,6 +70,8 @@ def root(
 def _configure_logging(verbose: int, debug: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose >= 2 else logging.WARNING
     logging.basicConfig(level=level, format="kmc: %(name)s: %(message)s", stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())
     # kafka-python logs connection failures as errors; kmc reports them itself, once.
     logging.getLogger("kafka").setLevel(logging.DEBUG if debug else logging.INFO if verbose >= 2 else logging.CRITICAL)
 
@@ -127,7 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="kmc", standalone_mode=False)
-        return int(result) if isinstance(result, int) else ExitCode.OK
+        code = int(result) if isinstance(result, int) else int(ExitCode.OK)
+        if code == ExitCode.INTERRUPTED:
+            # typer turns Ctrl-C (KeyboardInterrupt) into a bare exit status 130: say what happened
+            _error_line("interrupted")
+        return code
     except KmcError as exc:
         if debug:
             traceback.print_exc()
@@ -145,14 +151,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         # `kmc topics x | head`: the reader went away; that is not an error.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _discard_stdout()
         return int(ExitCode.OK)
+    except SystemExit as exc:
+        # typer answers a broken pipe inside a command with sys.exit(1): the same case as above
+        if isinstance(exc.__context__, BrokenPipeError):
+            _discard_stdout()
+            return int(ExitCode.OK)
+        raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if debug:
             traceback.print_exc()
         _error_line(f"internal error: {type(exc).__name__}: {exc} (run again with --debug and report it)")
         return int(ExitCode.DIFFERENCES)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _error_line(message: str) -> None:

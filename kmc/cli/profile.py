@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import typer
@@ -76,6 +77,18 @@ def add(
         raise UsageError(str(exc), hint="write it as host:port, e.g. localhost:9092") from None
     if password_env and password_file:
         raise UsageError("give --password-env or --password-file, not both")
+    if password_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", password_env):
+        raise UsageError(f"--password-env: '{password_env}' is not a variable name",
+                         hint="letters, digits and _, not starting with a digit")
+    # Checked here so that a bad option is a usage error (2), not an invalid config file (3).
+    if security_protocol.upper() not in SECURITY_PROTOCOLS:
+        raise UsageError(f"--security-protocol: '{security_protocol}' is not one of {', '.join(SECURITY_PROTOCOLS)}")
+    if sasl_mechanism is not None and sasl_mechanism.upper() not in SASL_MECHANISMS:
+        raise UsageError(f"--sasl-mechanism: '{sasl_mechanism}' is not one of {', '.join(SASL_MECHANISMS)}")
+    if security_protocol.upper().startswith("SASL_") and not (username and (password_env or password_file)):
+        raise UsageError(f"{security_protocol.upper()} needs --username and --password-env or --password-file")
+    if sasl_mechanism is not None and not security_protocol.upper().startswith("SASL_"):
+        raise UsageError("--sasl-mechanism needs --security-protocol SASL_PLAINTEXT or SASL_SSL")
     settings = {
         "bootstrap": list(servers),
         "security_protocol": security_protocol.upper() if security_protocol.upper() != "PLAINTEXT" else None,

@@ -17,6 +17,15 @@ TOPIC_COLUMNS = columns(
 GROUP_COLUMNS = columns("group", "state", Column("members", numeric=True), "topics", Column("lag", numeric=True))
 
 
+def _cluster_and_pattern(
+    cluster: str | None, pattern: str | None, bootstrap: str | None
+) -> tuple[str | None, str | None]:
+    """With --bootstrap the cluster is already given, so a single positional argument is the pattern."""
+    if bootstrap and pattern is None:
+        return None, cluster
+    return cluster, pattern
+
+
 def topics(
     ctx: typer.Context,
     cluster: Optional[str] = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port."),
@@ -26,9 +35,12 @@ def topics(
 ) -> None:
     """List topics: partitions, replication factor, records (latest minus earliest offsets).
 
+    With --bootstrap, the one argument is the PATTERN: `kmc topics -b host:9092 'orders.*'`.
+
     JSON keys: topic, partitions, replication_factor, records, under_replicated, internal.
     """
     app_ctx = context.get(ctx)
+    cluster, pattern = _cluster_and_pattern(cluster, pattern, bootstrap)
     include = compile_patterns([pattern] if pattern else [], "PATTERN")
     session = app_ctx.session(app_ctx.one_cluster(cluster, bootstrap))
     rows = [
@@ -48,9 +60,12 @@ def groups(
 ) -> None:
     """List consumer groups: state, members, topics and total lag.
 
+    With --bootstrap, the one argument is the PATTERN.
+
     JSON keys: group, state, protocol_type, members, topics, lag (null when nothing is committed).
     """
     app_ctx = context.get(ctx)
+    cluster, pattern = _cluster_and_pattern(cluster, pattern, bootstrap)
     include = compile_patterns([pattern] if pattern else [], "PATTERN")
     session = app_ctx.session(app_ctx.one_cluster(cluster, bootstrap))
     rows = [

@@ -1,0 +1,424 @@
+"""Every exit status of kmc, provoked through the CLI, and every bad input of the foundation issue:
+one line on stderr starting ``kmc: error:``, the documented exit code, no traceback, nothing written.
+
+Exit 5 needs a broker that checks passwords; the sandbox only does PLAINTEXT, so this file starts its own
+single-broker KRaft Kafka with a SASL_PLAINTEXT/PLAIN listener (on the sandbox's jars and JVM settings).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from base64 import urlsafe_b64encode
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from kmc.cli.main import app
+from kmc.errors import ExitCode
+from kmc.sandbox import find_java, kafka_classpath
+from kmc.sandbox.cluster import JVM_OPTIONS, LOG4J2_CONFIG
+from tests.helpers import Result, kmc
+
+# Which test provokes each exit status. A new ExitCode member fails test_every_exit_code_is_pinned
+# until it is added here. Codes 1 and 75 come from diff and flow locking, and are pinned by their tests.
+EXIT_CODE_TESTS: dict[ExitCode, str] = {
+    ExitCode.OK: "test_exit_0_success",
+    ExitCode.DIFFERENCES: "elsewhere: the kmc diff tests (issue 4), a difference exits 1",
+    ExitCode.USAGE: "test_exit_2_usage",
+    ExitCode.CONFIG: "test_exit_3_config",
+    ExitCode.UNREACHABLE: "test_exit_4_unreachable",
+    ExitCode.AUTH: "test_exit_5_authentication_failed",
+    ExitCode.PARTIAL: "test_exit_6_partial_failure",
+    ExitCode.LOCKED: "elsewhere: the mirror/flow lock tests (issues 5, 6), an overlapping run exits 75",
+    ExitCode.INTERRUPTED: "test_exit_130_interrupted",
+}
+
+TIMEOUT = 2.0
+MARGIN = 3.0  # start-up of the client and the interpreter's own overhead
+SASL_USER, SASL_PASSWORD, WRONG_PASSWORD = "kmc", "secret", "not-the-secret-x9"
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound once by the kernel, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def assert_one_error_line(result: Result, code: int) -> str:
+    assert result.code == code, f"exit {result.code}, expected {code}: {result.stderr}"
+    assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), result.stderr
+    assert result.stderr.startswith("kmc: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text('# keep me\n[clusters.dc1]\nbootstrap = ["localhost:19092"]\n')
+    monkeypatch.setenv("KMC_CONFIG", str(path))
+    return path
+
+
+# --- the mapping -----------------------------------------------------------------------------------------
+
+
+def test_every_exit_code_is_pinned() -> None:
+    assert set(EXIT_CODE_TESTS) == set(ExitCode), "add a test for the new ExitCode member to EXIT_CODE_TESTS"
+    for code, where in EXIT_CODE_TESTS.items():
+        if where.startswith("elsewhere:"):
+            assert code in (ExitCode.DIFFERENCES, ExitCode.LOCKED)  # only these are pinned elsewhere
+        else:
+            assert callable(globals().get(where)), f"{where} (for exit {int(code)}) is not a test in this file"
+
+
+def test_exit_code_values_are_the_documented_ones() -> None:
+    assert {code.name: int(code) for code in ExitCode} == {
+        "OK": 0, "DIFFERENCES": 1, "USAGE": 2, "CONFIG": 3, "UNREACHABLE": 4, "AUTH": 5, "PARTIAL": 6,
+        "LOCKED": 75, "INTERRUPTED": 130,
+    }
+
+
+# --- one test per code -------------------------------------------------------------------------------------
+
+
+@pytest.mark.kafka
+def test_exit_0_success(config: Path, src_cluster) -> None:  # noqa: ANN001
+    result = kmc("profile", "test", "src", expect=None)
+    assert result.code == 0 and result.stderr == ""
+
+
+def test_exit_2_usage(config: Path) -> None:
+    message = assert_one_error_line(kmc("topics", "nope", expect=None), 2)
+    assert "unknown cluster 'nope' (known: dc1" in message
+
+
+def test_exit_3_config(config: Path) -> None:
+    config.write_text('[clusters.dc1]\nbootstrap = ["localhost:19092"\n')
+    message = assert_one_error_line(kmc("topics", "dc1", expect=None), 3)
+    assert "invalid TOML" in message and "line 2" in message
+
+
+def test_exit_4_unreachable(config: Path) -> None:
+    started = time.monotonic()
+    result = kmc("topics", "--bootstrap", f"127.0.0.1:{closed_port()}", "--timeout", str(TIMEOUT), expect=None)
+    elapsed = time.monotonic() - started
+    assert "cannot reach 127.0.0.1:" in assert_one_error_line(result, 4)
+    assert elapsed < TIMEOUT + MARGIN
+
+
+@pytest.mark.kafka
+def test_exit_6_partial_failure(config: Path, src_cluster) -> None:  # noqa: ANN001
+    config.write_text(f'[clusters.good]\nbootstrap = {list(src_cluster.bootstrap)!r}\n'.replace("'", '"')
+                      + f'[clusters.bad]\nbootstrap = ["127.0.0.1:{closed_port()}"]\n')
+    result = kmc("profile", "test", "good", "bad", "--timeout", str(TIMEOUT), "-o", "json", expect=None)
+    assert "1 of 2 failed" in assert_one_error_line(result, 6)
+    rows = {row["name"]: row for row in result.json()}
+    assert rows["good"]["status"] == "ok" and rows["good"]["cluster_id"] == src_cluster.kafka_cluster_id
+    assert rows["bad"]["status"] == "error" and "cannot reach" in rows["bad"]["error"]
+
+
+def test_exit_130_interrupted(tmp_path: Path) -> None:
+    """Ctrl-C while waiting on a cluster: exit 130 at once, one line, no traceback.
+
+    The "cluster" is a socket that accepts and never answers: once it has a connection, kmc is
+    certainly past start-up and waiting on Kafka (a fixed sleep is not, on a loaded machine).
+    """
+    env = dict(os.environ, KMC_CONFIG=str(tmp_path / "absent.toml"))
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(60)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kmc", "--timeout", "120", "topics", "--bootstrap",
+             f"127.0.0.1:{silent.getsockname()[1]}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        try:
+            connection, _ = silent.accept()
+            with connection:
+                time.sleep(0.5)  # let it send its first request and wait for the answer
+                proc.send_signal(signal.SIGINT)
+                started = time.monotonic()
+                stdout, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert stderr == "kmc: error: interrupted\n"
+    assert stdout == ""
+    assert time.monotonic() - started < 10
+
+
+# --- exit 5: a SASL broker of our own ---------------------------------------------------------------------
+
+
+@dataclass
+class SaslBroker:
+    address: str
+    process: subprocess.Popen[bytes]
+    log_file: Path
+
+
+def _server_properties(data: Path, port: int, controller_port: int) -> str:
+    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+            f'username="{SASL_USER}" password="{SASL_PASSWORD}" user_{SASL_USER}="{SASL_PASSWORD}";')
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": 1,
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+        "log.dirs": data / "data",
+        "num.partitions": 1,
+        "offsets.topic.replication.factor": 1,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        "share.coordinator.state.topic.replication.factor": 1,
+        "share.coordinator.state.topic.min.isr": 1,
+        "group.initial.rebalance.delay.ms": 0,
+        "num.network.threads": 2,
+        "num.io.threads": 2,
+        "log.cleaner.dedupe.buffer.size": 16 * 1024 * 1024,
+    }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _answers(address: str) -> bool:
+    admin = AdminClient({"bootstrap.servers": address, "security.protocol": "SASL_PLAINTEXT", "log_level": 0,
+                         "sasl.mechanism": "PLAIN", "sasl.username": SASL_USER, "sasl.password": SASL_PASSWORD})
+    try:
+        return bool(admin.list_topics(timeout=2).brokers)
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker]:
+    java, classpath = find_java(), kafka_classpath()
+    data = tmp_path_factory.mktemp("sasl-broker")
+    port, controller_port = _free_ports(2)
+    config = data / "server.properties"
+    config.write_text(_server_properties(data, port, controller_port))
+    (data / "log4j2.properties").write_text(LOG4J2_CONFIG)
+    jvm = [java, *JVM_OPTIONS, f"-Dlog4j2.configurationFile={data / 'log4j2.properties'}",
+           f"-Dkafka.logs.dir={data}", "-cp", classpath]
+    cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=").lstrip("-") or "kmc-test-cluster"
+    formatted = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "--config", str(config),
+                                "--cluster-id", cluster_id], capture_output=True, text=True, timeout=120)
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+    log_file = data / "kafka.log"
+    with open(log_file, "ab") as out:
+        process = subprocess.Popen([*jvm, "kafka.Kafka", str(config)], stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    atexit.register(stop)  # even if the session dies before the fixture's teardown
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while not _answers(address):
+            assert process.poll() is None, f"SASL broker exited: {log_file.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"SASL broker did not come up: {log_file.read_text()[-2000:]}"
+            time.sleep(0.5)
+        yield SaslBroker(address, process, log_file)
+    finally:
+        stop()
+        atexit.unregister(stop)
+
+
+def sasl_config(path: Path, broker: SaslBroker) -> None:
+    path.write_text(f'[clusters.secure]\nbootstrap = ["{broker.address}"]\nsecurity_protocol = "SASL_PLAINTEXT"\n'
+                    f'sasl_mechanism = "PLAIN"\nusername = "{SASL_USER}"\npassword = "${{KMC_TEST_SASL_PASSWORD}}"\n')
+
+
+@pytest.mark.kafka
+def test_exit_5_authentication_failed(config: Path, sasl_broker: SaslBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    sasl_config(config, sasl_broker)
+    monkeypatch.setenv("KMC_TEST_SASL_PASSWORD", WRONG_PASSWORD)
+    started = time.monotonic()
+    result = kmc("profile", "test", "secure", "--timeout", "5", expect=None)
+    message = assert_one_error_line(result, 5)
+    assert "authentication failed" in message
+    assert WRONG_PASSWORD not in result.stdout + result.stderr
+    assert time.monotonic() - started < 5 + MARGIN
+    assert_one_error_line(kmc("topics", "secure", "--timeout", "5", expect=None), 5)
+
+
+@pytest.mark.kafka
+def test_sasl_right_password_succeeds(config: Path, sasl_broker: SaslBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    sasl_config(config, sasl_broker)
+    monkeypatch.setenv("KMC_TEST_SASL_PASSWORD", SASL_PASSWORD)
+    rows = kmc("profile", "test", "secure", "-o", "json").json()
+    assert [(row["name"], row["status"], row["brokers"]) for row in rows] == [("secure", "ok", 1)]
+    cluster_id = AdminClient({"bootstrap.servers": sasl_broker.address, "security.protocol": "SASL_PLAINTEXT",
+                              "sasl.mechanism": "PLAIN", "sasl.username": SASL_USER,
+                              "sasl.password": SASL_PASSWORD}).list_topics(timeout=10).cluster_id
+    assert rows[0]["cluster_id"] == cluster_id
+    kmc("topics", "secure", "-o", "json")
+
+
+@pytest.mark.kafka
+def test_sasl_debug_log_hides_the_password(config: Path, sasl_broker: SaslBroker,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    sasl_config(config, sasl_broker)
+    monkeypatch.setenv("KMC_TEST_SASL_PASSWORD", WRONG_PASSWORD)
+    result = kmc("--debug", "profile", "test", "secure", "--timeout", "5", expect=5)
+    assert "Traceback" in result.stderr  # --debug shows it, but never the password
+    assert WRONG_PASSWORD not in result.stdout + result.stderr
+
+
+# --- the bad inputs of the foundation issue ---------------------------------------------------------------
+
+BAD_INPUTS = {
+    "malformed TOML": ('[clusters.dc1]\nbootstrap = ["localhost:19092"]\nusername = "x\n', ["topics", "dc1"], 3,
+                       "line 3"),
+    "malformed TOML at the end": ('# a\n\n[clusters.dc1]\nbootstrap = ["localhost:19092"\n', ["profile", "list"], 3,
+                                  "line 4"),
+    "unknown key in a cluster table": ('[clusters.dc1]\nbootstrap = ["localhost:19092"]\nbootstrp = "x"\n',
+                                       ["topics", "dc1"], 3, "unknown key 'bootstrp'"),
+    "unknown key in a client table": ('[clusters.dc1]\nbootstrap = ["h:1"]\n[clusters.dc1.client]\nfoo_ms = 1\n',
+                                      ["profile", "show", "dc1"], 3, "unknown kafka-python setting 'foo_ms'"),
+    "undefined variable": ('[clusters.dc1]\nbootstrap = ["${KMC_TEST_UNDEFINED}:9092"]\n', ["profile", "list"], 3,
+                           "KMC_TEST_UNDEFINED is not set"),
+    "unknown cluster name": ('[clusters.dc1]\nbootstrap = ["localhost:19092"]\n', ["topics", "dc2"], 2,
+                             "unknown cluster 'dc2'"),
+    "bad -o value": ('[clusters.dc1]\nbootstrap = ["localhost:19092"]\n', ["profile", "list", "-o", "xml"], 2,
+                     "'xml' is not one of"),
+    "bad -o value before the command": ('[clusters.dc1]\nbootstrap = ["localhost:19092"]\n',
+                                        ["-o", "yaml", "profile", "list"], 2, "'yaml' is not one of"),
+    "profile add of an existing name": ('[clusters.dc1]\nbootstrap = ["localhost:19092"]\n',
+                                        ["profile", "add", "dc1", "--bootstrap", "h:1"], 2,
+                                        "cluster 'dc1' already exists"),
+    "profile add into a malformed file": ('[clusters.dc1\n', ["profile", "add", "dc2", "--bootstrap", "h:1"], 3,
+                                          "line 1"),
+    "profile remove of an unknown name": ('[clusters.dc1]\nbootstrap = ["localhost:19092"]\n',
+                                          ["profile", "remove", "dc2"], 2, "cluster 'dc2' is not in"),
+    "unreachable bootstrap": ('[clusters.dc1]\nbootstrap = ["localhost:19092"]\n',
+                              ["topics", "--bootstrap", "127.0.0.1:{port}", "--timeout", str(TIMEOUT)], 4,
+                              "cannot reach"),
+    "unreachable cluster by name": ('[clusters.dead]\nbootstrap = ["127.0.0.1:{port}"]\n',
+                                    ["groups", "dead", "--timeout", str(TIMEOUT)], 4, "cannot reach"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text, args, code, fragment = BAD_INPUTS[case]
+    port = closed_port()
+    path = tmp_path / "config.toml"
+    path.write_text(text.replace("{port}", str(port)))
+    monkeypatch.setenv("KMC_CONFIG", str(path))
+    monkeypatch.delenv("KMC_TEST_UNDEFINED", raising=False)
+    before = path.read_bytes()
+    started = time.monotonic()
+    result = kmc(*[arg.replace("{port}", str(port)) for arg in args], expect=None)
+    elapsed = time.monotonic() - started
+    message = assert_one_error_line(result, code)
+    assert fragment in message
+    assert result.stdout == ""
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+    if code == ExitCode.CONFIG and "TOML" not in case:
+        assert str(path) in message  # a config error names the file
+    if code == ExitCode.UNREACHABLE:
+        assert elapsed < TIMEOUT + MARGIN
+
+
+def test_debug_shows_a_traceback(config: Path) -> None:
+    result = kmc("--debug", "topics", "nope", expect=2)
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "UnknownClusterError" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("kmc: error: unknown cluster 'nope'")
+    late = kmc("topics", "nope", "--debug", expect=2)  # --debug after the command works the same
+    assert "Traceback (most recent call last)" in late.stderr
+
+
+# --- internal errors: never locals ----------------------------------------------------------------------
+
+
+def test_typer_never_shows_locals() -> None:
+    assert app.pretty_exceptions_show_locals is False
+    assert app.pretty_exceptions_enable is False
+
+
+@pytest.fixture
+def broken_renderer(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make `profile show` fail inside kmc with a password in a local variable of the failing frame."""
+    password = "local-secret-" + uuid.uuid4().hex
+
+    def document(self, data, title=None):  # noqa: ANN001, ANN202 - stands in for Renderer.document
+        secret_in_a_local = password  # noqa: F841 - what a locals dump would show
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("kmc.output.Renderer.document", document)
+    return password
+
+
+def test_internal_error_is_one_line_without_locals(config: Path, broken_renderer: str) -> None:
+    result = kmc("profile", "show", "dc1", expect=None)
+    message = assert_one_error_line(result, 1)
+    assert message == "kmc: error: internal error: RuntimeError: boom (run again with --debug and report it)\n"
+    assert broken_renderer not in result.stderr
+
+
+def test_internal_error_with_debug_shows_traceback_but_no_locals(config: Path, broken_renderer: str) -> None:
+    result = kmc("--debug", "profile", "show", "dc1", expect=1)
+    assert "Traceback (most recent call last)" in result.stderr and "RuntimeError: boom" in result.stderr
+    assert broken_renderer not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("kmc: error: internal error: RuntimeError: boom")
+
+
+def test_installed_entry_point_never_shows_locals(tmp_path: Path) -> None:
+    """The console script and `python -m kmc` go through main(), not typer's exception hook."""
+    env = dict(os.environ, KMC_CONFIG=str(tmp_path / "c.toml"))
+    (tmp_path / "c.toml").write_text('[clusters.dc1]\nbootstrap = ["localhost:19092"]\n')
+    code = ("import kmc.output, sys\n"
+            "def document(self, data, title=None):\n"
+            "    password = 'subprocess-local-secret'\n"
+            "    raise RuntimeError('boom')\n"
+            "kmc.output.Renderer.document = document\n"
+            "from kmc.cli.main import run\n"
+            "sys.argv = ['kmc', 'profile', 'show', 'dc1']\n"
+            "run()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == "kmc: error: internal error: RuntimeError: boom (run again with --debug and report it)\n"
+    assert "subprocess-local-secret" not in proc.stderr

@@ -1,0 +1,323 @@
+"""The renderer and the message stream: plain columns in a pipe, a rich table on a terminal, the shapes
+of json/ndjson/csv, and colour only on a terminal without NO_COLOR or --no-color.
+
+Unit tests on in-memory streams, plus CLI runs on a pseudo-terminal (no Kafka needed: `profile list`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import pty
+import subprocess
+import sys
+from enum import Enum
+from pathlib import Path
+
+import pytest
+
+from kmc.output import Column, Messages, OutputFormat, Renderer, color_enabled, columns
+
+ESC = "\x1b["
+ROWS = [
+    {"topic": "orders", "partitions": 12, "records": 1234567, "internal": False, "extra": None},
+    {"topic": "payments.eu", "partitions": 3, "records": None, "internal": True, "extra": ["a", "b"]},
+]
+COLUMNS = columns("topic", Column("partitions", numeric=True), Column("records", numeric=True), "internal")
+
+
+class Terminal(io.StringIO):
+    """An in-memory stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def render(fmt: OutputFormat, rows: list[dict] = ROWS, *, out: io.StringIO | None = None, color: bool = False,
+           styles: dict[str, str] | None = None) -> str:
+    out = io.StringIO() if out is None else out
+    Renderer(fmt, color=color, out=out).rows(rows, COLUMNS, styles=styles)
+    return out.getvalue()
+
+
+# --- table ---------------------------------------------------------------------------------------
+
+
+def test_table_in_a_pipe_is_plain_aligned_columns() -> None:
+    assert render(OutputFormat.table) == (
+        "TOPIC        PARTITIONS  RECORDS  INTERNAL\n"
+        "orders               12  1234567  no\n"
+        "payments.eu           3        -  yes\n"
+    )
+
+
+def test_plain_table_never_wraps_or_truncates() -> None:
+    long_name = "t" * 300
+    text = render(OutputFormat.table, [{"topic": long_name, "partitions": 1, "records": 5, "internal": False}])
+    lines = text.splitlines()
+    assert len(lines) == 2
+    assert lines[1].split() == [long_name, "1", "5", "no"]
+
+
+def test_plain_table_header_only_when_no_rows() -> None:
+    assert render(OutputFormat.table, []) == "TOPIC  PARTITIONS  RECORDS  INTERNAL\n"
+
+
+def test_plain_table_is_awkable() -> None:
+    text = render(OutputFormat.table)
+    assert [line.split()[2] for line in text.splitlines()[1:]] == ["1234567", "-"]
+    assert ESC not in text and "│" not in text and "─" not in text
+
+
+def test_table_cells() -> None:
+    out = io.StringIO()
+    rows = [{"a": 0.5, "b": 1234.5, "c": ["x", 1], "d": {"k": 1}, "e": True}]
+    Renderer(OutputFormat.table, out=out).rows(rows, columns("a", "b", "c", "d", "e"))
+    assert out.getvalue().splitlines()[1].split("  ") == ["0.50", "1,234.5", "x,1", '{"k": 1}', "yes"]
+
+
+def test_table_on_a_terminal_without_colour_has_no_escape_codes() -> None:
+    text = render(OutputFormat.table, out=Terminal(), color=False, styles={"yes": "red"})
+    assert ESC not in text
+    assert text.splitlines()[0].split() == ["TOPIC", "PARTITIONS", "RECORDS", "INTERNAL"]
+    assert "payments.eu" in text
+
+
+def test_table_on_a_terminal_with_colour_uses_styles() -> None:
+    text = render(OutputFormat.table, out=Terminal(), color=True, styles={"yes": "red"})
+    assert ESC in text
+    assert "\x1b[31myes" in text  # the style given for that cell value
+
+
+# --- json / ndjson / csv ----------------------------------------------------------------------------
+
+
+def test_json_is_one_array_with_every_key() -> None:
+    text = render(OutputFormat.json)
+    assert text.count("\n") == 1  # compact in a pipe
+    assert json.loads(text) == [
+        {"topic": "orders", "partitions": 12, "records": 1234567, "internal": False, "extra": None},
+        {"topic": "payments.eu", "partitions": 3, "records": None, "internal": True, "extra": ["a", "b"]},
+    ]
+
+
+def test_json_is_indented_on_a_terminal() -> None:
+    text = render(OutputFormat.json, out=Terminal())
+    assert text.startswith("[\n  {\n")
+    assert json.loads(text) == json.loads(render(OutputFormat.json))
+    assert ESC not in text
+
+
+def test_json_empty() -> None:
+    assert render(OutputFormat.json, []) == "[]\n"
+
+
+def test_ndjson_one_object_per_line_keys_in_order() -> None:
+    lines = render(OutputFormat.ndjson).splitlines()
+    assert [json.loads(line) for line in lines] == ROWS
+    assert list(json.loads(lines[0])) == ["topic", "partitions", "records", "internal", "extra"]
+    assert render(OutputFormat.ndjson, []) == ""
+
+
+def test_csv_columns_first_then_every_other_key() -> None:
+    text = render(OutputFormat.csv)
+    records = list(csv.reader(io.StringIO(text)))
+    assert records == [
+        ["topic", "partitions", "records", "internal", "extra"],
+        ["orders", "12", "1234567", "False", ""],
+        ["payments.eu", "3", "", "True", '["a", "b"]'],
+    ]
+    assert "\r" not in text
+
+
+def test_csv_quotes_commas_and_quotes() -> None:
+    out = io.StringIO()
+    Renderer(OutputFormat.csv, out=out).rows([{"a": 'x,"y"'}], columns("a"))
+    assert list(csv.reader(io.StringIO(out.getvalue()))) == [["a"], ['x,"y"']]
+
+
+def test_csv_header_only_when_no_rows() -> None:
+    assert render(OutputFormat.csv, []) == "topic,partitions,records,internal\n"
+
+
+class Color(Enum):
+    red = "red"
+
+
+def test_json_conversion_of_awkward_values() -> None:
+    out = io.StringIO()
+    row = {"nan": math.nan, "inf": math.inf, "bytes": b"k\xff", "enum": Color.red, "tuple": (1, 2),
+           "nested": {1: (b"v",)}}
+    Renderer(OutputFormat.json, out=out).rows([row], columns("nan"))
+    assert json.loads(out.getvalue()) == [
+        {"nan": None, "inf": None, "bytes": "k\\xff", "enum": "red", "tuple": [1, 2], "nested": {"1": ["v"]}}
+    ]
+
+
+# --- document ----------------------------------------------------------------------------------------
+
+DOCUMENT = {"name": "dc1", "bootstrap": ["h:1", "h:2"], "client": {"request_timeout_ms": 5}, "sandbox": False}
+
+
+def document(fmt: OutputFormat) -> str:
+    out = io.StringIO()
+    Renderer(fmt, out=out).document(DOCUMENT)
+    return out.getvalue()
+
+
+def test_document_json_and_ndjson_are_one_object() -> None:
+    assert json.loads(document(OutputFormat.json)) == DOCUMENT
+    ndjson = document(OutputFormat.ndjson)
+    assert ndjson.count("\n") == 1 and json.loads(ndjson) == DOCUMENT
+
+
+def test_document_table_is_key_value_with_nested_keys_flattened() -> None:
+    assert document(OutputFormat.table) == (
+        "KEY                        VALUE\n"
+        "name                       dc1\n"
+        "bootstrap                  h:1,h:2\n"
+        "client.request_timeout_ms  5\n"
+        "sandbox                    no\n"
+    )
+
+
+def test_document_csv() -> None:
+    assert list(csv.reader(io.StringIO(document(OutputFormat.csv)))) == [
+        ["key", "value"], ["name", "dc1"], ["bootstrap", '["h:1", "h:2"]'], ["client.request_timeout_ms", "5"],
+        ["sandbox", "False"],
+    ]
+
+
+# --- colour and messages -----------------------------------------------------------------------------
+
+
+def test_color_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert color_enabled(False, Terminal()) is True
+    assert color_enabled(False, io.StringIO()) is False
+    assert color_enabled(True, Terminal()) is False  # --no-color
+
+
+@pytest.mark.parametrize("value", ["1", "0", "false", "yes"])
+def test_no_color_with_any_value_turns_colour_off(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("NO_COLOR", value)
+    assert color_enabled(False, Terminal()) is False
+
+
+def test_empty_no_color_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """no-color.org: NO_COLOR counts when present and not empty."""
+    monkeypatch.setenv("NO_COLOR", "")
+    assert color_enabled(False, Terminal()) is True
+
+
+def test_messages_go_to_stderr_with_prefixes() -> None:
+    err = io.StringIO()
+    messages = Messages(err=err, verbose=1)
+    messages.info("starting")
+    messages.detail("more")
+    messages.warn("careful")
+    messages.error("broken")
+    assert err.getvalue() == "starting\nmore\nkmc: warning: careful\nkmc: error: broken\n"
+    assert messages.interactive is False  # not a terminal
+
+
+def test_quiet_keeps_only_warnings_and_errors() -> None:
+    err = io.StringIO()
+    messages = Messages(err=err, quiet=True, verbose=2)
+    messages.info("starting")
+    messages.detail("more")
+    messages.warn("careful")
+    messages.error("broken")
+    assert err.getvalue() == "kmc: warning: careful\nkmc: error: broken\n"
+
+
+def test_detail_needs_verbose() -> None:
+    err = io.StringIO()
+    Messages(err=err).detail("more")
+    assert err.getvalue() == ""
+
+
+def test_interactive_only_on_a_terminal_without_quiet() -> None:
+    assert Messages(err=Terminal()).interactive is True
+    assert Messages(err=Terminal(), quiet=True).interactive is False
+
+
+def test_coloured_messages_on_a_terminal() -> None:
+    err = Terminal()
+    Messages(err=err, color=True).error("broken")
+    assert ESC in err.getvalue() and "kmc: error: broken" in err.getvalue()
+    plain = Terminal()
+    Messages(err=plain, color=False).error("broken")
+    assert plain.getvalue() == "kmc: error: broken\n"
+
+
+# --- through the CLI, on a pseudo-terminal and in a pipe ---------------------------------------------
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """A child environment with its own config (one cluster) and no sandboxes."""
+    config = tmp_path / "config.toml"
+    config.write_text('[clusters.dc1]\nbootstrap = ["localhost:19092"]\n')
+    env = {key: value for key, value in os.environ.items() if key not in ("NO_COLOR", "KMC_CONFIG")}
+    env.update(KMC_CONFIG=str(config), XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_CONFIG_HOME=str(tmp_path / "config"), TERM="xterm-256color", COLUMNS="120")
+    return env
+
+
+def run_on_terminal(args: list[str], env: dict[str, str]) -> str:
+    """Run ``kmc ARGS`` with stdout on a pseudo-terminal; return what it printed there."""
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "kmc", *args], stdin=subprocess.DEVNULL, stdout=follower,
+                                stderr=subprocess.PIPE, env=env)
+    finally:
+        os.close(follower)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    return b"".join(chunks).decode()
+
+
+def test_cli_table_on_a_terminal_is_coloured(cli_env: dict[str, str]) -> None:
+    text = run_on_terminal(["profile", "list"], cli_env)
+    assert ESC in text
+    assert "dc1" in text and "localhost:19092" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "no_color"),
+    [(["profile", "list"], "1"), (["--no-color", "profile", "list"], None), (["profile", "list", "--no-color"], None)],
+)
+def test_cli_no_color_on_a_terminal(cli_env: dict[str, str], args: list[str], no_color: str | None) -> None:
+    if no_color is not None:
+        cli_env["NO_COLOR"] = no_color
+    text = run_on_terminal(args, cli_env)
+    assert ESC not in text
+    assert "dc1" in text and "localhost:19092" in text
+
+
+def test_cli_table_in_a_pipe_is_plain(cli_env: dict[str, str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "kmc", "profile", "list"], capture_output=True, text=True,
+                          env=cli_env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert ESC not in proc.stdout
+    assert proc.stdout.splitlines() == [
+        "NAME  BOOTSTRAP        SECURITY PROTOCOL  SANDBOX  SOURCE",
+        f"dc1   localhost:19092  PLAINTEXT          no       {cli_env['KMC_CONFIG']}",
+    ]
+    assert proc.stderr == ""
