@@ -2,20 +2,22 @@
 
 Every function here sends a bounded number of requests whatever the size of the cluster:
 one metadata request, one ListOffsets per leader broker (kafka-python groups partitions by
-leader), one OffsetFetch per group coordinator. Library code: no printing.
+leader), one OffsetFetch per group coordinator, one DescribeConfigs for all topics, one
+DescribeLogDirs per broker. Library code: no printing.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import kafka.errors as kafka_errors
 from kafka import TopicPartition
-from kafka.admin import OffsetSpec
+from kafka.admin import ConfigResource, ConfigResourceType, OffsetSpec
 
 from kmc.client import KafkaSession, translate_errors
-from kmc.errors import UsageError
+from kmc.errors import KmcError, UsageError
 
 KMC_INTERNAL_PREFIX = "kmc."
 
@@ -151,8 +153,17 @@ class GroupInfo:
     partition_lag: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
-def describe_groups(session: KafkaSession, include: list[re.Pattern[str]] | None = None) -> list[GroupInfo]:
-    """Consumer groups with state, member count and total lag against the latest offsets."""
+def describe_groups(
+    session: KafkaSession,
+    include: list[re.Pattern[str]] | None = None,
+    *,
+    known_latest: Mapping[tuple[str, int], int] | None = None,
+) -> list[GroupInfo]:
+    """Consumer groups with state, member count and total lag against the latest offsets.
+
+    ``known_latest`` maps (topic, partition) to a latest offset the caller already holds; only
+    the partitions missing from it are asked for (saves a ListOffsets round in inventory).
+    """
     admin = session.admin
     with translate_errors(session.cluster, "list consumer groups"):
         listed = [group for group in admin.list_groups() if matches(group["group_id"], include or [])]
@@ -162,12 +173,16 @@ def describe_groups(session: KafkaSession, include: list[re.Pattern[str]] | None
     with translate_errors(session.cluster, "describe consumer groups"):
         described = admin.describe_groups(ids)
         committed = admin.list_group_offsets(ids)
-    wanted = {tp for offsets in committed.values() for tp, meta in offsets.items() if meta is not None and meta.offset >= 0}
-    latest: dict[TopicPartition, int] = {}
-    if wanted:
+    wanted = {tp for offsets in committed.values() for tp, meta in offsets.items()
+              if meta is not None and meta.offset >= 0}
+    known = known_latest or {}
+    latest: dict[TopicPartition, int] = {tp: known[(tp.topic, tp.partition)] for tp in wanted
+                                         if (tp.topic, tp.partition) in known}
+    unknown = wanted - latest.keys()
+    if unknown:
         with translate_errors(session.cluster, "list offsets"):
-            latest = {tp: value.offset for tp, value in admin.list_partition_offsets(
-                {tp: OffsetSpec.LATEST for tp in wanted}).items()}
+            latest.update({tp: value.offset for tp, value in admin.list_partition_offsets(
+                {tp: OffsetSpec.LATEST for tp in unknown}).items()})
     groups = []
     for group_id in ids:
         info = described.get(group_id) or {}
@@ -219,6 +234,105 @@ def topic_configs(session: KafkaSession, topics: Iterable[str]) -> dict[str, dic
                if entry.get("config_source") == "DYNAMIC_TOPIC_CONFIG"}
         for name in names
     }
+
+
+def effective_topic_configs(
+    session: KafkaSession, topics: Iterable[str], keys: Iterable[str]
+) -> dict[str, dict[str, str]]:
+    """The value each topic runs with for ``keys``, wherever it comes from (the topic's own
+    setting, a broker or cluster default, Kafka's default), in one DescribeConfigs request.
+
+    A key the broker does not report for a topic (the topic was just deleted) is left out.
+    """
+    names = sorted(set(topics))
+    wanted = sorted(set(keys))
+    if not names or not wanted:
+        return {name: {} for name in names}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, wanted) for name in names]
+    with translate_errors(session.cluster, "describe topic configs"):
+        described = session.admin.describe_configs(resources, config_filter="all")
+    by_topic = described.get("topic", {})
+    return {
+        name: {key: entry.get("value") for key, entry in by_topic.get(name, {}).items()
+               if key in wanted and entry.get("value") is not None}
+        for name in names
+    }
+
+
+@dataclass(frozen=True)
+class LogDirInfo:
+    path: str
+    error: str | None  # e.g. KafkaStorageError for an offline directory
+    total_bytes: int | None  # the volume's size and free space (DescribeLogDirs v4+, Kafka 3.3+)
+    usable_bytes: int | None
+
+
+@dataclass(frozen=True)
+class BrokerLogDirs:
+    broker_id: int
+    dirs: tuple[LogDirInfo, ...] = ()
+    # bytes of each partition replica on this broker (a replica being moved between
+    # directories counts in both: it takes disk in both)
+    partition_bytes: dict[tuple[str, int], int] = field(default_factory=dict)
+    error: str | None = None  # the request to this broker failed
+
+    @property
+    def total_bytes(self) -> int | None:
+        return _sum_known(d.total_bytes for d in self.dirs)
+
+    @property
+    def usable_bytes(self) -> int | None:
+        return _sum_known(d.usable_bytes for d in self.dirs)
+
+
+def _sum_known(values: Iterable[int | None]) -> int | None:
+    known = [value for value in values if value is not None]
+    return sum(known) if known else None
+
+
+def describe_log_dirs(
+    session: KafkaSession, broker_ids: Iterable[int], partitions: Mapping[str, Iterable[int]]
+) -> dict[int, BrokerLogDirs]:
+    """Every log directory of the given brokers with the size of each of ``partitions`` (topic ->
+    partition numbers) in it: one DescribeLogDirs request per broker.
+
+    The partitions are named in the request because kafka-python, asked for "all", first fetches
+    the metadata of every topic again to list them.
+
+    A broker that cannot be asked becomes a BrokerLogDirs with ``error`` set; the others are
+    still reported.
+    """
+    wanted = {topic: sorted(numbers) for topic, numbers in partitions.items()}
+    result: dict[int, BrokerLogDirs] = {}
+    for broker_id in sorted(set(broker_ids)):
+        try:
+            with translate_errors(session.cluster, f"describe log dirs of broker {broker_id}"):
+                responses = session.admin.describe_log_dirs(wanted, brokers=[broker_id])
+        except KmcError as exc:
+            result[broker_id] = BrokerLogDirs(broker_id, error=str(exc))
+            continue
+        dirs: list[LogDirInfo] = []
+        sizes: dict[tuple[str, int], int] = {}
+        for response in responses:
+            for entry in response["log_dirs"]:
+                error = kafka_errors.for_code(entry.get("error_code", 0))
+                dirs.append(LogDirInfo(
+                    path=entry.get("log_dir", ""),
+                    error=None if error is kafka_errors.NoError else error.__name__,
+                    total_bytes=_non_negative(entry.get("total_bytes")),
+                    usable_bytes=_non_negative(entry.get("usable_bytes")),
+                ))
+                for topic in entry.get("topics") or ():
+                    for part in topic.get("partitions") or ():
+                        key = (topic["name"], part["partition_index"])
+                        sizes[key] = sizes.get(key, 0) + part["partition_size"]
+        result[broker_id] = BrokerLogDirs(broker_id, tuple(dirs), sizes)
+    return result
+
+
+def _non_negative(value: int | None) -> int | None:
+    """Kafka sends -1 for "unknown"."""
+    return value if value is not None and value >= 0 else None
 
 
 _TEMPLATE_FIELD = re.compile(r"\{(topic|source)\}")
