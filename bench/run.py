@@ -1,0 +1,250 @@
+"""kmc benchmarks: kmc mirror against MirrorMaker 2, the broker's ceiling and a plain kafka-python loop.
+
+    python bench/run.py            # full run: millions of records, several minutes (make bench)
+    python bench/run.py --quick    # the same pipeline on tiny data, a smoke test (make bench-quick)
+
+Starts two single-broker sandboxes (bench-src, bench-dst) in a temporary XDG_DATA_HOME, generates the
+datasets, measures every tool on every dataset in one run, prints a markdown table and writes JSON under
+bench/results/. The sandboxes and every tool process are stopped on any exit (normal, error, Ctrl-C,
+SIGTERM). Exit status: 0 when every tool ran and copied everything, 1 when a row failed, 130 on Ctrl-C.
+See bench/README.md for what each row measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jars
+import measure
+import report
+import runners
+import workload
+
+from kmc import sandbox
+from kmc.errors import KmcError
+
+BENCH = Path(__file__).resolve().parent
+
+CLUSTERS = ["bench-src", "bench-dst"]
+ALL_TOOLS = ["ceiling", "mm2", "kmc", "floor"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny datasets: checks the harness, not speed")
+    parser.add_argument("--tools", default=",".join(ALL_TOOLS),
+                        help=f"comma-separated subset of {','.join(ALL_TOOLS)} (default: all)")  # fmt: skip
+    parser.add_argument("--no-oneshot", action="store_true", help="skip the small-topic one-shot comparison")
+    parser.add_argument("--mm2-version", default=jars.DEFAULT_MM2_VERSION,
+                        help=f"connect-mirror version from Maven (default {jars.DEFAULT_MM2_VERSION})")  # fmt: skip
+    parser.add_argument("--mm2-tasks", type=int, default=None, help="MirrorMaker 2 tasks.max (default: nproc)")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="where the JSON and latest.md go (default bench/results, or bench/results/quick "
+                             "with --quick)")  # fmt: skip
+    parser.add_argument("--no-save", action="store_true", help="print the table only")
+    parser.add_argument("--keep-work", action="store_true", help="keep the scratch directory (tool logs)")
+    args = parser.parse_args(argv)
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = sorted(set(tools) - set(ALL_TOOLS))
+    if unknown:
+        parser.error(f"unknown tool {unknown[0]!r}; choose from {', '.join(ALL_TOOLS)}")
+    args.tools = tools
+    if args.results_dir is None:
+        args.results_dir = BENCH / "results" / ("quick" if args.quick else "")
+    return args
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------ clean-up
+
+
+class Cleanup:
+    """Stops the tools and the sandboxes, removes the scratch directory; safe to call more than once."""
+
+    def __init__(self, home: Path, keep: bool) -> None:
+        self.home = home
+        self.keep = keep
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        measure.stop_all()
+        workload.close_clients()
+        with contextlib.suppress(Exception):
+            existing = {c.name for c in sandbox.list_sandboxes()}
+            sandbox.down([n for n in CLUSTERS if n in existing])
+        _kill_leftover_jvms(self.home)
+        if self.keep:
+            say(f"kept the scratch directory {self.home}")
+        else:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _kill_leftover_jvms(home: Path) -> None:
+    """Last resort: SIGKILL any java whose command line names our scratch directory (only we made it)."""
+    marker = f"{home}/".encode()
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline and b"java" in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                say(f"killed leftover JVM {entry.name}")
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# ---------------------------------------------------------------------------------------- run
+
+
+def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
+    started = datetime.now(timezone.utc)
+    load_start = report.load_average()
+    sets = workload.datasets(args.quick)
+    small = workload.SMALL
+    machine = report.machine_info()
+    mm2_tasks = args.mm2_tasks or machine["nproc"]
+
+    # Jars and kmc first: nothing to clean up yet if they are missing.
+    tools_cp = mirror_cp = None
+    missing: dict[str, str] = {}
+    if "ceiling" in args.tools:
+        try:
+            tools_cp = jars.tools_classpath()
+        except KmcError as exc:
+            missing["ceiling"] = exc.one_line()
+    if "mm2" in args.tools:
+        try:
+            mirror_cp = jars.mirror_classpath(args.mm2_version)
+        except KmcError as exc:
+            missing["mm2"] = exc.one_line()
+    kmc_env = runners.environment_for_kmc(home / "kmc")
+    if "kmc" in args.tools:
+        available, why = runners.kmc_available(kmc_env)
+        if not available:
+            missing["kmc"] = f"kmc mirror is not available: {why}"
+    for tool, why in missing.items():
+        say(f"{tool}: not available ({why})")
+
+    say(f"starting sandboxes {', '.join(CLUSTERS)}")
+    source, target = sandbox.up(CLUSTERS, timeout=120)
+    work = home / "work"
+    work.mkdir()
+    bench = runners.Bench(
+        source=source.bootstrap_servers, target=target.bootstrap_servers, work=work, kmc_env=kmc_env,
+        tools_cp=tools_cp or "", mirror_cp=mirror_cp or "", mm2_tasks=mm2_tasks,
+    )  # fmt: skip
+    settle = 1.0 if args.quick else 5.0
+
+    generation: dict[str, float] = {}
+    for dataset in [*sets, *([] if args.no_oneshot else [small])]:
+        say(f"generating {dataset.records:,} records into {dataset.topic}")
+        generation[dataset.name] = round(workload.generate(bench.source, dataset), 2)
+
+    rows: list[runners.Row] = []
+
+    def measure_one(tool: str, section: str, dataset: workload.Dataset, runner: Callable[..., runners.Row]) -> None:
+        if tool in missing or (tool in ("producer-perf", "consumer-perf") and "ceiling" in missing):
+            why = missing.get(tool) or missing["ceiling"]
+            rows.append(runners.not_available(section, dataset, tool, why))
+            return
+        time.sleep(settle)  # let the brokers finish flushing the previous run's data
+        load = report.load_average()
+        say(f"{dataset.name}: {runners.TOOL_NAMES[tool]}")
+        row = runner(bench, dataset) if section == "ceiling" else runner(bench, dataset, section)
+        row.detail["load_average_before"] = load
+        rows.append(row)
+        if row.status == "ok":
+            say(f"  {row.records_per_s:,.0f} records/s in {row.seconds:.2f}s, {row.cpu_s:.1f} CPU s, "
+                f"{row.peak_rss_mb:.0f} MiB")  # fmt: skip
+        else:
+            say(f"  {row.status}: {row.error}")
+
+    mirrors = [("mm2", runners.mirror_maker), ("kmc", runners.kmc_mirror), ("floor", runners.floor_loop)]
+    for dataset in sets:
+        if "ceiling" in args.tools:
+            measure_one("producer-perf", "ceiling", dataset, runners.producer_ceiling)
+            measure_one("consumer-perf", "ceiling", dataset, runners.consumer_ceiling)
+        for tool, runner in mirrors:
+            if tool in args.tools:
+                measure_one(tool, "throughput", dataset, runner)
+    if not args.no_oneshot:
+        for tool, runner in mirrors:
+            if tool in args.tools:
+                measure_one(tool, "oneshot", small, runner)
+
+    report.add_ratios(rows)
+    result = {
+        "schema": 1,
+        "mode": "quick" if args.quick else "full",
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine,
+        "load_average": {"start": load_start, "end": report.load_average()},
+        "settings": {
+            "mm2_version": jars.mirror_version_of(mirror_cp) if mirror_cp else args.mm2_version,
+            "mm2_tasks": mm2_tasks,
+            "poll_interval_s": bench.poll_interval,
+            "settle_s": settle,
+            "tools": args.tools,
+        },
+        "datasets": [{**d.to_json(), "generate_s": generation.get(d.name)} for d in sets],
+        "small": {**small.to_json(), "generate_s": generation.get(small.name)},
+        "results": [row.to_json() for row in rows],
+    }
+    return result, rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    home = Path(tempfile.mkdtemp(prefix="kmc-bench-"))
+    # The sandboxes live in our own XDG_DATA_HOME: never the user's or the tests' sandboxes.
+    os.environ["XDG_DATA_HOME"] = str(home / "data")
+    cleanup = Cleanup(home, args.keep_work)
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    try:
+        result, rows = run(args, home)
+    except KeyboardInterrupt:
+        say("interrupted; stopping everything")
+        return 130
+    except KmcError as exc:
+        say(f"error: {exc.one_line()}")
+        return int(exc.exit_code)
+    finally:
+        cleanup()
+    table = report.markdown(result, rows)
+    print(table, end="")
+    if not args.no_save:
+        path = report.save(result, table, args.results_dir)
+        say(f"wrote {path} and {args.results_dir / 'latest.md'}")
+    return 1 if any(row.status == "failed" for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""``bench/run.py --quick`` end to end: every tool ran, every copy is complete, the table has every row.
+
+A smoke test of the benchmark harness, not a timing test: the numbers are not looked at. The harness starts
+its own sandboxes (bench-src, bench-dst) in its own temporary directory, which this test points at
+``tmp_path`` (through TMPDIR) to check that nothing of it is left running afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+THROUGHPUT_TOOLS = ["producer-perf", "consumer-perf", "mm2", "kmc", "floor"]
+MIRROR_TOOLS = ["mm2", "kmc", "floor"]
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(1200)]
+
+
+def _processes_naming(path: Path) -> list[str]:
+    marker = f"{path}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(f"{entry.name}: {cmdline[:200]!r}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = tmp_path_factory.mktemp("bench")
+    scratch, results = base / "tmp", base / "results"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--results-dir", str(results)],
+        capture_output=True, text=True, env=env, timeout=1100,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"bench exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return {
+        "stdout": proc.stdout,
+        "result": json.loads((results / "latest.json").read_text()),
+        "latest_md": (results / "latest.md").read_text(),
+        "scratch": scratch,
+    }
+
+
+def _rows(quick_run: dict) -> dict[tuple[str, str, str], dict]:
+    return {(r["section"], r["dataset"], r["tool"]): r for r in quick_run["result"]["results"]}
+
+
+def test_every_tool_ran_on_every_dataset(quick_run: dict) -> None:
+    result = quick_run["result"]
+    expected = {
+        ("ceiling" if tool.endswith("-perf") else "throughput", dataset["name"], tool)
+        for dataset in result["datasets"]
+        for tool in THROUGHPUT_TOOLS
+    } | {("oneshot", result["small"]["name"], tool) for tool in MIRROR_TOOLS}
+    rows = _rows(quick_run)
+    assert set(rows) == expected
+    assert len(result["datasets"]) == 4  # 100 B and 1 KB values, uncompressed and lz4
+    not_ok = {key: (row["status"], row["error"]) for key, row in rows.items() if row["status"] != "ok"}
+    assert not_ok == {}
+    for row in rows.values():
+        assert row["records_per_s"] > 0 and row["seconds"] > 0 and row["cpu_s"] > 0 and row["peak_rss_mb"] > 0
+
+
+def test_every_copy_is_complete(quick_run: dict) -> None:
+    result = quick_run["result"]
+    sizes = {d["name"]: d["records"] for d in [*result["datasets"], result["small"]]}
+    copies = [row for row in result["results"] if row["tool"] in MIRROR_TOOLS]
+    assert len(copies) == 3 * 5
+    for row in copies:
+        source, target = row["detail"]["source_counts"], row["detail"]["target_counts"]
+        assert len(source) == 12, row["detail"]
+        assert source == target, (row["section"], row["dataset"], row["tool"])
+        assert sum(target) == sizes[row["dataset"]] == row["records"]
+
+
+def test_table_has_every_row(quick_run: dict) -> None:
+    table = quick_run["stdout"]
+    assert table == quick_run["latest_md"]
+    lines = table.splitlines()
+    for row in quick_run["result"]["results"]:
+        name = row["tool_name"] + (" (ceiling)" if row["section"] == "ceiling" else "")
+        if row["section"] == "oneshot":
+            wanted = [line for line in lines if line.startswith(f"| {name} | ")]
+        else:
+            wanted = [line for line in lines if line.startswith(f"| {row['dataset']} | {name} | ")]
+        assert len(wanted) == 1, (row["section"], row["dataset"], name)
+        assert "FAILED" not in wanted[0] and "×" in wanted[0]
+    machine = quick_run["result"]["machine"]
+    assert {"nproc", "memory_gib", "cpu_model", "python", "java"} <= set(machine)
+    assert f"{machine['nproc']} CPUs" in table
+
+
+def test_nothing_left_running(quick_run: dict) -> None:
+    scratch = quick_run["scratch"]
+    assert _processes_naming(scratch) == []
+    assert list(scratch.iterdir()) == []  # the harness removed its scratch directory
