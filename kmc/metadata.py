@@ -9,7 +9,7 @@ DescribeLogDirs per broker. Library code: no printing.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import kafka.errors as kafka_errors
@@ -89,8 +89,10 @@ def describe_topics(
     *,
     include_internal: bool = False,
     with_offsets: bool = True,
+    wanted: Callable[[str], bool] | None = None,
 ) -> list[TopicInfo]:
-    """Topics matching the patterns, sorted by name, with earliest/latest offsets when asked."""
+    """Topics matching the patterns (and ``wanted``, when given), sorted by name, with earliest/latest
+    offsets when asked; offsets are asked for the selected topics only."""
     with translate_errors(session.cluster, "describe topics"):
         metadata = session.admin.describe_topics()
     topics: list[TopicInfo] = []
@@ -98,7 +100,7 @@ def describe_topics(
         name = entry["name"]
         if not include_internal and is_internal(name, entry.get("is_internal", False)):
             continue
-        if not matches(name, include or [], exclude or []):
+        if not matches(name, include or [], exclude or []) or (wanted is not None and not wanted(name)):
             continue
         partitions = tuple(
             PartitionInfo(

@@ -1,7 +1,167 @@
-"""`kmc diff` (being built)."""
+"""`kmc diff`: how two clusters' topics differ, in metadata and (with --data) in content."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import typer
+
+from kmc.cli import context
+from kmc.diff import ConfigSelection, DataProgress, Difference, DiffOptions, DiffReport, diff_clusters, validate_options
+from kmc.errors import ExitCode
+from kmc.output import Column, OutputFormat, columns
+
+ABSENT = "(absent)"
+UNSET = "(unset)"
+MARKERS = {"missing_topic": "-", "extra_topic": "+"}
+MARKER_STYLES = {"-": "red", "+": "green", "~": "yellow"}
+DIFFERENCE_KEYS = ("kind", "topic", "target_topic", "partition", "key", "source", "target", "data")
+
+
+def diff(
+    ctx: typer.Context,
+    src: str = typer.Argument(..., metavar="SRC", help="Source cluster: a profile name, or host:port."),
+    dst: str = typer.Argument(..., metavar="DST", help="Target cluster: a profile name, or host:port."),
+    topics: list[str] | None = typer.Option(None, "--topics", metavar="RE",
+                                               help="Source topics to compare (anchored regex; repeatable) "
+                                                    "[default: all but internal]."),
+    exclude: list[str] | None = typer.Option(None, "--exclude", metavar="RE",
+                                                help="Source topics to leave out (anchored regex; repeatable)."),
+    rename: str = typer.Option("{topic}", "--rename", metavar="TEMPLATE",
+                               help="Target name of a source topic, as in mirror: {topic}, {source} "
+                                    "(the source profile name), e.g. '{source}.{topic}'."),
+    configs: str = typer.Option("all", "--configs", metavar="all|none|KEY,...",
+                                help="Topic configs to compare: all (except the cluster-specific keys listed in "
+                                     "docs/diff.md), none, or these keys (compared even if cluster-specific)."),
+    strict: bool = typer.Option(False, "--strict", help="A replication factor difference counts as a difference."),
+    data: bool = typer.Option(False, "--data",
+                              help="Also compare content: every record's key, value, headers (except kmc-*) and "
+                                   "timestamp, partition by partition, in order (read_committed)."),
+) -> None:
+    """Compare the topics of SRC with their counterparts in DST; exit 1 when they differ.
+
+    Compares: topics missing or extra, partition counts, replication factor (a difference only with
+    --strict), topic-level configs, per-partition record counts (offset spans; with --data the records
+    actually read) and, with --data, content. Raw offsets are never compared: a mirror's differ by nature.
+
+    Exit status: 0 no differences, 1 differences, 2 bad option, unknown cluster, bad regex or rename
+    template, 4 a cluster unreachable, 5 authentication failed.
+
+    JSON (-o json): source, target, rename, configs, strict, data, equal,
+    topics[] {topic, target_topic, status (equal|different|missing|extra), partitions, replication_factor,
+    records: each {source, target}},
+    differences[] {kind, topic, target_topic, partition, key, source, target, data} where kind is one of
+    missing_topic, extra_topic, partitions, replication_factor, config, records, data, and data (kind
+    "data" only, else null) is {differing, missing, extra, first_difference: {index, source_offset,
+    target_offset, fields}},
+    summary {topics, equal_topics, different_topics, missing_topics, extra_topics, differences,
+    records_compared, bytes_compared, seconds}. -o ndjson and -o csv give the differences only, one per line.
+    """
+    app_ctx = context.get(ctx)
+    options = DiffOptions(topics=tuple(topics or ()), exclude=tuple(exclude or ()), rename=rename,
+                          configs=ConfigSelection.parse(configs), data=data, strict=strict)
+    validate_options(options)
+    source_cluster, target_cluster = app_ctx.cluster(src), app_ctx.cluster(dst)
+    source_session, target_session = app_ctx.session(source_cluster), app_ctx.session(target_cluster)
+    with _progress(app_ctx, data) as progress:
+        report = diff_clusters(source_session, target_session, options, progress)
+    _render(app_ctx, report)
+    _summarize(app_ctx, report)
+    if not report.equal:
+        raise typer.Exit(int(ExitCode.DIFFERENCES))
+
+
+@contextlib.contextmanager
+def _progress(app_ctx: context.AppContext, data: bool) -> Iterator[Any]:
+    """A progress bar for --data on a terminal; None (no callback) otherwise."""
+    if not (data and app_ctx.messages.interactive):
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=app_ctx.messages.console, transient=True) as bar:
+        task = bar.add_task("comparing", total=None)
+
+        def update(event: DataProgress) -> None:
+            bar.update(task, completed=event.records, total=event.total,
+                       description=f"{event.topic}[{event.partition}]")
+
+        yield update
+
+
+def _render(app_ctx: context.AppContext, report: DiffReport) -> None:
+    render = app_ctx.render
+    if render.fmt is OutputFormat.json:
+        render.document(report.to_dict())
+        return
+    if render.machine:
+        render.rows([difference.to_dict() for difference in report.differences], columns(*DIFFERENCE_KEYS))
+        return
+    if report.differences:
+        table_columns = columns(Column("change", " "), "topic", "key", Column("source", report.source),
+                                Column("target", report.target), "detail")
+        render.rows([_table_row(difference) for difference in report.differences], table_columns,
+                    styles=MARKER_STYLES)
+
+
+def _table_row(difference: Difference) -> dict[str, Any]:
+    """One line of the terminal table: what differs (KEY), both sides' values, and a marker."""
+    topic = difference.topic if difference.topic == difference.target_topic \
+        else f"{difference.topic} -> {difference.target_topic}"
+    row = {"change": MARKERS.get(difference.kind, "~"), "topic": topic, "key": difference.kind.replace("_", " "),
+           "source": difference.source, "target": difference.target, "detail": ""}
+    renamed = difference.topic != difference.target_topic
+    if difference.kind == "missing_topic":
+        row.update(key="topic", source=difference.topic, target=ABSENT, topic=difference.topic,
+                   detail=f"expected as {difference.target_topic}" if renamed else "")
+    elif difference.kind == "extra_topic":
+        row.update(key="topic", source=ABSENT, target=difference.target_topic, topic=difference.target_topic,
+                   detail=f"no source topic {difference.topic}" if renamed else "")
+    elif difference.kind == "config":
+        row.update(key=f"config {difference.key}",
+                   source=UNSET if difference.source is None else difference.source,
+                   target=UNSET if difference.target is None else difference.target)
+    elif difference.kind == "records":
+        row.update(key=f"records[{difference.partition}]")
+    elif difference.kind == "data" and difference.data is not None:
+        result, first = difference.data, difference.data.first
+        row.update(key=f"data[{difference.partition}]", source=f"{difference.source} records",
+                   target=f"{difference.target} records")
+        where = ""
+        if first is not None:
+            offsets = "/".join("-" if offset is None else str(offset)
+                               for offset in (first.source_offset, first.target_offset))
+            fields = f", {'+'.join(first.fields)}" if first.fields else ""
+            where = f"first at #{first.index} (offsets {offsets}{fields}); "
+        row["detail"] = f"{where}{result.differing} differing, {result.missing} missing, {result.extra} extra"
+    return row
+
+
+def _summarize(app_ctx: context.AppContext, report: DiffReport) -> None:
+    """Notes and a one-line summary on stderr (silenced by -q)."""
+    messages = app_ctx.messages
+    if not report.options.strict:
+        for topic in report.topics:
+            source_rf, target_rf = topic.replication_factor
+            if topic.status != "missing" and topic.status != "extra" and source_rf != target_rf:
+                messages.info(f"note: {topic.topic}: replication factor {source_rf} vs {target_rf} "
+                              "(a difference only with --strict)")
+    if report.records_compared is not None:
+        size = report.bytes_compared or 0
+        shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+        messages.info(f"compared {report.records_compared} records ({shown} read) in {report.seconds:.1f}s")
+    differing = sum(topic.status != "equal" for topic in report.topics)
+    where = f"{report.source} -> {report.target}"
+    if report.equal:
+        messages.info(f"{where}: no differences in {len(report.topics)} topics")
+    else:
+        messages.info(f"{where}: {len(report.differences)} differences in {differing} of "
+                      f"{len(report.topics)} topics")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("diff")(diff)
