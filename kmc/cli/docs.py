@@ -92,5 +92,7 @@ def write(root: Path) -> list[str]:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2 or (len(sys.argv) == 2 and sys.argv[1].startswith("-")):
+        sys.exit("usage: python -m kmc.cli.docs [REPO_DIR]   (rewrites man/ and completions/)")
     changed = write(Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd())
     print("\n".join(changed) or "up to date")
