@@ -1,0 +1,61 @@
+"""The mirror engine: copy topics from one cluster to another, once or continuously, with checkpoints.
+
+    from kmc.mirror import MirrorSpec, plan_mirror, apply_plan, run_mirror
+
+    spec = MirrorSpec(topics=("orders", "payments\\\\..*"), rename="{source}.{topic}", flow="dc1-central")
+    with KafkaSession(src) as s, KafkaSession(dst) as d:
+        plan = plan_mirror(s, d, spec)               # reads only: what would be created, added, synced
+    result = run_mirror(src, dst, spec, mode="once") # or mode="follow", stop_event=threading.Event()
+    result.records, result.to_dict()
+
+Library code: it never prints; progress and notices arrive through callbacks.
+"""
+
+from kmc.mirror.checkpoints import (
+    CHECKPOINT_TOPIC,
+    Checkpoint,
+    CheckpointStore,
+    checkpoint_key,
+    ensure_checkpoint_topic,
+)
+from kmc.mirror.copypath import ORIGIN_HEADER, CopyPath, RecordCopyPath
+from kmc.mirror.engine import (
+    MirrorProgress,
+    MirrorResult,
+    NoticeCallback,
+    ProgressCallback,
+    TopicProgress,
+    TopicResult,
+    run_mirror,
+)
+from kmc.mirror.lock import hold_lock, lock_dir, lock_identity, lock_path
+from kmc.mirror.plan import DEFAULT_FLOW, MirrorSpec, Plan, TopicPlan, apply_plan, parse_start, plan_mirror
+
+__all__ = [
+    "CHECKPOINT_TOPIC",
+    "DEFAULT_FLOW",
+    "ORIGIN_HEADER",
+    "Checkpoint",
+    "CheckpointStore",
+    "CopyPath",
+    "MirrorProgress",
+    "MirrorResult",
+    "MirrorSpec",
+    "NoticeCallback",
+    "Plan",
+    "ProgressCallback",
+    "RecordCopyPath",
+    "TopicPlan",
+    "TopicProgress",
+    "TopicResult",
+    "apply_plan",
+    "checkpoint_key",
+    "ensure_checkpoint_topic",
+    "hold_lock",
+    "lock_dir",
+    "lock_identity",
+    "lock_path",
+    "parse_start",
+    "plan_mirror",
+    "run_mirror",
+]

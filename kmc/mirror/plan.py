@@ -1,0 +1,332 @@
+"""What a mirror will do before it copies anything: which source topics map to which target topics, what
+must be created, which partitions added, which configs drift. :func:`plan_mirror` only reads;
+:func:`apply_plan` makes the target match the plan. Library code: no printing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import kafka.errors as kafka_errors
+from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType
+
+from kmc.client import KafkaSession, translate_errors
+from kmc.errors import KafkaOperationError, UsageError
+from kmc.metadata import (
+    CLUSTER_SPECIFIC_CONFIGS,
+    compile_patterns,
+    describe_topics,
+    effective_topic_configs,
+    is_internal,
+    render_topic_name,
+    topic_configs,
+)
+from kmc.profiles import NAME_RE, validate_rename
+
+DEFAULT_FLOW = "mirror"
+"""The flow name of an ad-hoc ``kmc mirror`` (checkpoint keys and the lock include it)."""
+
+DEFAULT_MAX_MESSAGE_BYTES = 1048588  # Kafka's default max.message.bytes
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+@dataclass(frozen=True)
+class MirrorSpec:
+    """What to mirror and how; shared by ``kmc mirror``, ``kmc aggregate`` and named flows.
+
+    ``start`` applies only to partitions without a checkpoint: ``"earliest"``, ``"latest"`` or an epoch
+    timestamp in milliseconds (the first offset at or after it).
+    """
+
+    topics: tuple[str, ...] = ()  # anchored include regexes; empty: every topic
+    exclude: tuple[str, ...] = ()
+    rename: str = "{topic}"
+    flow: str = DEFAULT_FLOW
+    start: str | int = "earliest"
+    sync_configs: bool = False
+    replication_factor: int | None = None
+    checkpoint_interval: float = 1.0  # seconds between checkpoint writes in follow mode
+    refresh_interval: float = 30.0  # seconds between looks for new topics and partitions (follow)
+    progress_interval: float = 1.0  # seconds between progress callbacks
+    compression: str | None = "lz4"  # the target producer's codec; None sends uncompressed
+    delivery_timeout: float = 300.0  # seconds the producer retries one batch before giving up on it
+
+    def validate(self) -> None:
+        """Raise UsageError for anything the user typed wrong, before any cluster is contacted."""
+        compile_patterns(self.topics, "--topics")
+        compile_patterns(self.exclude, "--exclude")
+        validate_rename(self.rename, "--rename", error=UsageError)
+        if not NAME_RE.match(self.flow):
+            raise UsageError(f"--flow: invalid flow name '{self.flow}'", hint="use letters, digits, '.', '_' or '-'")
+        if self.replication_factor is not None and self.replication_factor < 1:
+            raise UsageError("--replication-factor must be at least 1")
+        if self.compression not in (None, "gzip", "snappy", "lz4", "zstd"):
+            raise UsageError(f"--compression: unknown codec '{self.compression}'",
+                             hint="use none, gzip, snappy, lz4 or zstd")
+        if self.delivery_timeout < 2:
+            raise UsageError("--delivery-timeout must be at least 2 seconds")
+        parse_start(self.start)
+
+
+def parse_start(value: str | int) -> str | int:
+    """``earliest``, ``latest``, epoch milliseconds, or an ISO-8601 time (UTC unless it says otherwise)."""
+    if isinstance(value, int):
+        if value < 0:
+            raise UsageError(f"--from: timestamp {value} is negative")
+        return value
+    text = value.strip().lower()
+    if text in ("earliest", "latest"):
+        return text
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise UsageError(f"--from: '{value}' is not earliest, latest, epoch milliseconds or an ISO-8601 time",
+                         hint="e.g. --from 2024-05-01T12:00:00Z or --from 1714564800000") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    """One source topic and what the target needs for it."""
+
+    source_topic: str
+    target_topic: str
+    partitions: int  # source partition count
+    target_partitions: int | None  # None: the target topic does not exist yet
+    replication_factor: int  # the new topic's (create), else the existing target topic's
+    configs: Mapping[str, str]  # source configs that travel (cluster-specific keys removed)
+    config_drift: Mapping[str, Mapping[str, str | None]]  # key -> {"source": v, "target": v}
+    actions: tuple[str, ...]  # "create", "add_partitions", "sync_configs"
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # the source topic's effective max.message.bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_topic": self.source_topic,
+            "target_topic": self.target_topic,
+            "partitions": self.partitions,
+            "target_partitions": self.target_partitions,
+            "replication_factor": self.replication_factor,
+            "configs": dict(self.configs),
+            "config_drift": {key: dict(value) for key, value in self.config_drift.items()},
+            "actions": list(self.actions),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    flow: str
+    source: str  # profile names
+    target: str
+    source_cluster_id: str
+    target_cluster_id: str
+    target_brokers: int
+    topics: tuple[TopicPlan, ...]
+    sync_configs: bool
+    warnings: tuple[str, ...] = ()
+    checkpoint_topic_exists: bool = False
+
+    @property
+    def max_message_bytes(self) -> int:
+        return max((topic.max_message_bytes for topic in self.topics), default=DEFAULT_MAX_MESSAGE_BYTES)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--dry-run -o json`` document (keys documented in docs/mirror.md)."""
+        from kmc.mirror.checkpoints import CHECKPOINT_TOPIC
+
+        return {
+            "flow": self.flow,
+            "source": self.source,
+            "target": self.target,
+            "source_cluster_id": self.source_cluster_id,
+            "target_cluster_id": self.target_cluster_id,
+            "checkpoint_topic": {"name": CHECKPOINT_TOPIC, "exists": self.checkpoint_topic_exists},
+            "topics": [topic.to_dict() for topic in self.topics],
+            "warnings": list(self.warnings),
+        }
+
+
+def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) -> Plan:
+    """Read both clusters and work out what the target needs; changes nothing."""
+    from kmc.mirror.checkpoints import CHECKPOINT_TOPIC
+
+    spec.validate()
+    include = compile_patterns(spec.topics, "--topics")
+    exclude = compile_patterns(spec.exclude, "--exclude")
+    source_id = source.cluster_id()
+    target_info = target.describe()
+    if source_id and source_id == target_info.cluster_id and spec.rename == "{topic}":
+        raise UsageError(f"{source.cluster.name} and {target.cluster.name} are the same cluster "
+                         f"({source_id}): mirroring topics onto themselves",
+                         hint="give a --rename template, e.g. '{topic}.copy'")
+    source_topics = [topic for topic in describe_topics(source, include, exclude, with_offsets=False)
+                     if not topic.internal]
+    mapping = {topic.name: render_topic_name(spec.rename, topic.name, source.cluster.name)
+               for topic in source_topics}
+    _check_target_names(mapping, spec.rename)
+    wanted = set(mapping.values())
+    target_all = describe_topics(target, include_internal=True, with_offsets=False)
+    target_topics = {topic.name: topic for topic in target_all if topic.name in wanted}
+    checkpoint_exists = any(topic.name == CHECKPOINT_TOPIC for topic in target_all)
+    source_configs = _travelling(topic_configs(source, mapping))
+    target_configs = _travelling(topic_configs(target, target_topics))
+    max_bytes = _max_message_bytes(source, mapping)
+    brokers = len(target_info.brokers)
+    if spec.replication_factor is not None and spec.replication_factor > brokers:
+        raise UsageError(f"--replication-factor {spec.replication_factor}: {target.cluster.name} has only "
+                         f"{brokers} broker(s)")
+
+    warnings: list[str] = []
+    plans = []
+    for topic in source_topics:
+        name = mapping[topic.name]
+        configs = source_configs.get(topic.name, {})
+        existing = target_topics.get(name)
+        if existing is None:
+            rf = spec.replication_factor or max(1, min(topic.replication_factor, brokers))
+            plans.append(TopicPlan(topic.name, name, len(topic.partitions), None, rf, configs, {}, ("create",),
+                                   max_bytes.get(topic.name, DEFAULT_MAX_MESSAGE_BYTES)))
+            continue
+        actions = []
+        if len(existing.partitions) < len(topic.partitions):
+            actions.append("add_partitions")
+        elif len(existing.partitions) > len(topic.partitions):
+            warnings.append(f"{name}: the target has {len(existing.partitions)} partitions, the source "
+                            f"{len(topic.partitions)}; partitions {len(topic.partitions)} and up receive nothing")
+        drift = _drift(configs, target_configs.get(name, {}))
+        if drift and spec.sync_configs:
+            actions.append("sync_configs")
+        elif drift:
+            warnings.append(f"{name}: configs differ from the source ({', '.join(sorted(drift))}); "
+                            "--sync-configs makes them equal")
+        plans.append(TopicPlan(topic.name, name, len(topic.partitions), len(existing.partitions),
+                               existing.replication_factor, configs, drift, tuple(actions),
+                               max_bytes.get(topic.name, DEFAULT_MAX_MESSAGE_BYTES)))
+    if not source_topics:
+        warnings.append("no source topic matches the selection")
+    return Plan(
+        flow=spec.flow,
+        source=source.cluster.name,
+        target=target.cluster.name,
+        source_cluster_id=source_id,
+        target_cluster_id=target_info.cluster_id,
+        target_brokers=brokers,
+        topics=tuple(plans),
+        sync_configs=spec.sync_configs,
+        warnings=tuple(warnings),
+        checkpoint_topic_exists=checkpoint_exists,
+    )
+
+
+def _check_target_names(mapping: dict[str, str], template: str) -> None:
+    seen: dict[str, str] = {}
+    for source_name, target_name in mapping.items():
+        if not _TOPIC_NAME.fullmatch(target_name) or target_name in (".", ".."):
+            raise UsageError(f"--rename '{template}' maps {source_name} to '{target_name}', not a valid topic name",
+                             hint="topic names use letters, digits, '.', '_' and '-' (a host:port source "
+                                  "cannot be {source}; use a profile name)")
+        if is_internal(target_name):
+            raise UsageError(f"--rename '{template}' maps {source_name} to '{target_name}', a name reserved for "
+                             "Kafka's and kmc's internal topics")
+        if target_name in seen:
+            raise UsageError(f"--rename '{template}' maps both {seen[target_name]} and {source_name} to "
+                             f"'{target_name}'")
+        seen[target_name] = source_name
+
+
+def _travelling(configs: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """Topic configs minus the ones that describe the cluster rather than the data."""
+    return {topic: {key: value for key, value in values.items() if key not in CLUSTER_SPECIFIC_CONFIGS}
+            for topic, values in configs.items()}
+
+
+def _drift(source: Mapping[str, str], target: Mapping[str, str]) -> dict[str, dict[str, str | None]]:
+    """Keys whose value differs; a key set on one side only compares against None (the default)."""
+    return {key: {"source": source.get(key), "target": target.get(key)}
+            for key in sorted(set(source) | set(target)) if source.get(key) != target.get(key)}
+
+
+def _max_message_bytes(session: KafkaSession, topics: Mapping[str, str]) -> dict[str, int]:
+    """Each topic's effective max.message.bytes (its own or the broker default)."""
+    values = effective_topic_configs(session, topics, ["max.message.bytes"])
+    return {name: int(configs["max.message.bytes"]) for name, configs in values.items()
+            if str(configs.get("max.message.bytes", "")).isdigit()}
+
+
+def apply_plan(target: KafkaSession, plan: Plan) -> list[str]:
+    """Create missing topics, add partitions and (when the plan says so) sync configs on the target.
+
+    Returns one line per change made. A topic created meanwhile by someone else (another source of an
+    aggregate) is not an error.
+    """
+    done: list[str] = []
+    admin = target.admin
+    creates = {topic.target_topic: {"num_partitions": topic.partitions,
+                                    "replication_factor": topic.replication_factor,
+                                    "configs": dict(topic.configs)}
+               for topic in plan.topics if "create" in topic.actions}
+    if creates:
+        with translate_errors(target.cluster, "create topics"):
+            response = admin.create_topics(creates, raise_errors=False)
+        for entry in response.get("topics", []):
+            error = kafka_errors.for_code(entry.get("error_code", 0))
+            if error is kafka_errors.NoError:
+                done.append(f"created {entry['name']} ({creates[entry['name']]['num_partitions']} partitions, "
+                            f"replication factor {creates[entry['name']]['replication_factor']})")
+            elif error is not kafka_errors.TopicAlreadyExistsError:
+                raise KafkaOperationError(f"{target.cluster.name}: create topic {entry['name']}: "
+                                          f"{error.__name__}: {entry.get('error_message') or ''}".rstrip(": "))
+    grow = {topic.target_topic: topic.partitions for topic in plan.topics if "add_partitions" in topic.actions}
+    if grow:
+        with translate_errors(target.cluster, "add partitions"):
+            response = admin.create_partitions(grow, raise_errors=False)
+        for result in getattr(response, "results", []):
+            error = kafka_errors.for_code(result.error_code)
+            if error is kafka_errors.NoError:
+                done.append(f"added partitions to {result.name} (now {grow[result.name]})")
+            elif error is not kafka_errors.InvalidPartitionsError:  # already grown by someone else
+                raise KafkaOperationError(f"{target.cluster.name}: add partitions to {result.name}: "
+                                          f"{error.__name__}: {result.error_message or ''}".rstrip(": "))
+    syncs = [topic for topic in plan.topics if "sync_configs" in topic.actions]
+    if syncs:
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, topic.target_topic, configs={
+                key: (AlterConfigOp.SET, values["source"]) if values["source"] is not None
+                else (AlterConfigOp.DELETE, None)
+                for key, values in topic.config_drift.items()})
+            for topic in syncs
+        ]
+        with translate_errors(target.cluster, "sync topic configs"):
+            results = admin.alter_configs(resources, raise_on_unknown=False, incremental=True)
+        for topic in syncs:
+            outcome = results.get("topic", {}).get(topic.target_topic, "OK")
+            if outcome != "OK":
+                raise KafkaOperationError(f"{target.cluster.name}: sync configs of {topic.target_topic}: {outcome}")
+            done.append(f"synced configs of {topic.target_topic} ({', '.join(sorted(topic.config_drift))})")
+    if creates or grow:
+        _wait_for_partitions(target, {topic.target_topic: topic.partitions for topic in plan.topics
+                                      if topic.target_topic in creates or topic.target_topic in grow})
+    return done
+
+
+def _wait_for_partitions(session: KafkaSession, wanted: dict[str, int], timeout: float | None = None) -> None:
+    """Block until the target's metadata shows every new partition with a leader."""
+    import time
+
+    deadline = time.monotonic() + (timeout if timeout is not None else max(10.0, session.timeout))
+    while True:
+        topics = {topic.name: topic for topic in describe_topics(session, with_offsets=False)
+                  if topic.name in wanted}
+        if all(name in topics and len(topics[name].partitions) >= count
+               and all(part.online for part in topics[name].partitions) for name, count in wanted.items()):
+            return
+        if time.monotonic() > deadline:
+            raise KafkaOperationError(f"{session.cluster.name}: new topics or partitions did not get leaders in time")
+        time.sleep(0.2)
