@@ -71,6 +71,8 @@ def _produce_and_consume(bootstrap: str, topic: str, value: bytes, create: bool 
 
 @pytest.mark.kafka
 def test_up_is_idempotent(src_cluster, dst_cluster):
+    # other tests restart these brokers (new pids), so compare with the state as it is now
+    src_cluster, dst_cluster = sandbox.get("src"), sandbox.get("dst")
     started = time.monotonic()
     again = sandbox.up(["src", "dst"])
     assert time.monotonic() - started < 10
@@ -87,7 +89,7 @@ def test_produce_and_consume_through_sandbox(src_cluster, topic_name):
 
 @pytest.mark.kafka
 def test_status_reports_up(src_cluster, dst_cluster):
-    for cluster in (src_cluster, dst_cluster):
+    for cluster in (sandbox.get(src_cluster.name), sandbox.get(dst_cluster.name)):
         entry = _status_of(cluster.name)
         assert entry["health"] == "up"
         assert entry["bootstrap"] == cluster.bootstrap
@@ -99,6 +101,7 @@ def test_status_reports_up(src_cluster, dst_cluster):
 
 @pytest.mark.kafka
 def test_state_file_and_listing(src_cluster):
+    src_cluster = sandbox.get(src_cluster.name)  # current pids: other tests restart brokers
     state = json.loads(src_cluster.state_file.read_text())
     assert set(state) == {"name", "bootstrap", "brokers", "kafka_cluster_id", "kafka_version", "created"}
     assert state["bootstrap"] == [f"127.0.0.1:{src_cluster.brokers[0].port}"]
@@ -143,6 +146,7 @@ def scratch_pair():
 
 @pytest.mark.kafka
 def test_down_stops_exactly_the_recorded_pids_and_removes_data(scratch_pair, src_cluster):
+    src_cluster = sandbox.get(src_cluster.name)  # current pids: other tests restart brokers
     cluster = scratch_pair["scratch-rm"]
     pids = [b.pid for b in cluster.brokers]
     assert all(_pid_running(pid) for pid in pids)
