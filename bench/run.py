@@ -91,27 +91,12 @@ class Cleanup:
         with contextlib.suppress(Exception):
             existing = {c.name for c in sandbox.list_sandboxes()}
             sandbox.down([n for n in CLUSTERS if n in existing])
-        _kill_leftover_jvms(self.home)
+        for pid in sandbox.kill_jvms_under(self.home):
+            say(f"killed leftover JVM {pid}")
         if self.keep:
             say(f"kept the scratch directory {self.home}")
         else:
             shutil.rmtree(self.home, ignore_errors=True)
-
-
-def _kill_leftover_jvms(home: Path) -> None:
-    """Last resort: SIGKILL any java whose command line names our scratch directory (only we made it)."""
-    marker = f"{home}/".encode()
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker in cmdline and b"java" in cmdline:
-            with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGKILL)
-                say(f"killed leftover JVM {entry.name}")
 
 
 def _terminate(signum: int, _frame: object) -> None:

@@ -17,7 +17,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import tempfile
 import time
 import uuid
@@ -50,22 +49,9 @@ def _stop_all_sandboxes() -> None:
 
 
 def _kill_session_jvms() -> None:
-    """Last resort: SIGKILL any process whose command line names this session's temporary directory."""
-    marker = str(SESSION_HOME).encode()
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker in cmdline and b"java" in cmdline:
-            with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGKILL)
-                print(f"conftest: killed leftover JVM {entry.name}")  # noqa: T201
+    """Last resort: SIGKILL any JVM whose command line names this session's temporary directory."""
+    for pid in sandbox.kill_jvms_under(SESSION_HOME):
+        print(f"conftest: killed leftover JVM {pid}")  # noqa: T201 - teardown diagnostics
 
 
 def _at_exit() -> None:

@@ -1019,3 +1019,23 @@ def status() -> list[dict[str, Any]]:
         return [one(c) for c in clusters]
     with ThreadPoolExecutor(max_workers=min(8, len(clusters))) as pool:
         return list(pool.map(one, clusters))
+
+
+def kill_jvms_under(directory: Path) -> list[int]:
+    """Last resort for test and benchmark harnesses: SIGKILL every java process whose command line
+    names ``directory`` (a scratch directory only the caller made). Returns the pids signalled."""
+    marker = f"{directory}".encode()
+    killed: list[int] = []
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else []:
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline and b"java" in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed
