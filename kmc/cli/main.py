@@ -77,11 +77,13 @@ def _configure_logging(verbose: int, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from kmc.cli import completion, diff, inventory, mirror, profile, sandbox, topics
+    from kmc.cli import aggregate, completion, diff, flow, inventory, mirror, profile, sandbox, topics
 
     inventory.register(app)
     diff.register(app)
     mirror.register(app)
+    aggregate.register(app)
+    app.add_typer(flow.app, name="flow")
     topics.register(app)
     app.add_typer(profile.app, name="profile")
     app.add_typer(sandbox.app, name="sandbox")

@@ -149,19 +149,22 @@ def notice_printer(app_ctx: context.AppContext) -> Any:
 @contextlib.contextmanager
 def progress_display(app_ctx: context.AppContext, label_sources: bool = False) -> Iterator[Any]:
     """A progress_callback for run_mirror: per-topic progress bars on a terminal, a line every LOG_INTERVAL
-    elsewhere, None with -q. ``label_sources`` names the source cluster in each bar (several sources)."""
+    elsewhere (per mirror), None with -q. ``label_sources`` names the source and target clusters in each bar
+    (several mirrors at once)."""
     messages = app_ctx.messages
     if messages.quiet:
         yield None
         return
     if not messages.interactive:
-        last = [time.monotonic()]
+        started = time.monotonic()
+        last: dict[tuple[str, str, str], float] = {}  # per mirror: several run at once in aggregate and flows
 
         def log_line(event: MirrorProgress) -> None:
             now = time.monotonic()
-            if now - last[0] < LOG_INTERVAL:
+            mirror_key = (event.flow, event.source, event.target)
+            if now - last.get(mirror_key, started) < LOG_INTERVAL:
                 return
-            last[0] = now
+            last[mirror_key] = now
             lag = "unknown" if event.lag is None else f"{event.lag:,}"
             messages.info(f"mirror {event.source} -> {event.target}: {event.records:,} records, "
                           f"{event.rate:,.0f}/s, lag {lag}")
@@ -173,13 +176,14 @@ def progress_display(app_ctx: context.AppContext, label_sources: bool = False) -
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:>12,.0f} records"),
                   TextColumn("{task.fields[rate]:>10,.0f}/s"), TextColumn("lag {task.fields[lag]}"),
                   TimeElapsedColumn(), console=messages.console, transient=False) as bars:
-        tasks: dict[tuple[str, str], Any] = {}
+        tasks: dict[tuple[str, str, str, str], Any] = {}
 
         def update(event: MirrorProgress) -> None:
             for topic in event.topics:
-                key = (event.source, topic.source_topic)
+                key = (event.flow, event.source, event.target, topic.source_topic)
                 if key not in tasks:
-                    label = f"{event.source} {topic.source_topic}" if label_sources else topic.source_topic
+                    label = (f"{event.source}->{event.target} {topic.source_topic}" if label_sources
+                             else topic.source_topic)
                     tasks[key] = bars.add_task(label, total=None, rate=0.0, lag="-")
                 lag = "-" if topic.lag is None else f"{topic.lag:,}"
                 bars.update(tasks[key], completed=topic.records, total=topic.total, rate=topic.rate, lag=lag)

@@ -17,6 +17,7 @@ import time
 from typing import Any, Protocol
 
 from kafka import KafkaProducer, TopicPartition
+from kafka.partitioner.default import murmur2
 
 ORIGIN_HEADER = "kmc-origin"
 
@@ -25,6 +26,11 @@ class CopyPath(Protocol):
     def send_batch(self, target: TopicPartition, records: list[Any]) -> tuple[Any, int, int, int]:
         """Send one partition's records in order; returns (future of the last record sent or None,
         records sent, records skipped, payload bytes sent)."""
+        ...
+
+    def target_partition(self, topic: str, source_partition: int) -> int:
+        """The target partition that follows source partition ``source_partition`` (its checkpoint's
+        ``target_next_offset`` is counted there)."""
         ...
 
 
@@ -51,6 +57,9 @@ class RecordCopyPath:
     def prepare(self, topic: str) -> None:
         """Load the target topic's metadata once (``send()`` would do it per record)."""
         self.producer.partitions_for(topic)
+
+    def target_partition(self, topic: str, source_partition: int) -> int:  # noqa: ARG002 - the CopyPath interface
+        return source_partition
 
     def send_batch(self, target: TopicPartition, records: list[Any]) -> tuple[Any, int, int, int]:
         append = self._append
@@ -87,3 +96,80 @@ class RecordCopyPath:
         if wake:
             self._wakeup()
         return future, len(records) - skipped, skipped, size
+
+
+class KeyedCopyPath(RecordCopyPath):
+    """Partitions by key instead of partition i to partition i (``MirrorSpec.partitioner="key"``), for
+    merging sources whose partition counts differ.
+
+    A record with a key goes to ``murmur2(key) mod target partitions``, the partition Kafka's default
+    partitioner (Java, librdkafka's murmur2_random, kafka-python) picks, so keyed data lands where a
+    producer writing to the target directly would put it. Records with a null key are sticky: those of
+    source partition i go to target partition ``i mod target partitions`` and keep their order.
+
+    One source batch may now reach several target partitions; the batch counts as acknowledged when the
+    last record sent to each of them is (:class:`_AllAcknowledged`).
+    """
+
+    def __init__(self, producer: KafkaProducer, source_cluster_id: str, target_cluster_id: str) -> None:
+        super().__init__(producer, source_cluster_id, target_cluster_id)
+        self._partitions: dict[str, list[TopicPartition]] = {}
+
+    def prepare(self, topic: str) -> None:
+        count = len(self.producer.partitions_for(topic) or ())
+        self._partitions[topic] = [TopicPartition(topic, partition) for partition in range(count)]
+
+    def target_partition(self, topic: str, source_partition: int) -> int:
+        if topic not in self._partitions:
+            self.prepare(topic)
+        return source_partition % len(self._partitions[topic])
+
+    def send_batch(self, target: TopicPartition, records: list[Any]) -> tuple[Any, int, int, int]:
+        partitions = self._partitions[target.topic]
+        count = len(partitions)
+        groups: dict[int, list[Any]] = {}
+        for record in records:
+            key = record.key
+            partition = (murmur2(key) & 0x7FFFFFFF) % count if key is not None else target.partition
+            groups.setdefault(partition, []).append(record)
+        futures: dict[int, Any] = {}
+        sent = skipped = size = 0
+        for partition, group in groups.items():  # each group keeps its records' order
+            future, group_sent, group_skipped, group_size = super().send_batch(partitions[partition], group)
+            if future is not None:
+                futures[partition] = future
+            sent += group_sent
+            skipped += group_skipped
+            size += group_size
+        return (_AllAcknowledged(futures, target.partition) if futures else None), sent, skipped, size
+
+
+class _AllAcknowledged:
+    """The futures of the last record per target partition of one keyed batch, seen by the copy loop as one
+    future: done when all are, failed when one failed; its value is the record metadata of the partition
+    the checkpoint follows (None when the batch sent nothing there)."""
+
+    __slots__ = ("_futures", "_followed")
+
+    def __init__(self, futures: dict[int, Any], followed: int) -> None:
+        self._futures = futures
+        self._followed = followed
+
+    @property
+    def is_done(self) -> bool:
+        return all(future.is_done for future in self._futures.values())
+
+    @property
+    def exception(self) -> BaseException | None:
+        return next((future.exception for future in self._futures.values()
+                     if future.is_done and future.exception is not None), None)
+
+    @property
+    def value(self) -> Any:
+        future = self._futures.get(self._followed)
+        return None if future is None else future.value
+
+    def get(self, timeout: float | None = None) -> Any:
+        for future in self._futures.values():
+            future.get(timeout=timeout)
+        return self.value

@@ -26,7 +26,7 @@ from kafka.admin import OffsetSpec, OffsetTimestamp
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
 from kmc.errors import KafkaOperationError, KmcError, UnreachableError, UsageError
 from kmc.mirror.checkpoints import Checkpoint, CheckpointStore, ensure_checkpoint_topic
-from kmc.mirror.copypath import RecordCopyPath
+from kmc.mirror.copypath import KeyedCopyPath, RecordCopyPath
 from kmc.mirror.lock import hold_lock, lock_identity
 from kmc.mirror.plan import MirrorSpec, TopicPlan, apply_plan, parse_start, plan_mirror
 from kmc.profiles import Cluster
@@ -283,7 +283,8 @@ class _Engine:
             # kafka-python wants delivery_timeout_ms > linger_ms + request_timeout_ms
             request_timeout_ms=min(30000, int(spec.delivery_timeout * 1000) // 2),
         )
-        self.path = RecordCopyPath(self.producer, self.plan.source_cluster_id, self.plan.target_cluster_id)
+        path_class = KeyedCopyPath if spec.partitioner == "key" else RecordCopyPath
+        self.path = path_class(self.producer, self.plan.source_cluster_id, self.plan.target_cluster_id)
         with translate_errors(self.target.cluster, "load topic metadata"):
             for name in {part.target.topic for part in self.parts.values()}:
                 self.path.prepare(name)
@@ -295,7 +296,9 @@ class _Engine:
         if not fresh:
             return
         source_tps = [TopicPartition(topic.source_topic, p) for topic, p in fresh]
-        target_tps = [TopicPartition(topic.target_topic, p) for topic, p in fresh]
+        with translate_errors(self.target.cluster, "load topic metadata"):
+            target_tps = [TopicPartition(topic.target_topic, self.path.target_partition(topic.target_topic, p))
+                          for topic, p in fresh]
         earliest = self._offsets(self.source, {tp: OffsetSpec.EARLIEST for tp in source_tps})
         # read_committed: the last stable offset, so an open transaction does not hold --once up forever
         latest = self._offsets(self.source, {tp: OffsetSpec.LATEST for tp in source_tps}, "read_committed")
@@ -488,7 +491,8 @@ class _Engine:
                         if failures:
                             raise _SendFailed(part, future.exception)
                         break
-                    part.acked_target = future.value.offset + 1
+                    if future.value is not None:  # None: a keyed batch sent nothing to part.target
+                        part.acked_target = future.value.offset + 1
                 part.acked = offset
                 self.inflight_bytes -= size
                 self.inflight_records -= sent

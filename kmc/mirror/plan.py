@@ -54,6 +54,9 @@ class MirrorSpec:
     progress_interval: float = 1.0  # seconds between progress callbacks
     compression: str | None = "lz4"  # the target producer's codec; None sends uncompressed
     delivery_timeout: float = 300.0  # seconds the producer retries one batch before giving up on it
+    # "same": source partition i -> target partition i; "key": murmur2(key) mod the target's partition count,
+    # as Kafka's producer would (kmc aggregate --merge --partitioner key); see copypath.KeyedCopyPath
+    partitioner: str = "same"
 
     def validate(self) -> None:
         """Raise UsageError for anything the user typed wrong, before any cluster is contacted."""
@@ -69,6 +72,8 @@ class MirrorSpec:
                              hint="use none, gzip, snappy, lz4 or zstd")
         if self.delivery_timeout < 2:
             raise UsageError("--delivery-timeout must be at least 2 seconds")
+        if self.partitioner not in ("same", "key"):
+            raise UsageError(f"--partitioner: '{self.partitioner}' is not 'same' or 'key'")
         parse_start(self.start)
 
 
@@ -195,7 +200,9 @@ def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) ->
                                    max_bytes.get(topic.name, DEFAULT_MAX_MESSAGE_BYTES)))
             continue
         actions = []
-        if len(existing.partitions) < len(topic.partitions):
+        if spec.partitioner == "key":
+            pass  # records are hashed over the target's partitions, whatever their number: never add any
+        elif len(existing.partitions) < len(topic.partitions):
             actions.append("add_partitions")
         elif len(existing.partitions) > len(topic.partitions):
             warnings.append(f"{name}: the target has {len(existing.partitions)} partitions, the source "

@@ -1,0 +1,87 @@
+"""`kmc aggregate`: several source clusters copied into one target at once (fan-in)."""
+
+from __future__ import annotations
+
+import typer
+
+from kmc.cli import _run, context
+from kmc.errors import UsageError
+from kmc.flows import MERGE_RENAME, PARTITIONERS, PREFIX_RENAME, aggregate_jobs
+from kmc.mirror import DEFAULT_FLOW, MirrorSpec
+
+
+def aggregate(
+    ctx: typer.Context,
+    sources: list[str] = typer.Argument(..., metavar="SRC", help="Source clusters: profile names, or host:port."),
+    into: str = typer.Option(..., "--into", metavar="DST", help="Target cluster: a profile name, or host:port."),
+    topics: list[str] | None = typer.Option(None, "--topics", metavar="RE",
+                                            help="Source topics to copy (anchored regex; repeatable) "
+                                                 "[default: all but internal]."),
+    exclude: list[str] | None = typer.Option(None, "--exclude", metavar="RE",
+                                             help="Source topics to leave out (anchored regex; repeatable)."),
+    rename: str | None = typer.Option(None, "--rename", metavar="TEMPLATE",
+                                      help=f"Target topic name: {{topic}}, {{source}} (the source profile name) "
+                                           f"[default: '{PREFIX_RENAME}']."),
+    merge: bool = typer.Option(False, "--merge", help=f"Write every source's topic into one target topic "
+                                                      f"(--rename '{MERGE_RENAME}'); kmc-origin tells them apart."),
+    partitioner: str = typer.Option("same", "--partitioner", metavar="same|key",
+                                    help="same: partition i to partition i (merging needs equal partition "
+                                         "counts); key: murmur2(key) mod the target's partitions, like a Kafka "
+                                         "producer."),
+    flow: str = typer.Option(DEFAULT_FLOW, "--flow", metavar="NAME",
+                             help="Name in checkpoint keys and locks; the default is kmc mirror's, so "
+                                  "`kmc mirror SRC DST` with the same options shares checkpoints and lock."),
+    sync_configs: bool = typer.Option(False, "--sync-configs",
+                                      help="Make existing target topics' configs equal to the source's."),
+    once: bool = _run.ONCE,
+    follow: bool = _run.FOLLOW,
+    start: str = _run.START,
+    replication_factor: int | None = _run.REPLICATION_FACTOR,
+    dry_run: bool = _run.DRY_RUN,
+    refresh: float = _run.REFRESH,
+    checkpoint_interval: float = _run.CHECKPOINT_INTERVAL,
+    compression: str = _run.COMPRESSION,
+    delivery_timeout: float = _run.DELIVERY_TIMEOUT,
+) -> None:
+    """Copy the topics of every SRC into DST at once, each source with its own checkpoints and lock.
+
+    Prefix mode (the default, --rename '{source}.{topic}') keeps each source's topics apart: dc1.orders,
+    dc2.orders. --merge writes them into one topic (orders), partition i to partition i, which needs the
+    same partition count in every source (exit 2 naming the topic otherwise), unless --partitioner key
+    rehashes each record by key; the kmc-origin header names each record's source cluster. Each source is
+    one `kmc mirror SRC DST` (same plan, copy, checkpoints, lock), in a process of its own so that the
+    sources use several cores; a failing source does not stop the others. With --follow a source that
+    cannot be reached is tried again, from 5 s up to every minute.
+
+    Exit status: 0 done (or stopped by SIGTERM), 2 bad option or sources that cannot share a target
+    topic, 6 some sources failed (the message names each and why) while others succeeded; when all
+    failed, the first failure's status (4 unreachable, 5 authentication, 75 locked by another run);
+    130 stopped by SIGINT.
+
+    JSON (-o json): mode, complete, elapsed_seconds, records, bytes, runs[] (one kmc mirror -o json document
+    per source that ran), failures[] {flow, source, target, exit_code, error}. With --dry-run: plans[] (kmc
+    mirror --dry-run documents), failures[]. -o ndjson and -o csv give one row per source topic: flow,
+    source, target, source_topic, target_topic, partitions, records, bytes, skipped, redelivered, lag.
+    """
+    app_ctx = context.get(ctx)
+    run_mode = _run.mode(once, follow)
+    if merge and rename is not None:
+        raise UsageError("give --merge or --rename, not both")
+    if partitioner not in PARTITIONERS:
+        raise UsageError(f"--partitioner: '{partitioner}' is not 'same' or 'key'")
+    spec = MirrorSpec(
+        topics=tuple(topics or ()), exclude=tuple(exclude or ()),
+        rename=MERGE_RENAME if merge else rename or PREFIX_RENAME, flow=flow, sync_configs=sync_configs,
+        partitioner=partitioner,
+        **_run.run_options(start, replication_factor, refresh, checkpoint_interval, compression, delivery_timeout),
+    )
+    spec.validate()
+    target = app_ctx.cluster(into)
+    jobs = aggregate_jobs([app_ctx.cluster(source) for source in sources], target, spec)
+    title = f"aggregate {', '.join(job.source.name for job in jobs)} -> {target.name}"
+    _run.execute(app_ctx, jobs, run_mode=run_mode, dry_run=dry_run, title=title, by_flow=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root app."""
+    app.command("aggregate")(aggregate)

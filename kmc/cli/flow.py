@@ -1,0 +1,162 @@
+"""`kmc flow`: the named flows of the config file ([flows.NAME]): list, check, run, status."""
+
+from __future__ import annotations
+
+import typer
+
+from kmc.cli import _run, context
+from kmc.errors import ConfigError, UsageError, combined_failure
+from kmc.flows import check_flows, flow_jobs, flow_status
+from kmc.output import Column, OutputFormat, columns
+from kmc.profiles import Flow
+
+app = typer.Typer(help="Named flows from the config file: list, check, run, status.", no_args_is_help=True)
+
+LIST_KEYS = ("name", "from", "to", "topics", "exclude", "rename", "sync_configs", "sync_groups", "exactly_once",
+             "partitioner")
+LIST_COLUMNS = columns("name", "from", "to", "topics", "exclude", "rename", "partitioner")
+STATUS_COLUMNS = columns("flow", "source", "target", "source_topic", "target_topic",
+                         Column("records_behind", "RECORDS BEHIND", numeric=True),
+                         Column("seconds_behind", "SECONDS BEHIND", numeric=True),
+                         Column("checkpointed", "CHECKPOINTED"))
+
+
+def _flows(app_ctx: context.AppContext, names: list[str] | None, every: bool = True) -> list[Flow]:
+    config = app_ctx.config()
+    if names:
+        return [config.flow(name) for name in dict.fromkeys(names)]
+    if not every:
+        raise UsageError("name the flows to run, or give --all")
+    if not config.flows:
+        raise UsageError(f"no flows configured in {config.path}", hint="add a [flows.NAME] table (see docs/flows.md)")
+    return [config.flows[name] for name in sorted(config.flows)]
+
+
+@app.command("list")
+def list_flows(ctx: typer.Context) -> None:
+    """The flows of the config file, as written.
+
+    JSON keys: name, from[], to, topics[], exclude[], rename, sync_configs, sync_groups[], exactly_once,
+    partitioner.
+    """
+    app_ctx = context.get(ctx)
+    config = app_ctx.config()
+    rows = [{"name": flow.name, "from": list(flow.sources), "to": flow.target, "topics": list(flow.topics),
+             "exclude": list(flow.exclude), "rename": flow.rename, "sync_configs": flow.sync_configs,
+             "sync_groups": list(flow.sync_groups), "exactly_once": flow.exactly_once,
+             "partitioner": flow.partitioner} for flow in (config.flows[name] for name in sorted(config.flows))]
+    app_ctx.render.rows(rows, LIST_COLUMNS)
+    if not rows:
+        app_ctx.messages.info(f"no flows in {config.path}; see docs/flows.md")
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    offline: bool = typer.Option(False, "--offline", help="Do not ask the source clusters for their topics; "
+                                                          "check the literal topic patterns only."),
+) -> None:
+    """Find what would go wrong with the config's flows, before running them.
+
+    Errors (each names the flows and the config key): a cluster in from/to that is not configured; a
+    setting this version cannot honour; a source that is also the target with an identity rename; two
+    flows, or two sources of a flow whose rename has {source}, writing the same target topic; a flow
+    merging sources whose topics have differing partition counts (partitioner "same"); a cycle of flows
+    whose renames keep producing names the next flow selects again (topics without end). An identity
+    cycle is fine: the kmc-origin header stops records before they return to their origin. Bad regexes
+    and rename templates are found when the file is loaded (exit 3 too). Without --offline the source
+    clusters are asked for their topics, so the checks also use the real names (a cluster that does not
+    answer is a warning).
+
+    Exit status: 0 no errors, 3 errors (one line each on stderr) or an invalid config file.
+
+    JSON (-o json): ok, flows[], errors[] {flows[], key, message, line}, warnings[], live_clusters[].
+    """
+    app_ctx = context.get(ctx)
+    config = app_ctx.config()
+    report = check_flows(config, live=not offline, timeout=app_ctx.timeout)
+    if app_ctx.render.fmt is OutputFormat.json:
+        app_ctx.render.document(report.to_dict())
+    for warning in report.warnings:
+        app_ctx.messages.warn(warning)
+    for error in report.errors:
+        app_ctx.messages.error(error.line())
+    if report.errors:
+        raise ConfigError(f"{len(report.errors)} error(s) in the flows of {config.path}", hint="")
+    live = f"; topics listed from {', '.join(report.live)}" if report.live else ""
+    app_ctx.messages.info(f"{len(report.flows)} flow(s) checked, no errors{live}")
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows to run."),
+    every: bool = typer.Option(False, "--all", help="Run every flow of the config file."),
+    once: bool = _run.ONCE,
+    follow: bool = _run.FOLLOW,
+    start: str = _run.START,
+    replication_factor: int | None = _run.REPLICATION_FACTOR,
+    dry_run: bool = _run.DRY_RUN,
+    refresh: float = _run.REFRESH,
+    checkpoint_interval: float = _run.CHECKPOINT_INTERVAL,
+    compression: str = _run.COMPRESSION,
+    delivery_timeout: float = _run.DELIVERY_TIMEOUT,
+) -> None:
+    """Run named flows, all at once in this process: one mirror per flow and source.
+
+    Each mirror is `kmc mirror SRC DST --flow NAME` with the flow's topics, exclude, rename and
+    sync_configs: its own checkpoints (keyed by the flow name) and lock. A failing mirror does not stop
+    the others. Flows that feed each other (dc1 -> central, central -> dr) run concurrently: with --once,
+    records that reach central during the run are copied on by the next run.
+
+    Exit status: 0 done (or stopped by SIGTERM), 2 unknown flow name or bad option, 3 a flow's table is
+    wrong (unknown cluster, unsupported setting), 6 some mirrors failed (each named, with why) while
+    others succeeded; when all failed, the first failure's status (4, 5, 75); 130 stopped by SIGINT.
+
+    JSON (-o json): as kmc aggregate: mode, complete, elapsed_seconds, records, bytes, runs[], failures[].
+    """
+    app_ctx = context.get(ctx)
+    run_mode = _run.mode(once, follow)
+    if names and every:
+        raise UsageError("give flow names or --all, not both")
+    flows = _flows(app_ctx, names, every=every)
+    options = _run.run_options(start, replication_factor, refresh, checkpoint_interval, compression, delivery_timeout)
+    jobs = [job for flow in flows for job in flow_jobs(app_ctx.config(), flow, **options)]
+    title = f"flow {', '.join(flow.name for flow in flows)}"
+    _run.execute(app_ctx, jobs, run_mode=run_mode, dry_run=dry_run, title=title, by_flow=True)
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows [default: all]."),
+) -> None:
+    """How far each flow is behind, per source and topic, from its checkpoints in the target.
+
+    RECORDS BEHIND: the source's end offset (last stable offset) minus the checkpoint's next offset,
+    summed over the topic's partitions (a partition without a checkpoint counts from its earliest
+    offset). SECONDS BEHIND: now minus the timestamp of the oldest record not copied yet, the largest
+    over the partitions; 0 when caught up. Reads only; needs no lock, so it works while the flow runs.
+
+    Exit status: 0, 2 unknown flow, 3 a flow names an unknown cluster, 6 some sources or targets could
+    not be asked (their rows carry the error); when none could, that error's status (4, 5).
+
+    JSON (-o json): one object per flow, source and topic: flow, source, target, source_topic,
+    target_topic, partitions, checkpointed_partitions, records_behind, seconds_behind (null when the
+    oldest uncopied record could not be read), oldest_uncopied_ms (its timestamp; null when caught up),
+    checkpoint_ms (the newest checkpoint's time; null when none), error (null, or why this source
+    could not be asked: then the other values are null).
+    """
+    app_ctx = context.get(ctx)
+    report = flow_status(app_ctx.config(), _flows(app_ctx, names), app_ctx.timeout)
+    rows = report.rows
+    if not app_ctx.render.machine:
+        rows = [dict(row, checkpointed=None if row["error"] else
+                     f"{row['checkpointed_partitions']}/{row['partitions']}") for row in rows]
+    app_ctx.render.rows(rows, STATUS_COLUMNS)
+    for row in rows:
+        if row["error"] is not None:
+            app_ctx.messages.error(f"flow {row['flow']}: {row['source']} -> {row['target']}: {row['error']}")
+    failure = combined_failure(report.errors, report.sources - len(report.errors))
+    if failure is not None:
+        raise failure
