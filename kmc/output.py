@@ -167,7 +167,7 @@ class Renderer:
         for line in grid:
             cells = [
                 cell.rjust(width) if col.numeric else cell.ljust(width)
-                for cell, width, col in zip(line, widths, cols)
+                for cell, width, col in zip(line, widths, cols, strict=True)
             ]
             self.out.write("  ".join(cells).rstrip() + "\n")
 

@@ -349,7 +349,8 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
         key = sorted(unknown)[0]
         raise ConfigError(
             f"{where}: unknown key '{key}'",
-            hint=f"known keys: {', '.join(sorted(CLUSTER_KEYS))}; kafka-python settings go under [clusters.{name}.client]",
+            hint=f"known keys: {', '.join(sorted(CLUSTER_KEYS))}; "
+                 f"kafka-python settings go under [clusters.{name}.client]",
         )
     body = _interpolate_tree(body, environ, f"{path}: clusters.{name}")
     if "bootstrap" not in body:
@@ -376,7 +377,8 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
     if "password" in body:
         password = Secret(_string(body["password"], path, f"clusters.{name}.password"))
     elif "password_file" in body:
-        password = Secret(_read_password_file(_string(body["password_file"], path, f"clusters.{name}.password_file"), where))
+        password_file = _string(body["password_file"], path, f"clusters.{name}.password_file")
+        password = Secret(_read_password_file(password_file, where))
     if protocol.startswith("SASL_"):
         mechanism = mechanism or "PLAIN"
         if username is None or password is None:
@@ -406,7 +408,8 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
         ssl_cafile=ssl["ssl_cafile"],
         ssl_certfile=ssl["ssl_certfile"],
         ssl_keyfile=ssl["ssl_keyfile"],
-        ssl_password=None if ssl_password is None else Secret(_string(ssl_password, path, f"clusters.{name}.ssl_password")),
+        ssl_password=(None if ssl_password is None
+                      else Secret(_string(ssl_password, path, f"clusters.{name}.ssl_password"))),
         client=MappingProxyType(dict(client)),
         source=str(path),
     )

@@ -204,7 +204,8 @@ def _render_plan(app_ctx: context.AppContext, plan: Plan) -> None:
     render.rows(rows, PLAN_COLUMNS)
     for warning in plan.warnings:
         app_ctx.messages.warn(warning)
-    app_ctx.messages.info(f"dry run: nothing changed ({len(plan.topics)} topics planned)")
+    count = len(plan.topics)
+    app_ctx.messages.info(f"dry run: nothing changed ({count} topic{'' if count == 1 else 's'} planned)")
 
 
 def render_result(app_ctx: context.AppContext, result: MirrorResult) -> None:

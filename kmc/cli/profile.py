@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 import typer
 
@@ -55,15 +54,16 @@ def add(
     bootstrap: str = typer.Option(..., "--bootstrap", "-b", help="host:port[,host:port...]"),
     security_protocol: str = typer.Option("PLAINTEXT", "--security-protocol",
                                           help=f"One of {', '.join(SECURITY_PROTOCOLS)}."),
-    sasl_mechanism: Optional[str] = typer.Option(None, "--sasl-mechanism", help=f"One of {', '.join(SASL_MECHANISMS)}."),
-    username: Optional[str] = typer.Option(None, "--username"),
-    password_env: Optional[str] = typer.Option(None, "--password-env", metavar="VAR",
-                                               help="Store password = \"${VAR}\": read from the environment at run time."),
-    password_file: Optional[str] = typer.Option(None, "--password-file", metavar="PATH",
+    sasl_mechanism: str | None = typer.Option(None, "--sasl-mechanism", help=f"One of {', '.join(SASL_MECHANISMS)}."),
+    username: str | None = typer.Option(None, "--username"),
+    password_env: str | None = typer.Option(None, "--password-env", metavar="VAR",
+                                               help="Store password = \"${VAR}\": read from the environment "
+                                                    "at run time."),
+    password_file: str | None = typer.Option(None, "--password-file", metavar="PATH",
                                                 help="A file (mode 0600) holding the password."),
-    ssl_cafile: Optional[str] = typer.Option(None, "--ssl-cafile", metavar="PATH"),
-    ssl_certfile: Optional[str] = typer.Option(None, "--ssl-certfile", metavar="PATH"),
-    ssl_keyfile: Optional[str] = typer.Option(None, "--ssl-keyfile", metavar="PATH"),
+    ssl_cafile: str | None = typer.Option(None, "--ssl-cafile", metavar="PATH"),
+    ssl_certfile: str | None = typer.Option(None, "--ssl-certfile", metavar="PATH"),
+    ssl_keyfile: str | None = typer.Option(None, "--ssl-keyfile", metavar="PATH"),
     force: bool = typer.Option(False, "--force", help="Replace an existing cluster of that name."),
 ) -> None:
     """Add a cluster to the config file (created with mode 0600; comments and the rest kept).
@@ -123,8 +123,8 @@ def _probe(session: KafkaSession) -> dict:
 @app.command("test")
 def test(
     ctx: typer.Context,
-    names: Optional[list[str]] = typer.Argument(None, help="Clusters to test [default: all]."),
-    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", "-b", help="Test an ad-hoc host:port instead."),
+    names: list[str] | None = typer.Argument(None, help="Clusters to test [default: all]."),
+    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", help="Test an ad-hoc host:port instead."),
 ) -> None:
     """Connect to clusters and report cluster id, brokers, controller and round-trip time.
 

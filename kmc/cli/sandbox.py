@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Optional
 
 import typer
 
@@ -33,7 +32,8 @@ def up(
     """
     app_ctx = context.get(ctx)
     started = time.monotonic()
-    with app_ctx.messages.console.status("starting Kafka…") if app_ctx.messages.interactive else contextlib.nullcontext():
+    spinner = app_ctx.messages.console.status("starting Kafka…") if app_ctx.messages.interactive else None
+    with spinner or contextlib.nullcontext():
         clusters = sandbox.up(list(names), brokers=brokers, timeout=wait)
     app_ctx.messages.info(f"{len(clusters)} cluster(s) up in {time.monotonic() - started:.1f}s")
     app_ctx.render.rows(_status_rows(name for name in names), STATUS_COLUMNS)
@@ -42,7 +42,7 @@ def up(
 @app.command("down")
 def down(
     ctx: typer.Context,
-    names: Optional[list[str]] = typer.Argument(None, help="Clusters to stop [default: all sandboxes]."),
+    names: list[str] | None = typer.Argument(None, help="Clusters to stop [default: all sandboxes]."),
     keep_data: bool = typer.Option(False, "--keep-data", help="Keep data and logs for the next 'up'."),
 ) -> None:
     """Stop sandbox clusters (only the processes kmc started) and remove their data."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from kmc.cli import context
@@ -28,9 +26,9 @@ def _cluster_and_pattern(
 
 def topics(
     ctx: typer.Context,
-    cluster: Optional[str] = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port."),
-    pattern: Optional[str] = typer.Argument(None, metavar="PATTERN", help="Anchored regex of topic names [default: all]."),
-    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", "-b", help="Ad-hoc host:port instead of a name."),
+    cluster: str | None = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port."),
+    pattern: str | None = typer.Argument(None, metavar="PATTERN", help="Anchored regex of topic names [default: all]."),
+    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", help="Ad-hoc host:port instead of a name."),
     include_internal: bool = typer.Option(False, "--include-internal", help="Also Kafka's and kmc's internal topics."),
 ) -> None:
     """List topics: partitions, replication factor, records (latest minus earliest offsets).
@@ -54,9 +52,9 @@ def topics(
 
 def groups(
     ctx: typer.Context,
-    cluster: Optional[str] = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port."),
-    pattern: Optional[str] = typer.Argument(None, metavar="PATTERN", help="Anchored regex of group ids [default: all]."),
-    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", "-b", help="Ad-hoc host:port instead of a name."),
+    cluster: str | None = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port."),
+    pattern: str | None = typer.Argument(None, metavar="PATTERN", help="Anchored regex of group ids [default: all]."),
+    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", help="Ad-hoc host:port instead of a name."),
 ) -> None:
     """List consumer groups: state, members, topics and total lag.
 
