@@ -112,18 +112,28 @@ class Flow:
     partitioner: str = "same"  # "same": partition i -> i; "key": rehash by key (merge mode)
 
 
+class UnresolvedValueError(ConfigError):
+    """A cluster setting that needs the environment or a file that is not there right now (an unset
+    ``${VAR}``, an unreadable password file). Only the cluster that needs it is unusable: commands that
+    work on other clusters still run."""
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
     exists: bool
     clusters: Mapping[str, Cluster]
     flows: Mapping[str, Flow]
+    # clusters that are well formed but cannot be resolved now; naming one raises its error
+    unresolved: Mapping[str, ConfigError] = field(default_factory=lambda: MappingProxyType({}))
 
     def cluster(self, name: str) -> Cluster:
+        if name in self.unresolved:
+            raise self.unresolved[name]
         try:
             return self.clusters[name]
         except KeyError:
-            known = ", ".join(sorted(self.clusters)) or "none configured"
+            known = ", ".join(sorted([*self.clusters, *self.unresolved])) or "none configured"
             raise UnknownClusterError(f"unknown cluster '{name}' (known: {known})") from None
 
     def flow(self, name: str) -> Flow:
@@ -198,11 +208,11 @@ def _with_sandboxes(config: Config) -> Config:
 
     clusters = dict(config.clusters)
     for sandbox in list_sandboxes():
-        if sandbox.name not in clusters:
+        if sandbox.name not in clusters and sandbox.name not in config.unresolved:
             clusters[sandbox.name] = Cluster(
                 name=sandbox.name, bootstrap=tuple(sandbox.bootstrap), sandbox=True, source="sandbox"
             )
-    return Config(config.path, config.exists, MappingProxyType(clusters), config.flows)
+    return Config(config.path, config.exists, MappingProxyType(clusters), config.flows, config.unresolved)
 
 
 # --- interpolation -------------------------------------------------------------------------
@@ -223,7 +233,7 @@ def interpolate(value: str, environ: Mapping[str, str], where: str) -> str:
             raise ConfigError(f"{where}: malformed variable reference{shown}",
                               hint="write ${NAME} with letters, digits and _ only, or $$ for a literal $")
         if name not in environ:
-            raise ConfigError(
+            raise UnresolvedValueError(
                 f"{where}: environment variable {name} is not set",
                 hint=f"export {name}=... before running kmc, or remove the reference",
             )
@@ -283,15 +293,18 @@ def build_config(
         raise ConfigError(f"{path}: unknown top-level key '{key}' (expected [clusters.NAME] or [flows.NAME])")
     clusters_data = _table(data.get("clusters", {}), path, "clusters")
     flows_data = _table(data.get("flows", {}), path, "flows")
-    clusters = {
-        name: parse_cluster(name, _table(body, path, f"clusters.{name}"), path, environ)
-        for name, body in clusters_data.items()
-    }
+    clusters: dict[str, Cluster] = {}
+    unresolved: dict[str, ConfigError] = {}
+    for name, body in clusters_data.items():
+        try:
+            clusters[name] = parse_cluster(name, _table(body, path, f"clusters.{name}"), path, environ)
+        except UnresolvedValueError as exc:
+            unresolved[name] = exc
     flows = {
         name: parse_flow(name, _table(body, path, f"flows.{name}"), path, environ)
         for name, body in flows_data.items()
     }
-    return Config(path, exists, MappingProxyType(clusters), MappingProxyType(flows))
+    return Config(path, exists, MappingProxyType(clusters), MappingProxyType(flows), MappingProxyType(unresolved))
 
 
 def _table(value: Any, path: Path, key: str) -> dict[str, Any]:
@@ -420,13 +433,13 @@ def _read_password_file(name: str, where: str) -> str:
     try:
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
+            raise UnresolvedValueError(
                 f"{where}.password_file: {path} is readable by others",
                 hint=f"chmod 600 {path}",
             )
         return path.read_text(encoding="utf-8").strip("\r\n")
     except OSError as exc:
-        raise ConfigError(f"{where}.password_file: cannot read {path}: {exc.strerror}") from exc
+        raise UnresolvedValueError(f"{where}.password_file: cannot read {path}: {exc.strerror}") from exc
 
 
 def validate_regexes(patterns: Iterable[str], where: str, error: type[Exception] = ConfigError) -> None:

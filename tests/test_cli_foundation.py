@@ -547,3 +547,19 @@ def test_broken_pipe_is_not_an_error(tmp_path: Path) -> None:
     stderr = proc.stderr.read()
     assert proc.wait(60) == 0, stderr
     assert stderr == b""
+
+
+def test_a_cluster_with_an_unset_variable_does_not_block_the_others(tmp_path, monkeypatch):
+    """Operators keep several clusters in one file but export only some passwords (per cron job)."""
+    path = tmp_path / "config.toml"
+    path.write_text('[clusters.ok]\nbootstrap = ["h:1"]\n'
+                    '[clusters.later]\nbootstrap = ["h:2"]\nsecurity_protocol = "SASL_SSL"\nusername = "u"\n'
+                    'password = "${KMC_TEST_LATER_SECRET}"\n')
+    monkeypatch.setenv("KMC_CONFIG", str(path))
+    monkeypatch.delenv("KMC_TEST_LATER_SECRET", raising=False)
+    listed = kmc("profile", "list", "-o", "json")
+    assert [row["name"] for row in listed.json() if not row["sandbox"]] == ["ok"]
+    assert "KMC_TEST_LATER_SECRET is not set" in listed.stderr and "left out" in listed.stderr
+    assert kmc("profile", "show", "ok").code == 0
+    used = kmc("profile", "show", "later", expect=3)
+    assert "KMC_TEST_LATER_SECRET is not set" in used.stderr

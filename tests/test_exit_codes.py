@@ -316,7 +316,7 @@ BAD_INPUTS = {
                                        ["topics", "dc1"], 3, "unknown key 'bootstrp'"),
     "unknown key in a client table": ('[clusters.dc1]\nbootstrap = ["h:1"]\n[clusters.dc1.client]\nfoo_ms = 1\n',
                                       ["profile", "show", "dc1"], 3, "unknown kafka-python setting 'foo_ms'"),
-    "undefined variable": ('[clusters.dc1]\nbootstrap = ["${KMC_TEST_UNDEFINED}:9092"]\n', ["profile", "list"], 3,
+    "undefined variable": ('[clusters.dc1]\nbootstrap = ["${KMC_TEST_UNDEFINED}:9092"]\n', ["topics", "dc1"], 3,
                            "KMC_TEST_UNDEFINED is not set"),
     "unknown cluster name": ('[clusters.dc1]\nbootstrap = ["localhost:19092"]\n', ["topics", "dc2"], 2,
                              "unknown cluster 'dc2'"),

@@ -55,7 +55,9 @@ def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> pr
 
 def config_error(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> str:
     with pytest.raises(ConfigError) as info:
-        load(tmp_path, text, environ)
+        config = load(tmp_path, text, environ)
+        for name in config.unresolved:  # an unset ${VAR} or unreadable password file: raised when named
+            config.cluster(name)
     assert info.value.exit_code == ExitCode.CONFIG
     line = info.value.one_line()
     assert "\n" not in line
@@ -590,6 +592,15 @@ def test_add_keeps_comments_and_other_tables(tmp_path: Path) -> None:
     assert list(config.flows) == ["aggregate"]
 
 
+def test_an_unresolvable_cluster_leaves_the_others_usable(tmp_path: Path) -> None:
+    config = load(tmp_path, '[clusters.ok]\nbootstrap = ["h:1"]\n'
+                            '[clusters.later]\nbootstrap = ["${KMC_TEST_NOT_SET_YET}:9092"]\n', {})
+    assert config.cluster("ok").bootstrap == ("h:1",)
+    assert list(config.unresolved) == ["later"]
+    with pytest.raises(ConfigError, match="KMC_TEST_NOT_SET_YET is not set"):
+        config.cluster("later")
+
+
 def test_add_with_a_password_variable_that_is_not_set_now(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--password-env stores ${VAR}: it is read when a command runs, so it need not be set while adding."""
     monkeypatch.delenv("KMC_TEST_LATER_PW", raising=False)
@@ -597,8 +608,9 @@ def test_add_with_a_password_variable_that_is_not_set_now(tmp_path: Path, monkey
     add_cluster(path, "c", {"bootstrap": ["h:1"], "security_protocol": "SASL_PLAINTEXT", "username": "u",
                             "password": "${KMC_TEST_LATER_PW}"})
     assert 'password = "${KMC_TEST_LATER_PW}"' in path.read_text()
+    config = load_config(path, include_sandboxes=False)
     with pytest.raises(ConfigError, match="KMC_TEST_LATER_PW is not set"):
-        load_config(path, include_sandboxes=False)
+        config.cluster("c")
 
 
 def test_add_appends_newline_to_file_without_one(tmp_path: Path) -> None:

@@ -45,6 +45,14 @@ class AppContext:
             return adhoc_cluster(reference)
         return self.config().cluster(reference)
 
+    def all_clusters(self) -> list[Cluster]:
+        """Every configured cluster, sorted; a warning for each that cannot be resolved right now
+        (an unset ${VAR}), which is left out."""
+        config = self.config()
+        for error in config.unresolved.values():
+            self.messages.warn(f"{error.one_line()}; left out")
+        return sorted(config.clusters.values(), key=lambda cluster: cluster.name)
+
     def one_cluster(self, reference: str | None, bootstrap: str | None) -> Cluster:
         """For commands taking ``CLUSTER`` or ``--bootstrap``: exactly one of them."""
         if reference and bootstrap:

@@ -84,7 +84,7 @@ def inventory(
 def _select_clusters(app_ctx: AppContext, names: list[str], bootstrap: list[str], all_clusters: bool) -> list[Cluster]:
     selected: dict[str, Cluster] = {}
     if all_clusters or not (names or bootstrap):
-        selected.update(app_ctx.config().clusters)
+        selected.update((cluster.name, cluster) for cluster in app_ctx.all_clusters())
     for reference in [*names, *bootstrap]:
         cluster = app_ctx.cluster(reference)
         selected.setdefault(cluster.name, cluster)

@@ -7,10 +7,18 @@ import re
 import typer
 
 from kmc.cli import context
-from kmc.client import KafkaSession, gather_clusters
+from kmc.client import KafkaSession, Outcome, gather_clusters
 from kmc.errors import UsageError, combined_failure
 from kmc.output import Column, columns
-from kmc.profiles import SASL_MECHANISMS, SECURITY_PROTOCOLS, add_cluster, config_path, parse_bootstrap, remove_cluster
+from kmc.profiles import (
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+    Cluster,
+    add_cluster,
+    config_path,
+    parse_bootstrap,
+    remove_cluster,
+)
 
 app = typer.Typer(help="Named clusters: list, show, add, remove, test.", no_args_is_help=True)
 
@@ -30,10 +38,10 @@ def list_profiles(ctx: typer.Context) -> None:
     rows = [
         {"name": cluster.name, "bootstrap": list(cluster.bootstrap),
          "security_protocol": cluster.security_protocol, "sandbox": cluster.sandbox, "source": cluster.source}
-        for cluster in sorted(config.clusters.values(), key=lambda cluster: cluster.name)
+        for cluster in app_ctx.all_clusters()
     ]
     app_ctx.render.rows(rows, LIST_COLUMNS)
-    if not rows:
+    if not rows and not config.unresolved:
         app_ctx.messages.info(
             f"no clusters in {config.path}; add one with 'kmc profile add NAME --bootstrap host:port' "
             "or start a sandbox with 'kmc sandbox up NAME'"
@@ -137,10 +145,13 @@ def test(
     elif names:
         clusters = [app_ctx.cluster(name) for name in names]
     else:
-        clusters = sorted(app_ctx.config().clusters.values(), key=lambda cluster: cluster.name)
-        if not clusters:
+        clusters = app_ctx.all_clusters()
+        if not clusters and not app_ctx.config().unresolved:
             raise UsageError("no clusters configured", hint="add one with 'kmc profile add' or 'kmc sandbox up'")
-    outcomes = gather_clusters(clusters, _probe, app_ctx.timeout)
+    outcomes = gather_clusters(clusters, _probe, app_ctx.timeout) if clusters else []
+    if not (bootstrap or names):  # a cluster that cannot be resolved fails its test too
+        outcomes += [Outcome(Cluster(name=name, bootstrap=()), error=error)
+                     for name, error in sorted(app_ctx.config().unresolved.items())]
     rows = []
     for outcome in outcomes:
         row = {"name": outcome.cluster.name, "status": "ok" if outcome.error is None else "error",
