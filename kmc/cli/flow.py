@@ -106,8 +106,8 @@ def run(
 
     Each mirror is `kmc mirror SRC DST --flow NAME` with the flow's topics, exclude, rename and
     sync_configs: its own checkpoints (keyed by the flow name) and lock. A failing mirror does not stop
-    the others. Flows that feed each other (dc1 -> central, central -> dr) run concurrently: with --once,
-    records that reach central during the run are copied on by the next run.
+    the others. With --once, flows that feed others run first (dc1 -> central before central -> dr),
+    so one run carries records all the way; with --follow every mirror runs at once.
 
     Exit status: 0 done (or stopped by SIGTERM), 2 unknown flow name or bad option, 3 a flow's table is
     wrong (unknown cluster, unsupported setting), 6 some mirrors failed (each named, with why) while
