@@ -19,6 +19,7 @@ from tests.test_mirror import (
     BASE_TIMESTAMP,
     ORIGIN,
     Rec,
+    _drop_admin_clients,  # noqa: F401 - autouse: closes the cached admin clients with this module
     assert_exact_copy,
     bootstrap,
     cluster_id,

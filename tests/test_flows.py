@@ -15,6 +15,7 @@ from kmc import sandbox
 from tests.helpers import kmc
 from tests.test_mirror import (
     Rec,
+    _drop_admin_clients,  # noqa: F401 - autouse: closes the cached admin clients with this module
     assert_exact_copy,
     cluster_id,
     count,

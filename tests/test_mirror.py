@@ -76,6 +76,14 @@ def bootstrap(cluster) -> str:  # noqa: ANN001 - a SandboxCluster
 _ADMINS: dict[str, AdminClient] = {}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _drop_admin_clients():
+    """Close the cached clients with the module, before the brokers stop (else librdkafka logs
+    connection errors at interpreter exit, after pytest's summary)."""
+    yield
+    _ADMINS.clear()
+
+
 def admin(cluster) -> AdminClient:  # noqa: ANN001
     """One client per cluster, kept: a collected AdminClient cancels its pending futures."""
     address = bootstrap(cluster)
