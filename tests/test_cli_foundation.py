@@ -563,3 +563,11 @@ def test_a_cluster_with_an_unset_variable_does_not_block_the_others(tmp_path, mo
     assert kmc("profile", "show", "ok").code == 0
     used = kmc("profile", "show", "later", expect=3)
     assert "KMC_TEST_LATER_SECRET is not set" in used.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["flow"], ["profile"], ["sandbox"]])
+def test_a_group_alone_prints_its_help(args):
+    result = kmc(*args, expect=2)
+    assert result.stderr.startswith(f"Usage: kmc {' '.join(args)}".rstrip() + " ")
+    assert "Commands:" in result.stderr and "kmc: error" not in result.stderr
+    assert result.stdout == ""

@@ -12,7 +12,7 @@ import typer
 
 from kmc import __version__
 from kmc.cli import context
-from kmc.cli._click import ABORT_EXCEPTIONS, EXIT_EXCEPTIONS, UsageError
+from kmc.cli._click import ABORT_EXCEPTIONS, EXIT_EXCEPTIONS, NoArgsIsHelpError, UsageError
 from kmc.client import DEFAULT_TIMEOUT, RedactSecrets
 from kmc.errors import ExitCode, KmcError
 from kmc.output import OutputFormat, color_enabled
@@ -143,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except EXIT_EXCEPTIONS as exc:
         return exc.exit_code
+    except NoArgsIsHelpError as exc:
+        sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
+        return int(ExitCode.USAGE)
     except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "kmc"
         message = exc.format_message().replace("Value error, ", "")
