@@ -80,7 +80,8 @@ def translate_errors(cluster: Cluster, action: str = "") -> Iterator[None]:
         raise AuthorizationError(f"{what}not authorized: {type(exc).__name__}") from exc
     except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError,
             kafka_errors.NodeNotReadyError, kafka_errors.MetadataEmptyBrokerList) as exc:
-        raise UnreachableError(f"{what}cannot reach {','.join(cluster.bootstrap)}: {exc}") from exc
+        detail = "no broker answered in time" if "Unable to bootstrap" in str(exc) else _describe(exc)
+        raise UnreachableError(f"{what}cannot reach {','.join(cluster.bootstrap)}: {detail}") from exc
     except kafka_errors.KafkaError as exc:
         raise KafkaOperationError(f"{what}{_describe(exc)}") from exc
     except OSError as exc:  # e.g. an unreadable CA file
