@@ -3,6 +3,7 @@
     python bench/mirror_throughput.py                     # 300k x 100 B and 200k x 1 KB, 12 partitions
     python bench/mirror_throughput.py --records 50000     # smaller, both sizes
     python bench/mirror_throughput.py --profile           # also one in-process run under cProfile
+    python bench/mirror_throughput.py --workers 1 2       # one row per dataset and worker count
 
 Starts two single-broker sandboxes (mt-src, mt-dst) in a temporary XDG home, generates each dataset with
 confluent-kafka (bench/workload.py), runs ``kmc mirror --once -q -o json`` as a child process (timed from
@@ -44,24 +45,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compression", choices=["none", "lz4"], default="lz4",
                         help="codec of the source topics (kmc sends lz4 to the target either way)")
     parser.add_argument("--profile", action="store_true", help="also profile one in-process run (100 B)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], metavar="N",
+                        help="kmc mirror --workers values to run, each into its own target topic [default: 1]")
+    parser.add_argument("--sizes", nargs="+", choices=["100B", "1KB"], default=["100B", "1KB"],
+                        help="value sizes to run [default: both]")
     return parser.parse_args(argv)
 
 
-def run_kmc(env: dict[str, str], work: Path, dataset: workload.Dataset) -> dict[str, object]:
+def run_kmc(env: dict[str, str], work: Path, dataset: workload.Dataset, workers: int = 1) -> dict[str, object]:
+    # each worker count copies into its own target topic and flow, so every run copies everything
+    target, name = (dataset.topic, dataset.name) if workers == 1 else (f"{dataset.topic}.w{workers}",
+                                                                       f"{dataset.name}-w{workers}")
     cmd = [str(Path(sys.executable).with_name("kmc")), "mirror", CLUSTERS[0], CLUSTERS[1],
-           "--topics", re.escape(dataset.topic), "--once", "-q", "-o", "json"]
-    child = measure.Child(cmd, work / f"{dataset.name}.log", env=env, stdout=work / f"{dataset.name}.json")
+           "--topics", re.escape(dataset.topic), "--once", "-q", "-o", "json", "--workers", str(workers)]
+    if workers != 1:
+        cmd += ["--rename", "{topic}" + f".w{workers}", "--flow", f"w{workers}"]
+    child = measure.Child(cmd, work / f"{name}.log", env=env, stdout=work / f"{name}.json")
     usage = child.wait(600)
     if usage.exit_code != 0:
         raise RuntimeError(f"kmc mirror exited {usage.exit_code}: {child.tail(5)}")
-    output = json.loads((work / f"{dataset.name}.json").read_text())
-    copied = sum(workload.end_offsets(env["MT_DST"], dataset.topic).values())
+    output = json.loads((work / f"{name}.json").read_text())
+    copied = sum(workload.end_offsets(env["MT_DST"], target).values())
     if copied != dataset.records or output["records"] != dataset.records:
         raise RuntimeError(f"{dataset.name}: target has {copied} records, kmc says {output['records']}, "
                            f"expected {dataset.records}")
     engine = float(output["elapsed_seconds"])
     return {
-        "dataset": dataset.name, "records": dataset.records,
+        "dataset": dataset.name, "workers": workers, "records": dataset.records,
         "wall_s": round(usage.seconds, 2), "copy_s": round(engine, 2),
         "records_per_s": round(dataset.records / engine), "mb_per_s": round(dataset.total_bytes / engine / 1e6, 1),
         "records_per_s_wall": round(dataset.records / usage.seconds),
@@ -99,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     datasets = [
         workload.Dataset(f"{label}-{args.compression}", f"mt-{label.lower()}-{args.compression}",
                          args.records or default, size, args.compression)
-        for label, size, default in (("100B", 100, 300_000), ("1KB", 1000, 200_000))
+        for label, size, default in (("100B", 100, 300_000), ("1KB", 1000, 200_000)) if label in args.sizes
     ]
     rows = []
     succeeded = False
@@ -111,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         for dataset in datasets:
             seconds = workload.generate(clusters[0].bootstrap_servers, dataset)
             print(f"{dataset.name}: generated {dataset.records} records in {seconds:.1f}s", file=sys.stderr)
-            rows.append(run_kmc(env, home, dataset))
-            print(json.dumps(rows[-1]), file=sys.stderr)
+            for workers in args.workers:
+                rows.append(run_kmc(env, home, dataset, workers))
+                print(json.dumps(rows[-1]), file=sys.stderr)
         if args.profile:
             print(profile(datasets[0]))
         succeeded = True
@@ -124,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(home, ignore_errors=True)
         else:
             print(f"kmc's output and the sandboxes' state are in {home}", file=sys.stderr)
-    keys = ["dataset", "records", "records_per_s", "mb_per_s", "copy_s", "wall_s", "records_per_s_wall", "cpu_s",
-            "records_per_cpu_s", "peak_rss_mib", "load_average"]
+    keys = ["dataset", "workers", "records", "records_per_s", "mb_per_s", "copy_s", "wall_s", "records_per_s_wall",
+            "cpu_s", "records_per_cpu_s", "peak_rss_mib", "load_average"]
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
     for row in rows:

@@ -35,6 +35,7 @@ from kafka.admin import OffsetSpec
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, RedactSecrets, gather_clusters, translate_errors
 from kmc.errors import (
     ConfigError,
+    Interrupted,
     KafkaOperationError,
     KmcError,
     PartialFailure,
@@ -51,7 +52,11 @@ from kmc.mirror import (
     MirrorProgress,
     MirrorResult,
     MirrorSpec,
+    TopicProgress,
+    TopicResult,
     apply_plan,
+    hold_lock,
+    lock_identity,
     plan_mirror,
     run_mirror,
 )
@@ -441,6 +446,111 @@ def _run_wave(outcomes: Sequence[JobOutcome], mode: str, stop_event: threading.E
         for child in list(children):  # giving up: what they did is checkpointed, the rest is copied next time
             child.kill()
         raise
+
+
+# ------------------------------------------------------------------------------------------ one mirror, sharded
+
+
+def run_sharded_mirror(
+    source: Cluster,
+    target: Cluster,
+    spec: MirrorSpec,
+    workers: int,
+    *,
+    mode: str = "once",
+    stop_event: threading.Event | None = None,
+    progress_callback: Callable[[MirrorProgress], None] | None = None,
+    notice_callback: Callable[[str, str], None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> MirrorResult:
+    """What :func:`run_mirror` does, with ``spec``'s source partitions split over ``workers`` child processes
+    (``kmc mirror --workers``): worker i copies the partitions p with p % workers == i.
+
+    This process holds the mirror's own (unsharded) lock for the whole run, so any other run of the same
+    mirror, sharded or not, exits 75; each worker holds a lock of its own shard. Progress and the result
+    are the workers' merged per topic, in the shape of one run_mirror's. ``workers=1`` is run_mirror.
+    """
+    if workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if workers == 1:
+        return run_mirror(source, target, spec, mode=mode, stop_event=stop_event, progress_callback=progress_callback,
+                          notice_callback=notice_callback, timeout=timeout)
+    spec.validate()
+    stop_event = stop_event or threading.Event()
+    jobs = [MirrorJob(source, target, dataclasses.replace(spec, shard=(index, workers))) for index in range(workers)]
+    seen: set[tuple[str, str]] = set()
+    seen_lock = threading.Lock()
+
+    def notice(job: MirrorJob, level: str, text: str) -> None:  # noqa: ARG001 - every shard is the same mirror
+        with seen_lock:  # what every worker says (a plan warning, a created topic) is said once
+            if (level, text) in seen:
+                return
+            seen.add((level, text))
+        if notice_callback is not None:
+            notice_callback(level, text)
+
+    latest: dict[tuple[int, int] | None, MirrorProgress] = {}
+
+    def progress(event: MirrorProgress) -> None:
+        with seen_lock:
+            latest[event.shard] = event
+            merged = merge_progress(list(latest.values()))
+        if progress_callback is not None:
+            progress_callback(merged)
+
+    started = time.monotonic()
+    identity = lock_identity(source, target, spec.topics, spec.exclude, spec.rename, spec.flow)
+    with hold_lock(identity, f"mirror {source.name} -> {target.name} (flow {spec.flow})"):
+        outcomes = run_jobs(jobs, mode=mode, stop_event=stop_event, progress_callback=progress, notice_callback=notice,
+                            timeout=timeout, retry_first=RETRY_FIRST, processes=True)
+    for outcome in outcomes:
+        if outcome.error is not None:
+            raise outcome.error  # the workers are one mirror: its first failure is the run's
+    results = [outcome.result for outcome in outcomes if outcome.result is not None]
+    if not results:
+        raise Interrupted("stopped before the mirror started")
+    return merge_results(results, time.monotonic() - started, complete=len(results) == len(outcomes))
+
+
+def merge_results(results: Sequence[MirrorResult], elapsed: float, complete: bool = True) -> MirrorResult:
+    """The shards' results of one mirror as one: per topic, counts and lags summed (a lag is unknown when any
+    shard's is); changes and warnings once each, in order."""
+    first = results[0]
+    topics: dict[str, TopicResult] = {}
+    for result in results:
+        for topic in result.topics:
+            merged = topics.get(topic.source_topic)
+            if merged is None:
+                topics[topic.source_topic] = dataclasses.replace(topic)
+                continue
+            merged.partitions = max(merged.partitions, topic.partitions)
+            merged.records += topic.records
+            merged.bytes += topic.bytes
+            merged.skipped += topic.skipped
+            merged.redelivered += topic.redelivered
+            merged.lag = None if merged.lag is None or topic.lag is None else merged.lag + topic.lag
+    return dataclasses.replace(
+        first, complete=complete and all(result.complete for result in results), elapsed=elapsed,
+        topics=list(topics.values()),
+        changes=list(dict.fromkeys(change for result in results for change in result.changes)),
+        warnings=list(dict.fromkeys(warning for result in results for warning in result.warnings)))
+
+
+def merge_progress(events: Sequence[MirrorProgress]) -> MirrorProgress:
+    """The shards' latest progress reports as one (see :func:`merge_results`)."""
+    topics: dict[str, TopicProgress] = {}
+    for event in events:
+        for topic in event.topics:
+            seen = topics.get(topic.source_topic)
+            if seen is None:
+                topics[topic.source_topic] = topic
+                continue
+            topics[topic.source_topic] = TopicProgress(
+                topic.source_topic, topic.target_topic, seen.records + topic.records, seen.bytes + topic.bytes,
+                seen.rate + topic.rate, None if seen.lag is None or topic.lag is None else seen.lag + topic.lag,
+                None if seen.total is None or topic.total is None else seen.total + topic.total)
+    return dataclasses.replace(events[0], elapsed=max(event.elapsed for event in events),
+                               topics=tuple(topics.values()), shard=None)
 
 
 # ------------------------------------------------------------------------------------------ mirror processes

@@ -13,6 +13,7 @@ import typer
 
 from kmc.cli import context
 from kmc.errors import Interrupted, UsageError
+from kmc.flows import run_sharded_mirror
 from kmc.mirror import DEFAULT_FLOW, MirrorProgress, MirrorResult, MirrorSpec, Plan, plan_mirror, run_mirror
 from kmc.output import Column, OutputFormat, columns
 
@@ -61,6 +62,9 @@ def mirror(
     delivery_timeout: float = typer.Option(300.0, "--delivery-timeout", min=2.0, metavar="SECONDS",
                                            help="How long a batch is retried before kmc rewinds to the last "
                                                 "acknowledged offsets and sends it again."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, metavar="N",
+                                help="Copy in N processes, worker i taking the source partitions p with "
+                                     "p % N == i (more cores for one mirror)."),
 ) -> None:
     """Copy topics from SRC to DST, partition to partition, resuming from checkpoints.
 
@@ -79,7 +83,8 @@ def mirror(
     target_topic, partitions, records, bytes, skipped, redelivered, lag}. With --dry-run: flow, source,
     target, source_cluster_id, target_cluster_id, checkpoint_topic {name, exists}, topics[] {source_topic,
     target_topic, partitions, target_partitions, replication_factor, configs, config_drift, actions},
-    warnings[]. -o ndjson and -o csv give the topics only, one per line.
+    warnings[]. -o ndjson and -o csv give the topics only, one per line. --workers N gives the same
+    document, each topic's counts summed over the workers.
     """
     app_ctx = context.get(ctx)
     if once and follow:
@@ -99,9 +104,14 @@ def mirror(
     mode = "follow" if follow else "once"
     stop = threading.Event()
     with stop_on_signals(stop) as received, progress_display(app_ctx) as progress:
-        result = run_mirror(source_cluster, target_cluster, spec, mode=mode, stop_event=stop,
-                            progress_callback=progress, notice_callback=notice_printer(app_ctx),
-                            timeout=app_ctx.timeout)
+        if workers == 1:
+            result = run_mirror(source_cluster, target_cluster, spec, mode=mode, stop_event=stop,
+                                progress_callback=progress, notice_callback=notice_printer(app_ctx),
+                                timeout=app_ctx.timeout)
+        else:
+            result = run_sharded_mirror(source_cluster, target_cluster, spec, workers, mode=mode, stop_event=stop,
+                                        progress_callback=progress, notice_callback=notice_printer(app_ctx),
+                                        timeout=app_ctx.timeout)
     render_result(app_ctx, result)
     if received and received[-1] == signal.SIGINT:
         raise Interrupted("interrupted; progress up to the interruption is checkpointed")

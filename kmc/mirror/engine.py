@@ -124,6 +124,7 @@ class MirrorProgress:
     mode: str
     elapsed: float
     topics: tuple[TopicProgress, ...]
+    shard: tuple[int, int] | None = None  # the reporting worker's MirrorSpec.shard (kmc mirror --workers)
 
     @property
     def records(self) -> int:
@@ -191,7 +192,8 @@ def run_mirror(
         raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     spec.validate()
     stop_event = stop_event or threading.Event()
-    identity = lock_identity(source_cluster, target_cluster, spec.topics, spec.exclude, spec.rename, spec.flow)
+    identity = lock_identity(source_cluster, target_cluster, spec.topics, spec.exclude, spec.rename, spec.flow,
+                             spec.shard)
     with hold_lock(identity, f"mirror {source_cluster.name} -> {target_cluster.name} (flow {spec.flow})"), \
             KafkaSession(source_cluster, timeout) as source, KafkaSession(target_cluster, timeout) as target:
         engine = _Engine(source, target, spec, mode, stop_event,
@@ -292,7 +294,7 @@ class _Engine:
     def _add_partitions(self, topics: tuple[TopicPlan, ...] | list[TopicPlan], start_from: str | int) -> None:
         """Start copying the given topics' partitions that are not being copied yet."""
         fresh = [(topic, p) for topic in topics for p in range(topic.partitions)
-                 if TopicPartition(topic.source_topic, p) not in self.parts]
+                 if self.spec.owns(p) and TopicPartition(topic.source_topic, p) not in self.parts]
         if not fresh:
             return
         source_tps = [TopicPartition(topic.source_topic, p) for topic, p in fresh]
@@ -563,7 +565,7 @@ class _Engine:
             topics.append(TopicProgress(name, stats.target_topic, stats.records, stats.bytes, rate, lags.get(name),
                                         totals.get(name) if self.once else None))
         self.progress(MirrorProgress(self.spec.flow, self.plan.source, self.plan.target, self.mode,
-                                     now - self.started, tuple(topics)))
+                                     now - self.started, tuple(topics), self.spec.shard))
 
     # ------------------------------------------------------------------------------------ follow
 
@@ -586,7 +588,8 @@ class _Engine:
             self.notice("info", change)
         self.changes.extend(changes)
         new = [topic for topic in plan.topics
-               if any(TopicPartition(topic.source_topic, p) not in self.parts for p in range(topic.partitions))]
+               if any(self.spec.owns(p) and TopicPartition(topic.source_topic, p) not in self.parts
+                      for p in range(topic.partitions))]
         self.plan = plan
         if new:
             # Partitions that appear while following start at their beginning whatever --from says:

@@ -27,10 +27,14 @@ def lock_dir() -> Path:
 
 
 def lock_identity(source: Cluster, target: Cluster, topics: tuple[str, ...], exclude: tuple[str, ...],
-                  rename: str, flow: str) -> dict[str, object]:
+                  rename: str, flow: str, shard: tuple[int, int] | None = None) -> dict[str, object]:
     """What makes two runs "the same mirror". Clusters are identified by their bootstrap servers (not
-    their profile names), so a profile and an ad-hoc ``host:port`` for one cluster share a lock."""
-    return {
+    their profile names), so a profile and an ad-hoc ``host:port`` for one cluster share a lock.
+
+    A ``shard`` (a worker of ``kmc mirror --workers``) has a lock of its own, so the workers of one run do
+    not exclude each other; their parent holds the unsharded lock, which keeps other runs out.
+    """
+    identity: dict[str, object] = {
         "source": sorted(source.bootstrap),
         "target": sorted(target.bootstrap),
         "topics": list(topics),
@@ -38,6 +42,9 @@ def lock_identity(source: Cluster, target: Cluster, topics: tuple[str, ...], exc
         "rename": rename,
         "flow": flow,
     }
+    if shard is not None:
+        identity["shard"] = list(shard)  # absent otherwise: unsharded runs keep the lock file they always had
+    return identity
 
 
 def lock_path(identity: dict[str, object]) -> Path:

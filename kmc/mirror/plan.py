@@ -57,6 +57,13 @@ class MirrorSpec:
     # "same": source partition i -> target partition i; "key": murmur2(key) mod the target's partition count,
     # as Kafka's producer would (kmc aggregate --merge --partitioner key); see copypath.KeyedCopyPath
     partitioner: str = "same"
+    # (index, count): copy only the source partitions p with p % count == index (kmc mirror --workers runs
+    # one worker process per shard); None copies every partition
+    shard: tuple[int, int] | None = None
+
+    def owns(self, partition: int) -> bool:
+        """Whether this spec's shard copies source partition ``partition``."""
+        return self.shard is None or partition % self.shard[1] == self.shard[0]
 
     def validate(self) -> None:
         """Raise UsageError for anything the user typed wrong, before any cluster is contacted."""
@@ -74,6 +81,8 @@ class MirrorSpec:
             raise UsageError("--delivery-timeout must be at least 2 seconds")
         if self.partitioner not in ("same", "key"):
             raise UsageError(f"--partitioner: '{self.partitioner}' is not 'same' or 'key'")
+        if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
+            raise UsageError(f"shard {self.shard[0]} of {self.shard[1]} does not exist")
         parse_start(self.start)
 
 
