@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -37,7 +38,7 @@ from kmc.errors import KmcError
 BENCH = Path(__file__).resolve().parent
 
 CLUSTERS = ["bench-src", "bench-dst"]
-ALL_TOOLS = ["ceiling", "mm2", "kmc", "floor"]
+ALL_TOOLS = ["ceiling", "mm2", "kmc", "kmc-w2", "floor"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -128,10 +129,10 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
         except KmcError as exc:
             missing["mm2"] = exc.one_line()
     kmc_env = runners.environment_for_kmc(home / "kmc")
-    if "kmc" in args.tools:
+    if "kmc" in args.tools or "kmc-w2" in args.tools:
         available, why = runners.kmc_available(kmc_env)
         if not available:
-            missing["kmc"] = f"kmc mirror is not available: {why}"
+            missing["kmc"] = missing["kmc-w2"] = f"kmc mirror is not available: {why}"
     for tool, why in missing.items():
         say(f"{tool}: not available ({why})")
 
@@ -169,7 +170,8 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
         else:
             say(f"  {row.status}: {row.error}")
 
-    mirrors = [("mm2", runners.mirror_maker), ("kmc", runners.kmc_mirror), ("floor", runners.floor_loop)]
+    mirrors = [("mm2", runners.mirror_maker), ("kmc", runners.kmc_mirror),
+               ("kmc-w2", functools.partial(runners.kmc_mirror, workers=2)), ("floor", runners.floor_loop)]
     for dataset in sets:
         if "ceiling" in args.tools:
             measure_one("producer-perf", "ceiling", dataset, runners.producer_ceiling)

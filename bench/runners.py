@@ -54,9 +54,10 @@ TOOL_NAMES = {
     "consumer-perf": "ConsumerPerformance",
     "mm2": "MirrorMaker 2",
     "kmc": "kmc mirror --once",
+    "kmc-w2": "kmc mirror --once --workers 2",
     "floor": "kafka-python loop",
 }
-MIRROR_TOOLS = ("mm2", "kmc", "floor")
+MIRROR_TOOLS = ("mm2", "kmc", "kmc-w2", "floor")
 MB = 1_000_000
 
 
@@ -315,20 +316,25 @@ def kmc_executable() -> str:
     return str(candidate) if candidate.exists() else shutil.which("kmc") or "kmc"
 
 
-def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput") -> Row:
+def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", workers: int = 1) -> Row:
     """``kmc mirror SRC DST --topics T --rename {topic}.kmc --once --compression C -q -o json``: start to exit.
 
     ``--compression`` follows the dataset (kmc's default is lz4 whatever the source), as MM2's producer is
-    set to, so every tool sends the target what the source's producer sent.
+    set to, so every tool sends the target what the source's producer sent. With ``workers`` > 1 the
+    partitions are sharded over that many processes (MM2 runs tasks.max tasks), into its own topic and flow.
     """
-    row = Row(section, dataset.name, "kmc")
-    target_topic = f"{dataset.topic}.kmc"
+    tool = "kmc" if workers == 1 else f"kmc-w{workers}"
+    row = Row(section, dataset.name, tool)
+    suffix = "kmc" if workers == 1 else f"kmc{workers}"
+    target_topic = f"{dataset.topic}.{suffix}"
     cmd = [
         kmc_executable(), "mirror", bench.source, bench.target,
-        "--topics", re.escape(dataset.topic), "--rename", "{topic}.kmc", "--once",
+        "--topics", re.escape(dataset.topic), "--rename", f"{{topic}}.{suffix}", "--once",
         "--compression", dataset.compression, "-q", "-o", "json",
     ]  # fmt: skip
-    name = f"kmc-{section}-{dataset.name}"
+    if workers > 1:
+        cmd += ["--workers", str(workers), "--flow", f"bench-{suffix}"]
+    name = f"{tool}-{section}-{dataset.name}"
     child = measure.Child(cmd, bench.log(name), env=bench.kmc_env, stdout=bench.work / f"{name}.json")
     try:
         usage = child.wait(bench.timeout(dataset))
