@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from kmc.cli import _options as options
 from kmc.cli import _run, context
 from kmc.errors import UsageError
 from kmc.flows import MERGE_RENAME, PARTITIONERS, PREFIX_RENAME, aggregate_jobs
@@ -33,15 +34,15 @@ def aggregate(
                                   "`kmc mirror SRC DST` with the same options shares checkpoints and lock."),
     sync_configs: bool = typer.Option(False, "--sync-configs",
                                       help="Make existing target topics' configs equal to the source's."),
-    once: bool = _run.ONCE,
-    follow: bool = _run.FOLLOW,
-    start: str = _run.START,
-    replication_factor: int | None = _run.REPLICATION_FACTOR,
-    dry_run: bool = _run.DRY_RUN,
-    refresh: float = _run.REFRESH,
-    checkpoint_interval: float = _run.CHECKPOINT_INTERVAL,
-    compression: str = _run.COMPRESSION,
-    delivery_timeout: float = _run.DELIVERY_TIMEOUT,
+    once: bool = options.ONCE,
+    follow: bool = options.FOLLOW,
+    start: str = options.START,
+    replication_factor: int | None = options.REPLICATION_FACTOR,
+    dry_run: bool = options.DRY_RUN,
+    refresh: float = options.REFRESH,
+    checkpoint_interval: float = options.CHECKPOINT_INTERVAL,
+    compression: str = options.COMPRESSION,
+    delivery_timeout: float = options.DELIVERY_TIMEOUT,
 ) -> None:
     """Copy the topics of every SRC into DST at once, each source with its own checkpoints and lock.
 

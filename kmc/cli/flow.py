@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from kmc.cli import _options as options
 from kmc.cli import _run, context
 from kmc.errors import ConfigError, UsageError, combined_failure
 from kmc.flows import check_flows, flow_jobs, flow_status
@@ -92,15 +93,15 @@ def run(
     ctx: typer.Context,
     names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows to run."),
     every: bool = typer.Option(False, "--all", help="Run every flow of the config file."),
-    once: bool = _run.ONCE,
-    follow: bool = _run.FOLLOW,
-    start: str = _run.START,
-    replication_factor: int | None = _run.REPLICATION_FACTOR,
-    dry_run: bool = _run.DRY_RUN,
-    refresh: float = _run.REFRESH,
-    checkpoint_interval: float = _run.CHECKPOINT_INTERVAL,
-    compression: str = _run.COMPRESSION,
-    delivery_timeout: float = _run.DELIVERY_TIMEOUT,
+    once: bool = options.ONCE,
+    follow: bool = options.FOLLOW,
+    start: str = options.START,
+    replication_factor: int | None = options.REPLICATION_FACTOR,
+    dry_run: bool = options.DRY_RUN,
+    refresh: float = options.REFRESH,
+    checkpoint_interval: float = options.CHECKPOINT_INTERVAL,
+    compression: str = options.COMPRESSION,
+    delivery_timeout: float = options.DELIVERY_TIMEOUT,
 ) -> None:
     """Run named flows, all at once in this process: one mirror per flow and source.
 

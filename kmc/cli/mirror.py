@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from kmc.cli import _options as options
 from kmc.cli import context
 from kmc.errors import Interrupted, UsageError
 from kmc.flows import run_sharded_mirror
@@ -39,29 +40,19 @@ def mirror(
     rename: str = typer.Option("{topic}", "--rename", metavar="TEMPLATE",
                                help="Target topic name: {topic}, {source} (the source profile name), "
                                     "e.g. '{source}.{topic}'."),
-    once: bool = typer.Option(False, "--once", help="Copy up to the end offsets seen at the start, then exit "
-                                                    "(the default)."),
-    follow: bool = typer.Option(False, "--follow", help="Keep copying until SIGTERM (exit 0) or SIGINT (exit 130)."),
-    start: str = typer.Option("earliest", "--from", metavar="earliest|latest|TIMESTAMP",
-                              help="Where partitions without a checkpoint start: earliest, latest, epoch "
-                                   "milliseconds or an ISO-8601 time (UTC unless it has an offset)."),
+    once: bool = options.ONCE,
+    follow: bool = options.FOLLOW,
+    start: str = options.START,
     sync_configs: bool = typer.Option(False, "--sync-configs",
                                       help="Make existing target topics' configs equal to the source's."),
-    replication_factor: int | None = typer.Option(None, "--replication-factor", min=1, metavar="N",
-                                                  help="Replication factor of created topics "
-                                                       "[default: the source's, at most the target's brokers]."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing."),
+    replication_factor: int | None = options.REPLICATION_FACTOR,
+    dry_run: bool = options.DRY_RUN,
     flow: str = typer.Option(DEFAULT_FLOW, "--flow", metavar="NAME",
                              help="Name of this mirror in checkpoint keys and its lock."),
-    refresh: float = typer.Option(30.0, "--refresh", min=1.0, metavar="SECONDS",
-                                  help="--follow: how often to look for new topics and partitions."),
-    checkpoint_interval: float = typer.Option(1.0, "--checkpoint-interval", min=0.1, metavar="SECONDS",
-                                              help="How often to write checkpoints of what the target acknowledged."),
-    compression: str = typer.Option("lz4", "--compression", metavar="CODEC",
-                                    help="Codec of the records sent to the target: none, gzip, snappy, lz4, zstd."),
-    delivery_timeout: float = typer.Option(300.0, "--delivery-timeout", min=2.0, metavar="SECONDS",
-                                           help="How long a batch is retried before kmc rewinds to the last "
-                                                "acknowledged offsets and sends it again."),
+    refresh: float = options.REFRESH,
+    checkpoint_interval: float = options.CHECKPOINT_INTERVAL,
+    compression: str = options.COMPRESSION,
+    delivery_timeout: float = options.DELIVERY_TIMEOUT,
     workers: int = typer.Option(1, "--workers", min=1, max=64, metavar="N",
                                 help="Copy in N processes, worker i taking the source partitions p with "
                                      "p % N == i (more cores for one mirror)."),

@@ -1,0 +1,26 @@
+"""Options shared by the commands that run mirrors: `kmc mirror`, `kmc aggregate`, `kmc flow run`.
+One definition each, so the commands cannot drift apart in defaults, limits or help."""
+
+from __future__ import annotations
+
+import typer
+
+ONCE = typer.Option(False, "--once", help="Copy up to the end offsets seen at the start, then exit (the default).")
+FOLLOW = typer.Option(False, "--follow", help="Keep copying until SIGTERM (exit 0) or SIGINT (exit 130).")
+START = typer.Option("earliest", "--from", metavar="earliest|latest|TIMESTAMP",
+                     help="Where partitions without a checkpoint start: earliest, latest, epoch milliseconds or an "
+                          "ISO-8601 time.")
+REPLICATION_FACTOR = typer.Option(None, "--replication-factor", min=1, metavar="N",
+                                  help="Replication factor of created topics [default: the source's, at most the "
+                                       "target's brokers].")
+DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan and change nothing.")
+REFRESH = typer.Option(30.0, "--refresh", min=1.0, metavar="SECONDS",
+                       help="--follow: how often to look for new topics and partitions.")
+CHECKPOINT_INTERVAL = typer.Option(1.0, "--checkpoint-interval", min=0.1, metavar="SECONDS",
+                                   help="How often to write checkpoints of what the target acknowledged.")
+COMPRESSION = typer.Option("lz4", "--compression", metavar="CODEC",
+                           help="Codec of the records sent to the target: none, gzip, snappy, lz4, zstd.")
+DELIVERY_TIMEOUT = typer.Option(300.0, "--delivery-timeout", min=2.0, metavar="SECONDS",
+                                help="How long a batch is retried before kmc rewinds to the last acknowledged "
+                                     "offsets and sends it again.")
+
