@@ -9,7 +9,7 @@ ONCE = typer.Option(False, "--once", help="Copy up to the end offsets seen at th
 FOLLOW = typer.Option(False, "--follow", help="Keep copying until SIGTERM (exit 0) or SIGINT (exit 130).")
 START = typer.Option("earliest", "--from", metavar="earliest|latest|TIMESTAMP",
                      help="Where partitions without a checkpoint start: earliest, latest, epoch milliseconds or an "
-                          "ISO-8601 time.")
+                          "ISO-8601 time (UTC unless it has an offset).")
 REPLICATION_FACTOR = typer.Option(None, "--replication-factor", min=1, metavar="N",
                                   help="Replication factor of created topics [default: the source's, at most the "
                                        "target's brokers].")
