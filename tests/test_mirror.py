@@ -123,7 +123,7 @@ def numbered(count: int, partitions: int, start: int = 0, prefix: str = "r") -> 
                 BASE_TIMESTAMP + index) for index in range(start, start + count)]
 
 
-def read_all(cluster, topic: str, timeout: float = 30) -> dict[int, list[Got]]:  # noqa: ANN001
+def read_all(cluster, topic: str, timeout: float = 60) -> dict[int, list[Got]]:  # noqa: ANN001
     """Every committed record of every partition, in offset order (read_committed, up to the end now)."""
     consumer = Consumer({"bootstrap.servers": bootstrap(cluster), "group.id": f"verify-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "isolation.level": "read_committed",
