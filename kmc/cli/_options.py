@@ -1,9 +1,18 @@
-"""Options shared by the commands that run mirrors: `kmc mirror`, `kmc aggregate`, `kmc flow run`.
-One definition each, so the commands cannot drift apart in defaults, limits or help."""
+"""Arguments and options shared by the commands that pair clusters (`kmc diff`, `kmc mirror`,
+`kmc aggregate`, `kmc flow run`). One definition each, so the commands cannot drift apart in defaults,
+limits or help."""
 
 from __future__ import annotations
 
 import typer
+
+SOURCE = typer.Argument(..., metavar="SRC", help="Source cluster: a profile name, or host:port.")
+TARGET = typer.Argument(..., metavar="DST", help="Target cluster: a profile name, or host:port.")
+TOPICS = typer.Option(None, "--topics", metavar="RE",
+                      help="Source topics (anchored regex; repeatable) [default: all but internal].")
+EXCLUDE = typer.Option(None, "--exclude", metavar="RE", help="Source topics to leave out (anchored regex; repeatable).")
+RENAME = typer.Option("{topic}", "--rename", metavar="TEMPLATE",
+                      help="Target topic name: {topic}, {source} (the source profile name), e.g. '{source}.{topic}'.")
 
 ONCE = typer.Option(False, "--once", help="Copy up to the end offsets seen at the start, then exit (the default).")
 FOLLOW = typer.Option(False, "--follow", help="Keep copying until SIGTERM (exit 0) or SIGINT (exit 130).")

@@ -15,11 +15,8 @@ def aggregate(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(..., metavar="SRC", help="Source clusters: profile names, or host:port."),
     into: str = typer.Option(..., "--into", metavar="DST", help="Target cluster: a profile name, or host:port."),
-    topics: list[str] | None = typer.Option(None, "--topics", metavar="RE",
-                                            help="Source topics to copy (anchored regex; repeatable) "
-                                                 "[default: all but internal]."),
-    exclude: list[str] | None = typer.Option(None, "--exclude", metavar="RE",
-                                             help="Source topics to leave out (anchored regex; repeatable)."),
+    topics: list[str] | None = options.TOPICS,
+    exclude: list[str] | None = options.EXCLUDE,
     rename: str | None = typer.Option(None, "--rename", metavar="TEMPLATE",
                                       help=f"Target topic name: {{topic}}, {{source}} (the source profile name) "
                                            f"[default: '{PREFIX_RENAME}']."),

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from kmc.cli import _options as options
 from kmc.cli import context
 from kmc.diff import ConfigSelection, DataProgress, Difference, DiffOptions, DiffReport, diff_clusters, validate_options
 from kmc.errors import ExitCode
@@ -22,16 +23,11 @@ DIFFERENCE_KEYS = ("kind", "topic", "target_topic", "partition", "key", "source"
 
 def diff(
     ctx: typer.Context,
-    src: str = typer.Argument(..., metavar="SRC", help="Source cluster: a profile name, or host:port."),
-    dst: str = typer.Argument(..., metavar="DST", help="Target cluster: a profile name, or host:port."),
-    topics: list[str] | None = typer.Option(None, "--topics", metavar="RE",
-                                               help="Source topics to compare (anchored regex; repeatable) "
-                                                    "[default: all but internal]."),
-    exclude: list[str] | None = typer.Option(None, "--exclude", metavar="RE",
-                                                help="Source topics to leave out (anchored regex; repeatable)."),
-    rename: str = typer.Option("{topic}", "--rename", metavar="TEMPLATE",
-                               help="Target name of a source topic, as in mirror: {topic}, {source} "
-                                    "(the source profile name), e.g. '{source}.{topic}'."),
+    src: str = options.SOURCE,
+    dst: str = options.TARGET,
+    topics: list[str] | None = options.TOPICS,
+    exclude: list[str] | None = options.EXCLUDE,
+    rename: str = options.RENAME,
     configs: str = typer.Option("all", "--configs", metavar="all|none|KEY,...",
                                 help="Topic configs to compare: all (except the cluster-specific keys listed in "
                                      "docs/diff.md), none, or these keys (compared even if cluster-specific)."),

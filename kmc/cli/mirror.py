@@ -30,16 +30,11 @@ RESULT_COLUMNS = columns("source_topic", "target_topic", Column("records", numer
 
 def mirror(
     ctx: typer.Context,
-    src: str = typer.Argument(..., metavar="SRC", help="Source cluster: a profile name, or host:port."),
-    dst: str = typer.Argument(..., metavar="DST", help="Target cluster: a profile name, or host:port."),
-    topics: list[str] | None = typer.Option(None, "--topics", metavar="RE",
-                                            help="Source topics to copy (anchored regex; repeatable) "
-                                                 "[default: all but internal]."),
-    exclude: list[str] | None = typer.Option(None, "--exclude", metavar="RE",
-                                             help="Source topics to leave out (anchored regex; repeatable)."),
-    rename: str = typer.Option("{topic}", "--rename", metavar="TEMPLATE",
-                               help="Target topic name: {topic}, {source} (the source profile name), "
-                                    "e.g. '{source}.{topic}'."),
+    src: str = options.SOURCE,
+    dst: str = options.TARGET,
+    topics: list[str] | None = options.TOPICS,
+    exclude: list[str] | None = options.EXCLUDE,
+    rename: str = options.RENAME,
     once: bool = options.ONCE,
     follow: bool = options.FOLLOW,
     start: str = options.START,
