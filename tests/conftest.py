@@ -75,7 +75,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @contextlib.contextmanager
-def _sandboxes(names: list[str], brokers: int = 1) -> Iterator[list[sandbox.SandboxCluster]]:
+def sandboxes(names: list[str], brokers: int = 1) -> Iterator[list[sandbox.SandboxCluster]]:
+    """Start sandboxes for a fixture and always stop them (test modules use it for extra clusters)."""
     try:
         clusters = sandbox.up(names, brokers=brokers, timeout=START_TIMEOUT)
     except BaseException:
@@ -91,7 +92,7 @@ def _sandboxes(names: list[str], brokers: int = 1) -> Iterator[list[sandbox.Sand
 
 @pytest.fixture(scope="session")
 def _src_dst() -> Iterator[dict[str, sandbox.SandboxCluster]]:
-    with _sandboxes(["src", "dst"]) as clusters:
+    with sandboxes(["src", "dst"]) as clusters:
         yield {c.name: c for c in clusters}
 
 
@@ -113,7 +114,7 @@ def three_broker_cluster() -> Iterator[sandbox.SandboxCluster]:
 
     Tests that stop one of its brokers must start it again before they return.
     """
-    with _sandboxes(["trio"], brokers=3) as clusters:
+    with sandboxes(["trio"], brokers=3) as clusters:
         yield clusters[0]
 
 

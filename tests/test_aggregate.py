@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Producer
 
 from kmc import sandbox
+from tests.conftest import sandboxes
 from tests.helpers import kmc
 from tests.test_mirror import (
     BASE_TIMESTAMP,
@@ -42,11 +43,8 @@ FAILURE_KEYS = {"flow", "source", "target", "exit_code", "error"}
 @pytest.fixture(scope="module")
 def agg_cluster(src_cluster) -> Iterator[sandbox.SandboxCluster]:  # noqa: ANN001 - src/dst start first, together
     """A third single-broker sandbox, ``agg``: the second source of these tests."""
-    clusters = sandbox.up(["agg"], timeout=120)
-    try:
+    with sandboxes(["agg"]) as clusters:
         yield clusters[0]
-    finally:
-        sandbox.down(["agg"])
 
 
 def aggregate_json(*args: str, expect: int = 0) -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kmc import sandbox
+from tests.conftest import sandboxes
 from tests.helpers import kmc
 from tests.test_mirror import (
     Rec,
@@ -35,11 +36,8 @@ STATUS_KEYS = {"flow", "source", "target", "source_topic", "target_topic", "part
 @pytest.fixture(scope="module")
 def hop_cluster(src_cluster) -> Iterator[sandbox.SandboxCluster]:  # noqa: ANN001 - src/dst start first, together
     """A third single-broker sandbox, ``hop``."""
-    clusters = sandbox.up(["hop"], timeout=120)
-    try:
+    with sandboxes(["hop"]) as clusters:
         yield clusters[0]
-    finally:
-        sandbox.down(["hop"])
 
 
 def flows_config(tmp_path: Path, text: str) -> str:
