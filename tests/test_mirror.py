@@ -26,7 +26,15 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewPartitions, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewPartitions,
+    NewTopic,
+)
 
 from kmc import sandbox
 from tests.helpers import kmc
@@ -124,7 +132,9 @@ def numbered(count: int, partitions: int, start: int = 0, prefix: str = "r") -> 
 
 
 def read_all(cluster, topic: str, timeout: float = 60) -> dict[int, list[Got]]:  # noqa: ANN001
-    """Every committed record of every partition, in offset order (read_committed, up to the end now)."""
+    """Every committed record of every partition, in offset order (read_committed), up to the end offsets
+    taken at the start. A partition is done at the first record at or past its end offset, or at an EOF
+    event (the end may be a control marker): EOF alone never comes while a writer keeps it busy."""
     consumer = Consumer({"bootstrap.servers": bootstrap(cluster), "group.id": f"verify-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "isolation.level": "read_committed",
                          "enable.partition.eof": True})
@@ -145,8 +155,14 @@ def read_all(cluster, topic: str, timeout: float = 60) -> dict[int, list[Got]]: 
                     if message.offset() >= ends[message.partition()]:
                         pending.discard(message.partition())
                     continue
-                found[message.partition()].append(Got(message.offset(), message.key(), message.value(),
-                                                      list(message.headers() or []), message.timestamp()))
+                partition = message.partition()
+                if partition not in pending:
+                    continue  # already read to its end offset; records arriving since are not counted
+                if message.offset() < ends[partition]:
+                    found[partition].append(Got(message.offset(), message.key(), message.value(),
+                                                list(message.headers() or []), message.timestamp()))
+                if message.offset() >= ends[partition] - 1:
+                    pending.discard(partition)
         return found
     finally:
         consumer.close()
@@ -167,7 +183,7 @@ def _end_offset(consumer: Consumer, topic: str, partition: int) -> int:
 def count(cluster, topic: str) -> int:  # noqa: ANN001
     """Records in ``topic`` (0 while it does not exist)."""
     try:
-        return sum(len(records) for records in read_all(cluster, topic, timeout=10).values())
+        return sum(len(records) for records in read_all(cluster, topic, timeout=30).values())
     except KeyError:
         return 0
 
@@ -320,8 +336,9 @@ def _topic_configs(cluster, topic: str) -> dict[str, str]:  # noqa: ANN001
 
 
 def _alter(cluster, topic: str, configs: dict[str, str]) -> None:  # noqa: ANN001
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, set_config=configs)
-    admin(cluster).alter_configs([resource])[resource].result(30)
+    entries = [ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET) for name, value in configs.items()]
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
+    admin(cluster).incremental_alter_configs([resource])[resource].result(30)
 
 
 # ------------------------------------------------------------------------------------ fidelity
