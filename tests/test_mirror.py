@@ -621,3 +621,86 @@ def test_broker_restarts_during_follow_lose_nothing(src_cluster, dst_cluster, to
         assert first_seen == wanted, f"partition {partition}: lost or reordered"
         duplicates += len(got) - len(wanted)
     assert (result["records"], result["redelivered"]) == (300, duplicates)
+
+
+def _leader(cluster, topic: str, partition: int) -> int:  # noqa: ANN001
+    return admin(cluster).list_topics(topic, timeout=30).topics[topic].partitions[partition].leader
+
+
+def _fully_replicated(cluster) -> bool:  # noqa: ANN001
+    """Every partition of every topic has all its replicas in sync (a restarted broker caught up)."""
+    topics = admin(cluster).list_topics(timeout=30).topics.values()
+    return all(len(p.isrs) == len(p.replicas) for t in topics for p in t.partitions.values())
+
+
+# The three-broker sandbox is the target (its topic's leader stops: kmc's producer must follow the new
+# leader), then the source (kmc's consumer must follow it). Topics on trio get RF 3, the target one through
+# --replication-factor 3: with RF 1 (the default for an RF-1 source) a stopped leader only makes a partition
+# offline until the restart, which the single-broker test above already covers; RF 3 with min.insync.replicas 2
+# keeps every partition writable with one broker down, so this tests the leader fail-over a real cluster has.
+@pytest.mark.parametrize(("source", "target", "options"), [
+    ("src", "trio", ("--replication-factor", "3")),
+    ("trio", "dst", ()),
+], ids=["target-leader", "source-leader"])
+def test_a_leader_restart_in_a_three_broker_cluster_during_follow_loses_nothing(  # noqa: ANN001
+        src_cluster, dst_cluster, three_broker_cluster, topic_name: str, followers, source: str, target: str,
+        options: tuple[str, ...]) -> None:
+    clusters = {c.name: c for c in (src_cluster, dst_cluster, three_broker_cluster)}
+    source_cluster, target_cluster = clusters[source], clusters[target]
+    trio = three_broker_cluster.name
+    partitions = 3
+    replication = 3 if source == trio else 1
+    admin(source_cluster).create_topics([NewTopic(topic_name, partitions, replication)])[topic_name].result(30)
+    stop_writing, unflushed = threading.Event(), []
+
+    def produce_until_stopped() -> None:  # records keep arriving before, while and after the broker is down
+        client = producer(source_cluster)
+        start = 0
+        while not stop_writing.is_set():
+            for record in numbered(30, partitions, start=start):
+                client.produce(topic_name, key=record.key, value=record.value, partition=record.partition,
+                               headers=record.headers, timestamp=record.timestamp)
+            start += 30
+            client.flush(30)
+            time.sleep(0.05)
+        unflushed.append(client.flush(30))
+
+    writer = threading.Thread(target=produce_until_stopped, daemon=True)
+    writer.start()
+    try:
+        follower = followers(source, target, "--topics", topic_name, *options, "--checkpoint-interval", "0.5",
+                             "-o", "json")
+        wait_for(lambda: count(target_cluster, topic_name) > 0, 60, "the first records", follower)
+        leader = _leader(three_broker_cluster, topic_name, 0)
+        sandbox.stop_broker(trio, leader)
+        try:
+            before, down_since = count(target_cluster, topic_name), time.monotonic()
+            wait_for(lambda: count(target_cluster, topic_name) > before + 300, 30,
+                     f"records copied while broker {leader} of {trio} is down", follower)
+            time.sleep(max(0.0, 3 - (time.monotonic() - down_since)))
+            follower.ensure_running()
+        finally:
+            sandbox.start_broker(trio, leader)
+        time.sleep(2)  # and some more records after the restart
+    finally:
+        stop_writing.set()
+        writer.join(60)
+    assert unflushed == [0]
+    wanted = {p: [r.value for r in records] for p, records in read_all(source_cluster, topic_name).items()}
+
+    def all_arrived() -> bool:
+        got = read_all(target_cluster, topic_name)
+        return all({r.value for r in got[p]} >= set(values) for p, values in wanted.items())
+
+    wait_for(all_arrived, 60, "every source record", follower)
+    assert follower.stop() == 0
+    result = json.loads(follower.stdout)
+    copied = read_all(target_cluster, topic_name)
+    duplicates = 0
+    for partition in range(partitions):
+        got = [r.value for r in copied[partition]]
+        assert list(dict.fromkeys(got)) == wanted[partition], f"partition {partition}: lost or reordered"
+        duplicates += len(got) - len(wanted[partition])
+    total = sum(len(values) for values in wanted.values())
+    assert (result["records"], result["redelivered"]) == (total, duplicates)
+    wait_for(lambda: _fully_replicated(three_broker_cluster), 60, f"broker {leader} of {trio} to catch up")
