@@ -12,6 +12,7 @@ reports through callbacks and returns a :class:`MirrorResult`; it never prints.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -25,6 +26,7 @@ from kafka.admin import OffsetSpec, OffsetTimestamp
 
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
 from kmc.errors import KafkaOperationError, KmcError, UnreachableError, UsageError
+from kmc.mirror.batchpath import BatchCopyPath, fetch_batches
 from kmc.mirror.checkpoints import Checkpoint, CheckpointStore, ensure_checkpoint_topic
 from kmc.mirror.copypath import KeyedCopyPath, RecordCopyPath
 from kmc.mirror.lock import hold_lock, lock_identity
@@ -39,6 +41,18 @@ MAX_INFLIGHT_RECORDS = 50_000
 REAP_INTERVAL = 0.05  # seconds between looks at which sends are acknowledged
 POLL_TIMEOUT_MS = 200  # the longest a stop request waits for the loop to notice it
 MiB = 1024 * 1024
+# KMC_COPY_PATH=records turns the byte-level path off (decoded records only): for comparisons and as an
+# escape hatch; see docs/mirror.md.
+COPY_PATHS = ("batches", "records")
+
+
+def _byte_path(spec: MirrorSpec) -> bool:
+    """Whether this mirror forwards record batches as bytes (kmc/mirror/batchpath.py): yes unless records
+    are re-partitioned by key (each record's key must be read) or KMC_COPY_PATH=records."""
+    chosen = os.environ.get("KMC_COPY_PATH", "batches").strip().lower() or "batches"
+    if chosen not in COPY_PATHS:
+        raise UsageError(f"KMC_COPY_PATH={chosen!r}: expected one of {', '.join(COPY_PATHS)}")
+    return chosen == "batches" and spec.partitioner != "key"
 
 ProgressCallback = Callable[["MirrorProgress"], None]
 NoticeCallback = Callable[[str, str], None]  # (level: "info" | "warn", message)
@@ -191,6 +205,7 @@ def run_mirror(
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     spec.validate()
+    _byte_path(spec)  # a bad KMC_COPY_PATH is a usage error before any connection
     stop_event = stop_event or threading.Event()
     identity = lock_identity(source_cluster, target_cluster, spec.topics, spec.exclude, spec.rename, spec.flow,
                              spec.shard)
@@ -249,6 +264,8 @@ class _Engine:
             max_poll_records=2000,
             fetch_max_wait_ms=200,
         )
+        if _byte_path(self.spec):
+            fetch_batches(self.consumer)
         self._new_producer()
         self._add_partitions(plan.topics, self.spec.start)
         try:
@@ -285,7 +302,10 @@ class _Engine:
             # kafka-python wants delivery_timeout_ms > linger_ms + request_timeout_ms
             request_timeout_ms=min(30000, int(spec.delivery_timeout * 1000) // 2),
         )
-        path_class = KeyedCopyPath if spec.partitioner == "key" else RecordCopyPath
+        if spec.partitioner == "key":
+            path_class = KeyedCopyPath
+        else:
+            path_class = BatchCopyPath if _byte_path(spec) else RecordCopyPath
         self.path = path_class(self.producer, self.plan.source_cluster_id, self.plan.target_cluster_id)
         with translate_errors(self.target.cluster, "load topic metadata"):
             for name in {part.target.topic for part in self.parts.values()}:
