@@ -38,7 +38,7 @@ from kmc.errors import KmcError
 BENCH = Path(__file__).resolve().parent
 
 CLUSTERS = ["bench-src", "bench-dst"]
-ALL_TOOLS = ["ceiling", "mm2", "kmc", "kmc-w2", "floor"]
+ALL_TOOLS = ["ceiling", "mm2", "kmc", "kmc-w2", "kmc-records", "floor"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -129,10 +129,10 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
         except KmcError as exc:
             missing["mm2"] = exc.one_line()
     kmc_env = runners.environment_for_kmc(home / "kmc")
-    if "kmc" in args.tools or "kmc-w2" in args.tools:
+    if {"kmc", "kmc-w2", "kmc-records"} & set(args.tools):
         available, why = runners.kmc_available(kmc_env)
         if not available:
-            missing["kmc"] = missing["kmc-w2"] = f"kmc mirror is not available: {why}"
+            missing["kmc"] = missing["kmc-w2"] = missing["kmc-records"] = f"kmc mirror is not available: {why}"
     for tool, why in missing.items():
         say(f"{tool}: not available ({why})")
 
@@ -171,7 +171,9 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
             say(f"  {row.status}: {row.error}")
 
     mirrors = [("mm2", runners.mirror_maker), ("kmc", runners.kmc_mirror),
-               ("kmc-w2", functools.partial(runners.kmc_mirror, workers=2)), ("floor", runners.floor_loop)]
+               ("kmc-w2", functools.partial(runners.kmc_mirror, workers=2)),
+               ("kmc-records", functools.partial(runners.kmc_mirror, copy_path="records")),
+               ("floor", runners.floor_loop)]
     for dataset in sets:
         if "ceiling" in args.tools:
             measure_one("producer-perf", "ceiling", dataset, runners.producer_ceiling)

@@ -55,9 +55,10 @@ TOOL_NAMES = {
     "mm2": "MirrorMaker 2",
     "kmc": "kmc mirror --once",
     "kmc-w2": "kmc mirror --once --workers 2",
+    "kmc-records": "kmc mirror --once, record path",
     "floor": "kafka-python loop",
 }
-MIRROR_TOOLS = ("mm2", "kmc", "kmc-w2", "floor")
+MIRROR_TOOLS = ("mm2", "kmc", "kmc-w2", "kmc-records", "floor")
 MB = 1_000_000
 
 
@@ -316,26 +317,33 @@ def kmc_executable() -> str:
     return str(candidate) if candidate.exists() else shutil.which("kmc") or "kmc"
 
 
-def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", workers: int = 1) -> Row:
+def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", workers: int = 1,
+               copy_path: str = "batches") -> Row:
     """``kmc mirror SRC DST --topics T --rename {topic}.kmc --once --compression C -q -o json``: start to exit.
 
     ``--compression`` follows the dataset (kmc's default is lz4 whatever the source), as MM2's producer is
     set to, so every tool sends the target what the source's producer sent. With ``workers`` > 1 the
     partitions are sharded over that many processes (MM2 runs tasks.max tasks), into its own topic and flow.
+    ``copy_path="records"`` runs it with KMC_COPY_PATH=records (decoded records instead of the byte path).
     """
     tool = "kmc" if workers == 1 else f"kmc-w{workers}"
-    row = Row(section, dataset.name, tool)
     suffix = "kmc" if workers == 1 else f"kmc{workers}"
+    env = bench.kmc_env
+    if copy_path != "batches":
+        tool, suffix, env = f"kmc-{copy_path}", f"kmc{copy_path}", {**env, "KMC_COPY_PATH": copy_path}
+    row = Row(section, dataset.name, tool)
     target_topic = f"{dataset.topic}.{suffix}"
     cmd = [
         kmc_executable(), "mirror", bench.source, bench.target,
         "--topics", re.escape(dataset.topic), "--rename", f"{{topic}}.{suffix}", "--once",
         "--compression", dataset.compression, "-q", "-o", "json",
     ]  # fmt: skip
+    if workers > 1 or copy_path != "batches":
+        cmd += ["--flow", f"bench-{suffix}"]
     if workers > 1:
-        cmd += ["--workers", str(workers), "--flow", f"bench-{suffix}"]
+        cmd += ["--workers", str(workers)]
     name = f"{tool}-{section}-{dataset.name}"
-    child = measure.Child(cmd, bench.log(name), env=bench.kmc_env, stdout=bench.work / f"{name}.json")
+    child = measure.Child(cmd, bench.log(name), env=env, stdout=bench.work / f"{name}.json")
     try:
         usage = child.wait(bench.timeout(dataset))
     except measure.ToolTimeout as exc:

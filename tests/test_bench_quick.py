@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-THROUGHPUT_TOOLS = ["producer-perf", "consumer-perf", "mm2", "kmc", "kmc-w2", "floor"]
-MIRROR_TOOLS = ["mm2", "kmc", "kmc-w2", "floor"]
+THROUGHPUT_TOOLS = ["producer-perf", "consumer-perf", "mm2", "kmc", "kmc-w2", "kmc-records", "floor"]
+MIRROR_TOOLS = ["mm2", "kmc", "kmc-w2", "kmc-records", "floor"]
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(1200)]
 
