@@ -126,6 +126,20 @@ class Config:
     flows: Mapping[str, Flow]
     # clusters that are well formed but cannot be resolved now; naming one raises its error
     unresolved: Mapping[str, ConfigError] = field(default_factory=lambda: MappingProxyType({}))
+    # their tables as written (``${VAR}`` references not expanded), for ``profile show``
+    unresolved_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def unresolved_view(self, name: str) -> dict[str, Any]:
+        """An unresolved cluster as written in the file, secrets masked, with why it cannot be used now."""
+        table = self.unresolved_tables.get(name, {})
+        shown: dict[str, Any] = {"name": name}
+        for key, value in table.items():
+            if isinstance(value, Mapping):
+                shown[key] = {k: (MASK if _is_secret_key(k) else v) for k, v in value.items()}
+            else:
+                shown[key] = MASK if _is_secret_key(key) and not _is_reference(value) else value
+        shown["unresolved"] = self.unresolved[name].one_line()
+        return shown
 
     def cluster(self, name: str) -> Cluster:
         if name in self.unresolved:
@@ -212,7 +226,8 @@ def _with_sandboxes(config: Config) -> Config:
             clusters[sandbox.name] = Cluster(
                 name=sandbox.name, bootstrap=tuple(sandbox.bootstrap), sandbox=True, source="sandbox"
             )
-    return Config(config.path, config.exists, MappingProxyType(clusters), config.flows, config.unresolved)
+    return Config(config.path, config.exists, MappingProxyType(clusters), config.flows, config.unresolved,
+                  config.unresolved_tables)
 
 
 # --- interpolation -------------------------------------------------------------------------
@@ -284,6 +299,11 @@ def _is_secret_key(key: str) -> bool:
     return any(word in key.lower() for word in ("password", "secret", "token"))
 
 
+def _is_reference(value: Any) -> bool:
+    """A value that is only ``${VAR}`` references (and text around none): safe to show as written."""
+    return isinstance(value, str) and re.fullmatch(r"(\$\{[A-Za-z_][A-Za-z0-9_]*\})+", value) is not None
+
+
 def build_config(
     data: Mapping[str, Any], path: Path, *, environ: Mapping[str, str], exists: bool = True
 ) -> Config:
@@ -295,16 +315,19 @@ def build_config(
     flows_data = _table(data.get("flows", {}), path, "flows")
     clusters: dict[str, Cluster] = {}
     unresolved: dict[str, ConfigError] = {}
+    tables: dict[str, Mapping[str, Any]] = {}
     for name, body in clusters_data.items():
         try:
             clusters[name] = parse_cluster(name, _table(body, path, f"clusters.{name}"), path, environ)
         except UnresolvedValueError as exc:
             unresolved[name] = exc
+            tables[name] = MappingProxyType(dict(body))
     flows = {
         name: parse_flow(name, _table(body, path, f"flows.{name}"), path, environ)
         for name, body in flows_data.items()
     }
-    return Config(path, exists, MappingProxyType(clusters), MappingProxyType(flows), MappingProxyType(unresolved))
+    return Config(path, exists, MappingProxyType(clusters), MappingProxyType(flows), MappingProxyType(unresolved),
+                  MappingProxyType(tables))
 
 
 def _table(value: Any, path: Path, key: str) -> dict[str, Any]:

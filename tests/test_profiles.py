@@ -601,6 +601,23 @@ def test_an_unresolvable_cluster_leaves_the_others_usable(tmp_path: Path) -> Non
         config.cluster("later")
 
 
+def test_profile_show_of_an_unresolvable_cluster_shows_it_as_written_with_secrets_masked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers import kmc
+
+    monkeypatch.delenv("KMC_TEST_NOT_SET_YET", raising=False)
+    path = write(tmp_path / "c.toml", '[clusters.later]\nbootstrap = ["h:1"]\nsecurity_protocol = "SASL_SSL"\n'
+                                      'sasl_mechanism = "PLAIN"\nusername = "${KMC_TEST_NOT_SET_YET}"\n'
+                                      f'password = "{PASSWORD}"\n[clusters.later.client]\n'
+                                      f'ssl_password = "{PASSWORD}"\nrequest_timeout_ms = 5000\n')
+    result = kmc("--config", str(path), "profile", "show", "later", "-o", "json")
+    shown = json.loads(result.stdout)
+    assert shown["username"] == "${KMC_TEST_NOT_SET_YET}"  # a reference, not a secret: as written
+    assert shown["password"] == MASK and shown["client"] == {"ssl_password": MASK, "request_timeout_ms": 5000}
+    assert "KMC_TEST_NOT_SET_YET is not set" in shown["unresolved"]
+    assert "KMC_TEST_NOT_SET_YET is not set" in result.stderr and PASSWORD not in result.stdout + result.stderr
+
+
 def test_add_with_a_password_variable_that_is_not_set_now(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--password-env stores ${VAR}: it is read when a command runs, so it need not be set while adding."""
     monkeypatch.delenv("KMC_TEST_LATER_PW", raising=False)

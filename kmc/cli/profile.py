@@ -16,6 +16,7 @@ from kmc.profiles import (
     Cluster,
     add_cluster,
     config_path,
+    looks_like_bootstrap,
     parse_bootstrap,
     remove_cluster,
 )
@@ -52,6 +53,11 @@ def list_profiles(ctx: typer.Context) -> None:
 def show(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster name.")) -> None:
     """Show one cluster's settings, secrets masked."""
     app_ctx = context.get(ctx)
+    config = None if looks_like_bootstrap(name) else app_ctx.config()
+    if config is not None and name in config.unresolved:  # shown as written, and why it is unusable now
+        app_ctx.messages.warn(config.unresolved[name].one_line())
+        app_ctx.render.document(config.unresolved_view(name))
+        return
     app_ctx.render.document(app_ctx.cluster(name).masked())
 
 
