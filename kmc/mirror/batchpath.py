@@ -145,10 +145,15 @@ def encode_records(out: bytearray, body: bytes, pos: int, first_timestamp: int, 
     while pos < end:
         if len(out) >= limit and not (empty and written == 0):
             break
+        # Each varint read: one byte inline, two bytes inline (lengths of 64 to 8191), longer ones called.
         byte = body[pos]
         if byte < 0x80:
             length = (byte >> 1) ^ -(byte & 1)
             pos += 1
+        elif body[pos + 1] < 0x80:
+            z = (byte & 0x7F) | (body[pos + 1] << 7)
+            length = (z >> 1) ^ -(z & 1)
+            pos += 2
         else:
             length, pos = slow(body, pos)
         record_end = pos + length
@@ -157,6 +162,10 @@ def encode_records(out: bytearray, body: bytes, pos: int, first_timestamp: int, 
         if byte < 0x80:
             timestamp = first_timestamp + ((byte >> 1) ^ -(byte & 1))
             at += 1
+        elif body[at + 1] < 0x80:
+            z = (byte & 0x7F) | (body[at + 1] << 7)
+            timestamp = first_timestamp + ((z >> 1) ^ -(z & 1))
+            at += 2
         else:
             delta, at = slow(body, at)
             timestamp = first_timestamp + delta
@@ -170,6 +179,10 @@ def encode_records(out: bytearray, body: bytes, pos: int, first_timestamp: int, 
         if byte < 0x80:
             size = (byte >> 1) ^ -(byte & 1)
             at += 1
+        elif body[at + 1] < 0x80:
+            z = (byte & 0x7F) | (body[at + 1] << 7)
+            size = (z >> 1) ^ -(z & 1)
+            at += 2
         else:
             size, at = slow(body, at)
         kv = 0
@@ -180,6 +193,10 @@ def encode_records(out: bytearray, body: bytes, pos: int, first_timestamp: int, 
         if byte < 0x80:
             size = (byte >> 1) ^ -(byte & 1)
             at += 1
+        elif body[at + 1] < 0x80:
+            z = (byte & 0x7F) | (body[at + 1] << 7)
+            size = (z >> 1) ^ -(z & 1)
+            at += 2
         else:
             size, at = slow(body, at)
         if size > 0:
