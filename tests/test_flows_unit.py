@@ -221,9 +221,8 @@ def test_unsupported_settings_are_errors(tmp_path: Path) -> None:
         exactly_once = true
         sync_groups = ["billing-.*"]
     """)
-    supported = {name for name in MirrorSpec.__dataclass_fields__}
-    expected = {key for key in ("exactly_once", "sync_groups") if key not in supported}
-    assert {error.split(":")[0].removeprefix("flows.eos.") for error in errors} == expected
+    # exactly-once is supported (tests/test_exactly_once.py); consumer group sync is not yet
+    assert {error.split(":")[0].removeprefix("flows.eos.") for error in errors} == {"sync_groups"}
 
 
 # ------------------------------------------------------------------------------------ flow check (CLI)
@@ -410,14 +409,12 @@ def test_failures_combine_naming_each_mirror() -> None:
 
 
 def test_an_unsupported_flow_setting_stops_flow_run(tmp_path: Path) -> None:
-    if "exactly_once" in MirrorSpec.__dataclass_fields__:
-        pytest.skip("the mirror engine supports exactly-once now")
     path = config_file(tmp_path, """
-        [flows.eos]
+        [flows.groups]
         from = ["dc1"]
         to = "central"
-        exactly_once = true
+        sync_groups = ["billing-.*"]
     """)
-    assert kmc("flow", "run", "eos", "--config", path, expect=3).stderr.startswith(
-        "kmc: error: flows.eos.exactly_once: exactly-once delivery is not available")
+    assert kmc("flow", "run", "groups", "--config", path, expect=3).stderr.startswith(
+        "kmc: error: flows.groups.sync_groups: consumer group offset sync is not available")
     assert issubclass(ConfigError, Exception)

@@ -131,12 +131,15 @@ def numbered(count: int, partitions: int, start: int = 0, prefix: str = "r") -> 
                 BASE_TIMESTAMP + index) for index in range(start, start + count)]
 
 
-def read_all(cluster, topic: str, timeout: float = 60) -> dict[int, list[Got]]:  # noqa: ANN001
+def read_all(cluster, topic: str, timeout: float = 60,  # noqa: ANN001
+             isolation: str = "read_committed") -> dict[int, list[Got]]:
     """Every committed record of every partition, in offset order (read_committed), up to the end offsets
     taken at the start. A partition is done at the first record at or past its end offset, or at an EOF
-    event (the end may be a control marker): EOF alone never comes while a writer keeps it busy."""
+    event (the end may be a control marker): EOF alone never comes while a writer keeps it busy.
+    read_committed stops earlier at an open transaction: its EOF comes at the last stable offset, which
+    is all that is committed now."""
     consumer = Consumer({"bootstrap.servers": bootstrap(cluster), "group.id": f"verify-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "enable.auto.commit": False, "isolation.level": isolation,
                          "enable.partition.eof": True})
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
@@ -152,7 +155,7 @@ def read_all(cluster, topic: str, timeout: float = 60) -> dict[int, list[Got]]: 
                 error = message.error()
                 if error is not None:
                     assert error.code() == KafkaError._PARTITION_EOF, error
-                    if message.offset() >= ends[message.partition()]:
+                    if message.offset() >= ends[message.partition()] or isolation == "read_committed":
                         pending.discard(message.partition())
                     continue
                 partition = message.partition()

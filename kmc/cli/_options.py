@@ -29,6 +29,10 @@ CHECKPOINT_INTERVAL = typer.Option(1.0, "--checkpoint-interval", min=0.1, metava
                                    help="How often to write checkpoints of what the target acknowledged.")
 COMPRESSION = typer.Option("lz4", "--compression", metavar="CODEC",
                            help="Codec of the records sent to the target: none, gzip, snappy, lz4, zstd.")
+EXACTLY_ONCE = typer.Option(False, "--exactly-once",
+                            help="Write records and their checkpoints in one target transaction per checkpoint "
+                                 "interval: read_committed consumers of DST see each record once, even across "
+                                 "crashes.")
 DELIVERY_TIMEOUT = typer.Option(300.0, "--delivery-timeout", min=2.0, metavar="SECONDS",
                                 help="How long a batch is retried before kmc rewinds to the last acknowledged "
                                      "offsets and sends it again.")

@@ -40,6 +40,7 @@ def aggregate(
     checkpoint_interval: float = options.CHECKPOINT_INTERVAL,
     compression: str = options.COMPRESSION,
     delivery_timeout: float = options.DELIVERY_TIMEOUT,
+    exactly_once: bool = options.EXACTLY_ONCE,
 ) -> None:
     """Copy the topics of every SRC into DST at once, each source with its own checkpoints and lock.
 
@@ -70,7 +71,7 @@ def aggregate(
     spec = MirrorSpec(
         topics=tuple(topics or ()), exclude=tuple(exclude or ()),
         rename=MERGE_RENAME if merge else rename or PREFIX_RENAME, flow=flow, sync_configs=sync_configs,
-        partitioner=partitioner,
+        partitioner=partitioner, exactly_once=exactly_once,
         **_run.run_options(start, replication_factor, refresh, checkpoint_interval, compression, delivery_timeout),
     )
     spec.validate()

@@ -48,6 +48,7 @@ def mirror(
     checkpoint_interval: float = options.CHECKPOINT_INTERVAL,
     compression: str = options.COMPRESSION,
     delivery_timeout: float = options.DELIVERY_TIMEOUT,
+    exactly_once: bool = options.EXACTLY_ONCE,
     workers: int = typer.Option(1, "--workers", min=1, max=64, metavar="N",
                                 help="Copy in N processes, worker i taking the source partitions p with "
                                      "p % N == i (more cores for one mirror)."),
@@ -58,7 +59,9 @@ def mirror(
     gained, and copies key, value, headers, timestamp and tombstones of every committed record. Progress
     is checkpointed in DST's kmc.checkpoints topic only after DST acknowledged the records; a restarted
     run resumes there (at-least-once: records written after the last checkpoint are copied again and
-    counted as redelivered). Records whose kmc-origin header names DST are never copied back.
+    counted as redelivered; with --exactly-once records and checkpoints commit together in a transaction,
+    so read_committed readers never see a repeat). Records whose kmc-origin header names DST are never
+    copied back.
 
     Exit status: 0 done (or stopped by SIGTERM), 1 a Kafka error, 2 bad option, 4 a cluster
     unreachable, 5 authentication failed, 75 another run of the same mirror holds its lock,
@@ -79,7 +82,7 @@ def mirror(
         topics=tuple(topics or ()), exclude=tuple(exclude or ()), rename=rename, flow=flow, start=start,
         sync_configs=sync_configs, replication_factor=replication_factor, checkpoint_interval=checkpoint_interval,
         refresh_interval=refresh, compression=None if compression.lower() == "none" else compression.lower(),
-        delivery_timeout=delivery_timeout,
+        delivery_timeout=delivery_timeout, exactly_once=exactly_once,
     )
     spec.validate()
     source_cluster, target_cluster = app_ctx.cluster(src), app_ctx.cluster(dst)

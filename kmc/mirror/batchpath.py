@@ -351,6 +351,8 @@ class BatchCopyPath(RecordCopyPath):
         self.raw_batches = 0  # source batches forwarded as bytes (for tests and --debug)
 
     def send_batch(self, target: TopicPartition, records: list[Any]) -> tuple[Any, int, int, int]:
+        if self._transaction is not None:
+            self._transaction.maybe_add_partition_to_transaction(target)
         future = None
         sent = skipped = size = 0
         start = 0

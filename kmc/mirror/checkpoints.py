@@ -85,7 +85,8 @@ class CheckpointStore:
 
     def load(self, warn: Callable[[str], None] = lambda message: None) -> dict[tuple[str, int], Checkpoint]:
         """Every checkpoint of this flow and source, read to the end offsets seen at the start."""
-        consumer = self.target.consumer()
+        # read_committed: checkpoints of an aborted --exactly-once transaction never count
+        consumer = self.target.consumer(isolation_level="read_committed")
         try:
             with translate_errors(self.target.cluster, f"read {CHECKPOINT_TOPIC}"):
                 partitions = consumer.partitions_for_topic(CHECKPOINT_TOPIC) or set()
@@ -128,6 +129,11 @@ class CheckpointStore:
                                       int(data["target_next_offset"]), int(data.get("updated_ms", 0)))
         except (ValueError, KeyError, TypeError):
             warn(f"{CHECKPOINT_TOPIC}: ignoring unreadable checkpoint {text}")
+
+    def use_producer(self, producer) -> None:  # noqa: ANN001 - a kafka-python KafkaProducer
+        """Write through ``producer`` (the mirror's transactional producer with --exactly-once, so that
+        checkpoints commit or abort with the records they cover)."""
+        self._producer = producer
 
     def _producer_client(self):  # noqa: ANN202 - a kafka-python KafkaProducer
         if self._producer is None:

@@ -53,6 +53,10 @@ class RecordCopyPath:
         self._origin_header = (ORIGIN_HEADER, source_cluster_id.encode())
         self._target_origin = target_cluster_id.encode()
         self.null_header_records = 0  # records whose null header values were sent as empty values
+        # A transactional producer (--exactly-once) sends to a partition only once it is added to the open
+        # transaction, which send() does and the direct appends here must do themselves.
+        manager = producer._transaction_manager  # noqa: SLF001
+        self._transaction = manager if manager is not None and manager.is_transactional() else None
 
     def prepare(self, topic: str) -> None:
         """Load the target topic's metadata once (``send()`` would do it per record)."""
@@ -62,6 +66,8 @@ class RecordCopyPath:
         return source_partition
 
     def send_batch(self, target: TopicPartition, records: list[Any]) -> tuple[Any, int, int, int]:
+        if self._transaction is not None:
+            self._transaction.maybe_add_partition_to_transaction(target)
         append = self._append
         origin_header = self._origin_header
         target_origin = self._target_origin

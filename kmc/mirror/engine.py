@@ -12,6 +12,8 @@ reports through callbacks and returns a :class:`MirrorResult`; it never prints.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import threading
 import time
@@ -25,7 +27,7 @@ from kafka import TopicPartition
 from kafka.admin import OffsetSpec, OffsetTimestamp
 
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
-from kmc.errors import KafkaOperationError, KmcError, UnreachableError, UsageError
+from kmc.errors import AuthorizationError, KafkaOperationError, KmcError, UnreachableError, UsageError
 from kmc.mirror.batchpath import BatchCopyPath, fetch_batches
 from kmc.mirror.checkpoints import Checkpoint, CheckpointStore, ensure_checkpoint_topic
 from kmc.mirror.copypath import KeyedCopyPath, RecordCopyPath
@@ -155,7 +157,9 @@ class MirrorProgress:
 
 
 class _SendFailed(Exception):
-    def __init__(self, part: _Partition, error: BaseException) -> None:
+    """A send (or, with --exactly-once, a transaction: ``part`` None) failed for good."""
+
+    def __init__(self, part: _Partition | None, error: BaseException) -> None:
         super().__init__(str(error))
         self.part = part
         self.error = error
@@ -168,7 +172,7 @@ class _Partition:
     last of them."""
 
     __slots__ = ("source", "target", "stats", "start", "position", "end", "done", "pending", "acked",
-                 "acked_target", "written")
+                 "acked_target", "written", "committed", "committed_target", "txn_records", "txn_bytes")
 
     def __init__(self, source: TopicPartition, target: TopicPartition, stats: TopicResult, start: int,
                  end: int | None, acked_target: int, written: int | None) -> None:
@@ -183,6 +187,11 @@ class _Partition:
         self.acked = start
         self.acked_target = acked_target
         self.written = written  # next_offset of the last checkpoint sent for it
+        # --exactly-once: where the last committed transaction left it, and what the open one holds
+        self.committed = start
+        self.committed_target = acked_target
+        self.txn_records = 0
+        self.txn_bytes = 0
 
 
 def run_mirror(
@@ -256,6 +265,9 @@ class _Engine:
         if ensure_checkpoint_topic(self.target):
             self.notice("info", "created kmc.checkpoints")
         self.store = CheckpointStore(self.target, self.spec.flow, plan.source_cluster_id)
+        # With --exactly-once the producer's init_transactions() fences an earlier run and aborts its open
+        # transaction, whose checkpoints (read_committed) must not count and must not hold the reader up.
+        self._new_producer()
         self.loaded = self.store.load(self._warn)
         self.consumer = self.source.consumer(
             isolation_level="read_committed",
@@ -266,7 +278,6 @@ class _Engine:
         )
         if _byte_path(self.spec):
             fetch_batches(self.consumer)
-        self._new_producer()
         self._add_partitions(plan.topics, self.spec.start)
         try:
             complete = self._loop()
@@ -287,9 +298,26 @@ class _Engine:
             topics=list(self.topics.values()), changes=self.changes, warnings=self.warnings,
         )
 
+    def _transactional_id(self) -> str:
+        """Stable for one mirror (the lock's identity: clusters, selection, rename, flow, shard), so a
+        restarted run fences the one before it, and two different mirrors never fence each other."""
+        spec = self.spec
+        identity = lock_identity(self.source.cluster, self.target.cluster, spec.topics, spec.exclude, spec.rename,
+                                 spec.flow, spec.shard)
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        return f"kmc/{spec.flow}/{digest}"
+
     def _new_producer(self) -> None:
         spec = self.spec
+        transactional: dict[str, Any] = {}
+        if spec.exactly_once:
+            transactional = {
+                "transactional_id": self._transactional_id(),
+                # longer than a batch may be retried, within the brokers' default maximum (15 min)
+                "transaction_timeout_ms": min(900_000, int(spec.delivery_timeout * 1000) + 60_000),
+            }
         self.producer = self.target.producer(
+            **transactional,
             acks="all",
             enable_idempotence=True,  # keeps each partition's order across retries
             linger_ms=10,
@@ -302,6 +330,11 @@ class _Engine:
             # kafka-python wants delivery_timeout_ms > linger_ms + request_timeout_ms
             request_timeout_ms=min(30000, int(spec.delivery_timeout * 1000) // 2),
         )
+        if spec.exactly_once:
+            with translate_errors(self.target.cluster, "start a transaction"):
+                self.producer.init_transactions()
+                self.producer.begin_transaction()
+            self.store.use_producer(self.producer)
         if spec.partitioner == "key":
             path_class = KeyedCopyPath
         else:
@@ -357,7 +390,7 @@ class _Engine:
                 if end_now < checkpoint.target_next_offset:
                     self._warn(f"{where}: {topic.target_topic}[{p}] ends before its checkpoint says "
                                f"({end_now} < {checkpoint.target_next_offset}); was it recreated?")
-                else:
+                elif not self.spec.exactly_once:  # with it, what follows the checkpoint was aborted: unseen
                     stats.redelivered += end_now - checkpoint.target_next_offset
                     redelivered[topic.source_topic] = (redelivered.get(topic.source_topic, 0)
                                                        + end_now - checkpoint.target_next_offset)
@@ -382,7 +415,10 @@ class _Engine:
             # Pin the starting points before copying: a crash before the first regular checkpoint then
             # resumes from here (not from a new "latest"), and duplicates stay countable.
             self.store.write(initial)
-            self.store.flush(timeout=max(30.0, self.target.timeout))
+            if self.spec.exactly_once:
+                self._commit()  # with every other partition's checkpoint: a commit must cover them all
+            else:
+                self.store.flush(timeout=max(30.0, self.target.timeout))
         for name, count in redelivered.items():
             if count:
                 self.notice("info", f"resuming {name}: {count} records written to {self.topics[name].target_topic} "
@@ -456,6 +492,8 @@ class _Engine:
                     stats.skipped += skipped
                     stats.bytes += size
                     part.position = position
+                    part.txn_records += sent
+                    part.txn_bytes += size
                     part.pending.append((position, future, size, sent))
                     self.inflight_bytes += size
                     self.inflight_records += sent
@@ -537,6 +575,12 @@ class _Engine:
         self._reap()
 
     def _checkpoint(self) -> None:
+        if self.spec.exactly_once:
+            self._commit()
+            return
+        self._write_checkpoints()
+
+    def _write_checkpoints(self) -> int:
         if self.path.null_header_records:
             self._warn("some records have headers with null values, which kafka-python cannot send: "
                        "they arrive with empty values")
@@ -554,6 +598,33 @@ class _Engine:
                 part.written = part.acked
         if changed:
             self.store.write(changed)
+        return len(changed)
+
+    def _commit(self) -> None:
+        """--exactly-once: wait for every record sent in the open transaction, add the checkpoints of all
+        partitions to it, commit, and begin the next. Raises _SendFailed (part None) if it cannot commit:
+        then nothing of it is visible to read_committed readers and :meth:`_recover` starts again from
+        the last commit."""
+        try:
+            self._drain()  # raises _SendFailed for a failed send
+        except KmcError as exc:  # the flush timed out
+            raise _SendFailed(None, exc.__cause__ or exc) from exc
+        if not self._write_checkpoints():
+            return  # nothing was sent or skipped since the last commit: the open transaction is empty
+        manager = self.producer._transaction_manager  # noqa: SLF001 - commit_transaction() cannot time out
+        timeout_ms = int(max(30.0, self.target.timeout) * 1000) + int(self.spec.delivery_timeout * 1000)
+        try:
+            self.producer.flush(timeout=timeout_ms / 1000)
+            result = manager.begin_commit()
+            self.producer._sender.wakeup()  # noqa: SLF001
+            if not result.wait(timeout_ms=timeout_ms):
+                raise kafka_errors.KafkaTimeoutError(f"the transaction did not commit within {timeout_ms / 1000:g}s")
+            self.producer.begin_transaction()
+        except kafka_errors.KafkaError as exc:
+            raise _SendFailed(None, exc) from exc
+        for part in self.parts.values():
+            part.committed, part.committed_target = part.acked, part.acked_target
+            part.txn_records = part.txn_bytes = 0
 
     def _lags(self) -> dict[str, int | None]:
         """Records left to copy per topic; None where the source's end is not known yet (follow)."""
@@ -624,6 +695,9 @@ class _Engine:
     def _recover(self, failure: _SendFailed) -> None:
         """A send failed for good (e.g. the target was down longer than the delivery timeout): rewind every
         partition with unacknowledged sends to its last acknowledged offset and go on with a new producer."""
+        if self.spec.exactly_once:
+            self._abort_transaction(failure)
+            return
         if not _retriable(failure.error):
             with contextlib.suppress(Exception):
                 self._checkpoint()
@@ -650,6 +724,37 @@ class _Engine:
                     part.done = False
                     self.consumer.resume(part.source)
                 self.consumer.seek(part.source, part.acked)
+
+    def _abort_transaction(self, failure: _SendFailed) -> None:
+        """--exactly-once: a send or a commit failed. The open transaction is abandoned (the next producer's
+        init_transactions() aborts it) and every partition goes back to its last committed checkpoint."""
+        if isinstance(failure.error, _FATAL_IN_TRANSACTION):
+            error_class = (KafkaOperationError if isinstance(failure.error, kafka_errors.ProducerFencedError)
+                           else AuthorizationError)
+            raise error_class(f"{self.target.cluster.name}: the transaction failed: {_describe(failure.error)}",
+                              hint=_FATAL_IN_TRANSACTION_HINT)
+        self._warn(f"{self.target.cluster.name}: the transaction failed ({_describe(failure.error)}); aborting it "
+                   "and copying again from the last commit")
+        with contextlib.suppress(Exception):
+            self.producer.close(timeout=5)
+        for part in self.parts.values():
+            part.stats.records -= part.txn_records
+            part.stats.bytes -= part.txn_bytes
+            part.txn_records = part.txn_bytes = 0
+            part.pending.clear()
+            part.acked = part.written = part.committed
+            part.acked_target = part.committed_target
+        self.inflight_bytes = self.inflight_records = 0
+        self._until_target_answers(self._new_producer, None)
+        with translate_errors(self.source.cluster, "rewind"):
+            for part in self.parts.values():
+                if part.position == part.committed:
+                    continue
+                part.position = part.committed
+                if part.done and part.end is not None and part.committed < part.end:
+                    part.done = False
+                    self.consumer.resume(part.source)
+                self.consumer.seek(part.source, part.committed)
 
     def _forget_unacknowledged(self) -> list[_Partition]:
         """Drop the sends not acknowledged (after a failure); their records no longer count as copied.
@@ -681,6 +786,18 @@ class _Engine:
 
     def _finish(self) -> None:
         """Flush what is in flight and write the final checkpoints (also after a failure)."""
+        if self.spec.exactly_once:
+            try:
+                self._commit()
+            except _SendFailed as failure:
+                self._warn(f"the last transaction did not commit ({_describe(failure.error)}); the next run "
+                           "copies its records again")
+                for part in self.parts.values():
+                    part.stats.records -= part.txn_records
+                    part.stats.bytes -= part.txn_bytes
+                    part.txn_records = part.txn_bytes = 0
+            self._report(time.monotonic())
+            return
         try:
             self._drain()
         except _SendFailed as failure:
@@ -695,6 +812,17 @@ class _Engine:
         self._checkpoint()
         self.store.flush(timeout=max(30.0, self.target.timeout))
         self._report(time.monotonic())
+
+
+# Errors after which starting the transaction again cannot help.
+_FATAL_IN_TRANSACTION = (
+    kafka_errors.ProducerFencedError,
+    kafka_errors.TransactionalIdAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
+    kafka_errors.TopicAuthorizationFailedError,
+)
+_FATAL_IN_TRANSACTION_HINT = ("another run with the same flow, clusters and topics took over (fenced), or the target "
+                              "denies transactions: kmc needs WRITE and DESCRIBE on its transactional id (kmc/...)")
 
 
 def _retriable(error: BaseException | None) -> bool:

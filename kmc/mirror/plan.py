@@ -60,6 +60,8 @@ class MirrorSpec:
     # (index, count): copy only the source partitions p with p % count == index (kmc mirror --workers runs
     # one worker process per shard); None copies every partition
     shard: tuple[int, int] | None = None
+    # records and their checkpoints in one target transaction per checkpoint interval (--exactly-once)
+    exactly_once: bool = False
 
     def owns(self, partition: int) -> bool:
         """Whether this spec's shard copies source partition ``partition``."""
