@@ -77,7 +77,7 @@ def translate_errors(cluster: Cluster, action: str = "") -> Iterator[None]:
     except kafka_errors.SaslAuthenticationFailedError as exc:
         raise AuthError(f"{what}authentication failed ({_describe(exc)})") from exc
     except kafka_errors.AuthorizationError as exc:
-        raise AuthorizationError(f"{what}not authorized: {type(exc).__name__}") from exc
+        raise authorization_error(what, exc) from exc
     except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError,
             kafka_errors.NodeNotReadyError, kafka_errors.MetadataEmptyBrokerList) as exc:
         detail = "no broker answered in time" if "Unable to bootstrap" in str(exc) else _describe(exc)
@@ -86,6 +86,35 @@ def translate_errors(cluster: Cluster, action: str = "") -> Iterator[None]:
         raise KafkaOperationError(f"{what}{_describe(exc)}") from exc
     except OSError as exc:  # e.g. an unreadable CA file
         raise UnreachableError(f"{what}{exc}") from exc
+
+
+# What each kind of denial means in ACL terms (the hint of its one-line error).
+_ACL_HINTS: dict[type, str] = {
+    kafka_errors.TopicAuthorizationFailedError:
+        "grant the profile's user an ACL on the topic: DESCRIBE and DESCRIBE_CONFIGS to list and plan, READ to "
+        "copy or compare from it, WRITE (and CREATE where kmc creates it) to copy into it",
+    kafka_errors.GroupAuthorizationFailedError: "grant the profile's user DESCRIBE on the consumer groups",
+    kafka_errors.ClusterAuthorizationFailedError:
+        "grant the profile's user the cluster ACL it needs (DESCRIBE; CREATE to create topics; "
+        "IDEMPOTENT_WRITE for idempotent sends on brokers before 2.8)",
+    kafka_errors.TransactionalIdAuthorizationFailedError:
+        "grant the profile's user WRITE and DESCRIBE on transactional ids with the prefix kmc/ (--exactly-once)",
+}
+
+
+def authorization_error(what: str, exc: BaseException) -> AuthorizationError:
+    """The kmc error for a broker's authorization failure, with the ACL to ask for."""
+    name = type(exc).__name__.removesuffix("Error")
+    return AuthorizationError(f"{what}not authorized ({name})",
+                              hint=_ACL_HINTS.get(type(exc), "ask the cluster's operator for the missing ACL"))
+
+
+def broker_error(what: str, error: type[BaseException], detail: str = "") -> KmcError:
+    """The kmc error for an error code a broker returned for one resource (a topic it would not create,
+    ...): an AuthorizationError (exit 5, with the ACL to ask for) or a KafkaOperationError."""
+    if issubclass(error, kafka_errors.AuthorizationError):
+        return authorization_error(what, error())
+    return KafkaOperationError(f"{what}{error.__name__}: {detail}".rstrip(": "))
 
 
 _SECRET_SETTING = re.compile(

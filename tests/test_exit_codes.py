@@ -1,8 +1,9 @@
 """Every exit status of kmc, provoked through the CLI, and every bad input of the foundation issue:
 one line on stderr starting ``kmc: error:``, the documented exit code, no traceback, nothing written.
 
-Exit 5 needs a broker that checks passwords; the sandbox only does PLAINTEXT, so this file starts its own
-single-broker KRaft Kafka with a SASL_PLAINTEXT/PLAIN listener (on the sandbox's jars and JVM settings).
+Exit 5 needs a broker that checks passwords and ACLs; the sandbox only does PLAINTEXT, so this file starts its own
+single-broker KRaft Kafka with a SASL_PLAINTEXT/PLAIN listener and the StandardAuthorizer (on the sandbox's jars
+and JVM settings).
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Producer
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from kmc.cli.main import app
 from kmc.errors import ExitCode
@@ -46,6 +56,9 @@ EXIT_CODE_TESTS: dict[ExitCode, str] = {
 TIMEOUT = 2.0
 MARGIN = 3.0  # start-up of the client and the interpreter's own overhead
 SASL_USER, SASL_PASSWORD, WRONG_PASSWORD = "kmc", "secret", "not-the-secret-x9"
+# A second user with no ACLs but the ones a test grants (the broker runs KRaft's StandardAuthorizer; kmc is a
+# super user, so every other test sees no difference).
+LIMITED_USER, LIMITED_PASSWORD = "limited", "limited-secret"
 
 
 def closed_port() -> int:
@@ -174,7 +187,8 @@ class SaslBroker:
 
 def _server_properties(data: Path, port: int, controller_port: int) -> str:
     jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
-            f'username="{SASL_USER}" password="{SASL_PASSWORD}" user_{SASL_USER}="{SASL_PASSWORD}";')
+            f'username="{SASL_USER}" password="{SASL_PASSWORD}" user_{SASL_USER}="{SASL_PASSWORD}" '
+            f'user_{LIMITED_USER}="{LIMITED_PASSWORD}";')
     settings = {
         "process.roles": "broker,controller",
         "node.id": 1,
@@ -187,6 +201,9 @@ def _server_properties(data: Path, port: int, controller_port: int) -> str:
         "sasl.enabled.mechanisms": "PLAIN",
         "sasl.mechanism.inter.broker.protocol": "PLAIN",
         "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        # the controller listener is PLAINTEXT: the broker talks to its controller as ANONYMOUS
+        "super.users": f"User:{SASL_USER};User:ANONYMOUS",
         "log.dirs": data / "data",
         "num.partitions": 1,
         "offsets.topic.replication.factor": 1,
@@ -422,3 +439,70 @@ def test_installed_entry_point_never_shows_locals(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr == "kmc: error: internal error: RuntimeError: boom (run again with --debug and report it)\n"
     assert "subprocess-local-secret" not in proc.stderr
+
+
+# --- a missing ACL: exit 5, one line naming what was denied -------------------------------------------------
+
+
+def limited_config(path: Path, broker: SaslBroker, *extra: str) -> None:
+    path.write_text(f'[clusters.limited]\nbootstrap = ["{broker.address}"]\nsecurity_protocol = "SASL_PLAINTEXT"\n'
+                    f'sasl_mechanism = "PLAIN"\nusername = "{LIMITED_USER}"\npassword = "{LIMITED_PASSWORD}"\n'
+                    + "".join(extra))
+
+
+def super_admin(broker: SaslBroker) -> AdminClient:
+    return AdminClient({"bootstrap.servers": broker.address, "security.protocol": "SASL_PLAINTEXT",
+                        "sasl.mechanism": "PLAIN", "sasl.username": SASL_USER, "sasl.password": SASL_PASSWORD})
+
+
+def grant(broker: SaslBroker, resource_type: ResourceType, name: str, *operations: AclOperation,
+          pattern: ResourcePatternType = ResourcePatternType.LITERAL) -> None:
+    bindings = [AclBinding(resource_type, name, pattern, f"User:{LIMITED_USER}", "*", operation,
+                           AclPermissionType.ALLOW) for operation in operations]
+    admin = super_admin(broker)  # kept: a collected AdminClient cancels its futures
+    for future in admin.create_acls(bindings).values():
+        future.result(30)
+
+
+def denied(result: Result) -> str:
+    """The one error line of a run that a missing ACL stopped (info lines before it are fine)."""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("kmc: error:")]
+    assert result.code == 5 and len(errors) == 1 and "Traceback" not in result.stderr, result
+    return errors[0]
+
+
+@pytest.mark.kafka
+def test_a_missing_acl_is_one_line_naming_it(config: Path, sasl_broker: SaslBroker,  # noqa: ANN001
+                                             src_cluster, dst_cluster) -> None:
+    topic = f"acl-{uuid.uuid4().hex[:6]}"
+    admin = super_admin(sasl_broker)
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    writer = Producer({"bootstrap.servers": sasl_broker.address, "security.protocol": "SASL_PLAINTEXT",
+                       "sasl.mechanism": "PLAIN", "sasl.username": SASL_USER, "sasl.password": SASL_PASSWORD})
+    for index in range(10):
+        writer.produce(topic, value=b"v%d" % index)
+    assert writer.flush(30) == 0
+    limited_config(config, sasl_broker)
+    grant(sasl_broker, ResourceType.TOPIC, topic, AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS)
+    assert topic in kmc("topics", "limited").stdout  # it may see the topic, not read it
+    line = denied(kmc("mirror", "limited", "dst", "--topics", topic, "--once", expect=None))
+    assert line.startswith("kmc: error: limited: fetch: not authorized (TopicAuthorizationFailed) (grant")
+    assert "READ to copy or compare from it" in line
+    line = denied(kmc("diff", "limited", "dst", "--topics", topic, "--data", expect=None))
+    assert "not authorized (TopicAuthorizationFailed)" in line
+    line = denied(kmc("mirror", "src", "limited", "--topics", "kmc-acl-none", "--once", expect=None))
+    assert line.startswith("kmc: error: limited: create kmc.checkpoints: not authorized (TopicAuthorizationFailed)")
+
+    grant(sasl_broker, ResourceType.TOPIC, "kmc.checkpoints", AclOperation.ALL)
+    grant(sasl_broker, ResourceType.TOPIC, topic, AclOperation.READ)
+    assert kmc("mirror", "limited", "dst", "--topics", topic, "--once", "-o", "json").json()["records"] == 10
+    line = denied(kmc("mirror", "limited", "limited", "--topics", topic, "--rename", "{topic}-copy", "--once",
+                      expect=None))
+    assert line.startswith(f"kmc: error: limited: create topic {topic}-copy: not authorized (TopicAuthorizationFailed)")
+    line = denied(kmc("mirror", "src", "limited", "--topics", "kmc-acl-none", "--once", "--exactly-once",
+                      expect=None))
+    assert "not authorized (TransactionalIdAuthorizationFailed)" in line and "prefix kmc/" in line
+    # the ACL the hint names is the one that is needed
+    grant(sasl_broker, ResourceType.TRANSACTIONAL_ID, "kmc/", AclOperation.WRITE, AclOperation.DESCRIBE,
+          pattern=ResourcePatternType.PREFIXED)
+    kmc("mirror", "src", "limited", "--topics", "kmc-acl-none", "--once", "--exactly-once")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import kafka.errors as kafka_errors
 from kafka import TopicPartition
 
-from kmc.client import KafkaSession, translate_errors
+from kmc.client import KafkaSession, broker_error, translate_errors
 from kmc.errors import KafkaOperationError
 
 CHECKPOINT_TOPIC = "kmc.checkpoints"
@@ -67,7 +67,7 @@ def ensure_checkpoint_topic(target: KafkaSession) -> bool:
             if error is kafka_errors.TopicAlreadyExistsError:
                 return False
             if error is not kafka_errors.NoError:
-                raise KafkaOperationError(f"{target.cluster.name}: create {CHECKPOINT_TOPIC}: {error.__name__}")
+                raise broker_error(f"{target.cluster.name}: create {CHECKPOINT_TOPIC}: ", error)
         admin.wait_for_topics([CHECKPOINT_TOPIC], timeout_ms=int(max(10.0, target.timeout) * 1000))
     return True
 

@@ -14,7 +14,7 @@ from typing import Any
 import kafka.errors as kafka_errors
 from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType
 
-from kmc.client import KafkaSession, translate_errors
+from kmc.client import KafkaSession, broker_error, translate_errors
 from kmc.errors import KafkaOperationError, UsageError
 from kmc.metadata import (
     CLUSTER_SPECIFIC_CONFIGS,
@@ -299,8 +299,8 @@ def apply_plan(target: KafkaSession, plan: Plan) -> list[str]:
                 done.append(f"created {entry['name']} ({creates[entry['name']]['num_partitions']} partitions, "
                             f"replication factor {creates[entry['name']]['replication_factor']})")
             elif error is not kafka_errors.TopicAlreadyExistsError:
-                raise KafkaOperationError(f"{target.cluster.name}: create topic {entry['name']}: "
-                                          f"{error.__name__}: {entry.get('error_message') or ''}".rstrip(": "))
+                raise broker_error(f"{target.cluster.name}: create topic {entry['name']}: ", error,
+                                   entry.get("error_message") or "")
     grow = {topic.target_topic: topic.partitions for topic in plan.topics if "add_partitions" in topic.actions}
     if grow:
         with translate_errors(target.cluster, "add partitions"):
@@ -310,8 +310,8 @@ def apply_plan(target: KafkaSession, plan: Plan) -> list[str]:
             if error is kafka_errors.NoError:
                 done.append(f"added partitions to {result.name} (now {grow[result.name]})")
             elif error is not kafka_errors.InvalidPartitionsError:  # already grown by someone else
-                raise KafkaOperationError(f"{target.cluster.name}: add partitions to {result.name}: "
-                                          f"{error.__name__}: {result.error_message or ''}".rstrip(": "))
+                raise broker_error(f"{target.cluster.name}: add partitions to {result.name}: ", error,
+                                   result.error_message or "")
     syncs = [topic for topic in plan.topics if "sync_configs" in topic.actions]
     if syncs:
         resources = [
