@@ -12,9 +12,12 @@ import threading
 import time
 
 import pytest
+from confluent_kafka import IsolationLevel, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 
 from tests.helpers import kmc
 from tests.test_mirror import (
+    admin,
     assert_exact_copy,
     cluster_id,
     count,
@@ -38,6 +41,20 @@ def uncommitted(cluster, topic: str) -> int:  # noqa: ANN001
         return 0
 
 
+def assert_no_open_transaction(cluster, *topics: str) -> None:  # noqa: ANN001
+    """The last stable offset is the end offset in every partition of ``topics``: no transaction of kmc's is
+    left open (which would hold read_committed readers of kmc.checkpoints up until it timed out)."""
+    client = admin(cluster)
+    partitions = [TopicPartition(topic, p) for topic in topics
+                  for p in client.list_topics(topic, timeout=10).topics[topic].partitions]
+
+    def ends(isolation: IsolationLevel) -> dict:
+        futures = client.list_offsets({tp: OffsetSpec.latest() for tp in partitions}, isolation_level=isolation)
+        return {(tp.topic, tp.partition): future.result(30).offset for tp, future in futures.items()}
+
+    assert ends(IsolationLevel.READ_COMMITTED) == ends(IsolationLevel.READ_UNCOMMITTED)
+
+
 def test_once_with_exactly_once_copies_each_record_once(src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
     create_topic(src_cluster, topic_name, 3)
     produce(src_cluster, topic_name, numbered(3000, 3))
@@ -51,6 +68,7 @@ def test_once_with_exactly_once_copies_each_record_once(src_cluster, dst_cluster
     produce(src_cluster, topic_name, numbered(30, 3, start=3000))
     assert kmc("mirror", "src", "dst", "--topics", topic_name, "--exactly-once", "-o", "json").json()["records"] == 30
     assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name), cluster_id(src_cluster))
+    assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")
 
 
 def test_kill_9_with_exactly_once_shows_read_committed_readers_each_record_once(  # noqa: ANN001
@@ -87,13 +105,15 @@ def test_kill_9_with_exactly_once_shows_read_committed_readers_each_record_once(
         follower.kill()
     writer.join(120)
     assert done.is_set() and killed_with_open_transaction
-    final = kmc("mirror", "src", "dst", "--topics", topic_name, "--exactly-once", "-o", "json").json()
+    final_run = kmc("mirror", "src", "dst", "--topics", topic_name, "--exactly-once", "-o", "json")
+    final = final_run.json()
     assert final["redelivered"] == 0
     source, target = read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name)
     assert sum(map(len, source.values())) == total
     assert_exact_copy(source, target, cluster_id(src_cluster))  # once each, in order, for read_committed
     # the aborted copies are still in the log, invisible to read_committed readers
     assert uncommitted(dst_cluster, topic_name) > total
+    assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")
 
 
 def test_an_aggregate_flow_with_exactly_once_runs(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001

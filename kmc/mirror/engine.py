@@ -416,7 +416,7 @@ class _Engine:
             # resumes from here (not from a new "latest"), and duplicates stay countable.
             self.store.write(initial)
             if self.spec.exactly_once:
-                self._commit()  # with every other partition's checkpoint: a commit must cover them all
+                self._commit(force=True)  # these are in the open transaction now: it must not stay open
             else:
                 self.store.flush(timeout=max(30.0, self.target.timeout))
         for name, count in redelivered.items():
@@ -600,7 +600,7 @@ class _Engine:
             self.store.write(changed)
         return len(changed)
 
-    def _commit(self) -> None:
+    def _commit(self, force: bool = False) -> None:
         """--exactly-once: wait for every record sent in the open transaction, add the checkpoints of all
         partitions to it, commit, and begin the next. Raises _SendFailed (part None) if it cannot commit:
         then nothing of it is visible to read_committed readers and :meth:`_recover` starts again from
@@ -609,7 +609,7 @@ class _Engine:
             self._drain()  # raises _SendFailed for a failed send
         except KmcError as exc:  # the flush timed out
             raise _SendFailed(None, exc.__cause__ or exc) from exc
-        if not self._write_checkpoints():
+        if not self._write_checkpoints() and not force:
             return  # nothing was sent or skipped since the last commit: the open transaction is empty
         manager = self.producer._transaction_manager  # noqa: SLF001 - commit_transaction() cannot time out
         timeout_ms = int(max(30.0, self.target.timeout) * 1000) + int(self.spec.delivery_timeout * 1000)
