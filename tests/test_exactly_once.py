@@ -127,3 +127,12 @@ def test_an_aggregate_flow_with_exactly_once_runs(src_cluster, dst_cluster, topi
     kmc("flow", "run", "eos", "--once", "--config", str(config))
     assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, f"src.{topic_name}"),
                       cluster_id(src_cluster))
+
+
+def test_workers_with_exactly_once_each_commit_their_own_shard(src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
+    create_topic(src_cluster, topic_name, 4)
+    produce(src_cluster, topic_name, numbered(2000, 4))
+    result = kmc("mirror", "src", "dst", "--topics", topic_name, "--exactly-once", "--workers", "2", "-o", "json")
+    assert result.json()["records"] == 2000
+    assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name), cluster_id(src_cluster))
+    assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")
