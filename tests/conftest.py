@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import os
 import re
 import shutil
@@ -68,6 +69,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Tests' confluent-kafka clients that nothing references any more are destroyed now, while their
+    # brokers still run: otherwise librdkafka logs "Connection refused" after pytest's summary.
+    gc.collect()
     _stop_all_sandboxes()
 
 
