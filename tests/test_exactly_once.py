@@ -7,6 +7,7 @@ see, and the next run copies them again inside a transaction of its own.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
+from kmc import sandbox
 from tests.helpers import kmc
 from tests.test_mirror import (
     admin,
@@ -135,4 +137,33 @@ def test_workers_with_exactly_once_each_commit_their_own_shard(src_cluster, dst_
     result = kmc("mirror", "src", "dst", "--topics", topic_name, "--exactly-once", "--workers", "2", "-o", "json")
     assert result.json()["records"] == 2000
     assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name), cluster_id(src_cluster))
+    assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")
+
+
+def test_a_target_outage_aborts_the_transaction_and_loses_nothing(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
+                                                                  followers) -> None:  # noqa: F811
+    """The target's only broker stops for longer than the delivery timeout: the open transaction fails,
+    kmc aborts it and copies again from the last commit; read_committed readers see each record once."""
+    partitions = 2
+    create_topic(src_cluster, topic_name, partitions)
+    produce(src_cluster, topic_name, numbered(100, partitions))
+    follower = followers("src", "dst", "--topics", topic_name, "--exactly-once", "--delivery-timeout", "3",
+                         "--checkpoint-interval", "0.5", "-o", "json")
+    wait_for(lambda: count(dst_cluster, topic_name) == 100, 60, "the first records", follower)
+    sandbox.stop_broker(dst_cluster.name, 1)
+    try:
+        produce(src_cluster, topic_name, numbered(100, partitions, start=100))
+        time.sleep(8)  # well past the delivery timeout
+        follower.ensure_running()
+    finally:
+        sandbox.start_broker(dst_cluster.name, 1)
+    produce(src_cluster, topic_name, numbered(100, partitions, start=200))
+    wait_for(lambda: count(dst_cluster, topic_name) >= 300, 120, "the records sent during and after the outage",
+             follower)
+    assert follower.stop() == 0
+    assert "aborting it and copying again from the last commit" in follower.stderr
+    result = json.loads(follower.stdout)
+    source = read_all(src_cluster, topic_name)
+    assert_exact_copy(source, read_all(dst_cluster, topic_name), cluster_id(src_cluster))
+    assert (result["records"], result["redelivered"]) == (300, 0)
     assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")
