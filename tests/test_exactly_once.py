@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 
 import pytest
@@ -27,7 +26,7 @@ from tests.test_mirror import (
     followers,  # noqa: F401 - a fixture (its uses below redefine it: F811)
     numbered,
     produce,
-    producer,
+    produce_slowly,
     read_all,
     wait_for,
 )
@@ -77,21 +76,7 @@ def test_kill_9_with_exactly_once_shows_read_committed_readers_each_record_once(
         src_cluster, dst_cluster, topic_name: str, followers) -> None:  # noqa: F811
     partitions, total = 3, 6000
     create_topic(src_cluster, topic_name, partitions)
-    done = threading.Event()
-
-    def produce_slowly() -> None:  # records keep arriving while the mirror is killed and restarted
-        client = producer(src_cluster)
-        for index, record in enumerate(numbered(total, partitions)):
-            client.produce(topic_name, key=record.key, value=record.value, partition=record.partition,
-                           headers=record.headers, timestamp=record.timestamp)
-            if index % 30 == 29:
-                client.flush(30)
-                time.sleep(0.03)
-        client.flush(30)
-        done.set()
-
-    writer = threading.Thread(target=produce_slowly, daemon=True)
-    writer.start()
+    done = produce_slowly(src_cluster, topic_name, total, partitions, pause=0.03)
     rng = random.Random(11)
     killed_with_open_transaction = False
     # The middle run commits rarely: it certainly dies with records in an open transaction.
@@ -105,8 +90,7 @@ def test_kill_9_with_exactly_once_shows_read_committed_readers_each_record_once(
         if interval == "30":
             killed_with_open_transaction = uncommitted(dst_cluster, topic_name) > count(dst_cluster, topic_name)
         follower.kill()
-    writer.join(120)
-    assert done.is_set() and killed_with_open_transaction
+    assert done.wait(120) and killed_with_open_transaction
     final_run = kmc("mirror", "src", "dst", "--topics", topic_name, "--exactly-once", "-o", "json")
     final = final_run.json()
     assert final["redelivered"] == 0

@@ -204,6 +204,27 @@ def assert_exact_copy(source: dict[int, list[Got]], target: dict[int, list[Got]]
         assert all(r.headers[-1] == (ORIGIN, origin.encode()) for r in copied), f"partition {partition}: origin"
 
 
+def produce_slowly(cluster, topic: str, total: int, partitions: int, pause: float = 0.04) -> threading.Event:  # noqa: ANN001
+    """Produce ``numbered(total, partitions)`` in the background, 30 records at a time with ``pause`` after
+    each, so records keep arriving while a mirror is killed and restarted; the event is set when all are
+    acknowledged."""
+    done = threading.Event()
+
+    def run() -> None:
+        client = producer(cluster)
+        for index, record in enumerate(numbered(total, partitions)):
+            client.produce(topic, key=record.key, value=record.value, partition=record.partition,
+                           headers=record.headers, timestamp=record.timestamp)
+            if index % 30 == 29:
+                client.flush(30)
+                time.sleep(pause)
+        client.flush(30)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, *running: Follower) -> None:
     """Poll ``condition``; fail after ``timeout`` seconds, or at once if one of ``running`` exited."""
     deadline = time.monotonic() + timeout
@@ -515,21 +536,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_counts_what_it_repeats(src_c
                                                                            topic_name: str, followers) -> None:
     partitions, total = 3, 9000
     create_topic(src_cluster, topic_name, partitions)
-    produced = threading.Event()
-
-    def produce_slowly() -> None:  # records keep arriving while the mirror is killed and restarted
-        client = producer(src_cluster)
-        for index, record in enumerate(numbered(total, partitions)):
-            client.produce(topic_name, key=record.key, value=record.value, partition=record.partition,
-                           headers=record.headers, timestamp=record.timestamp)
-            if index % 30 == 29:
-                client.flush(30)
-                time.sleep(0.04)
-        client.flush(30)
-        produced.set()
-
-    writer = threading.Thread(target=produce_slowly, daemon=True)
-    writer.start()
+    produced = produce_slowly(src_cluster, topic_name, total, partitions)
     rng = random.Random(5)
     stderr = []
     # The middle run checkpoints rarely, so it certainly dies with copied records after its checkpoint.
@@ -541,8 +548,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_counts_what_it_repeats(src_c
         follower.ensure_running()
         follower.kill()
         stderr.append(follower.stderr)
-    writer.join(120)
-    assert produced.is_set()
+    assert produced.wait(120)
     final = kmc("mirror", "src", "dst", "--topics", topic_name, "--once", "-o", "json")
     stderr.append(final.stderr)
     source, target = read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name)
