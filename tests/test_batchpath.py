@@ -6,6 +6,8 @@ then what only the byte path can do, against real sandbox clusters and verified 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
@@ -173,3 +175,32 @@ def test_an_unknown_copy_path_is_a_usage_error(src_cluster, dst_cluster, topic_n
     monkeypatch.setenv("KMC_COPY_PATH", "fast")
     result = kmc("mirror", "src", "dst", "--topics", topic_name, expect=2)
     assert "KMC_COPY_PATH" in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr
+
+
+@pytest.mark.kafka
+def test_a_batch_too_large_for_the_target_topic_is_split_and_arrives_whole(src_cluster, dst_cluster,  # noqa: ANN001
+                                                                         topic_name: str) -> None:
+    """The target topic takes batches of at most 20 kB; kmc builds bigger ones from the source's batch:
+    kafka-python splits them on MESSAGE_TOO_LARGE, and the byte path's futures follow the split."""
+    create_topic(src_cluster, topic_name, 1)
+    create_topic(dst_cluster, topic_name, 1, {"max.message.bytes": "20000"})
+    records = [Rec(0, f"k{i}".encode(), os.urandom(1000), [("i", str(i).encode())], BASE_TIMESTAMP + i)
+               for i in range(300)]
+    produce(src_cluster, topic_name, records, **{"linger.ms": 200})
+    result = kmc("mirror", "src", "dst", "--topics", topic_name, "--compression", "none", "-o", "json").json()
+    assert result["records"] == 300
+    assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name), cluster_id(src_cluster))
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("delivery", ["at-least-once", "exactly-once"])
+def test_a_record_too_large_for_the_target_is_one_error_line(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
+                                                             delivery: str) -> None:
+    create_topic(src_cluster, topic_name, 1)
+    create_topic(dst_cluster, topic_name, 1, {"max.message.bytes": "20000"})
+    produce(src_cluster, topic_name, [Rec(0, b"big", os.urandom(50_000), [], BASE_TIMESTAMP)])
+    extra = ["--exactly-once"] if delivery == "exactly-once" else []
+    result = kmc("mirror", "src", "dst", "--topics", topic_name, "--compression", "none", *extra, expect=1)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("kmc: error:")]
+    assert len(errors) == 1 and "MessageSizeTooLarge" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr

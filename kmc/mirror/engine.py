@@ -571,7 +571,7 @@ class _Engine:
     def _drain(self) -> None:
         """Wait for every send to be acknowledged (or fail)."""
         with translate_errors(self.target.cluster, "flush"):
-            self.producer.flush(timeout=self.spec.delivery_timeout + 30)
+            _flush(self.producer, self.spec.delivery_timeout + 30)
         self._reap()
 
     def _checkpoint(self) -> None:
@@ -614,7 +614,7 @@ class _Engine:
         manager = self.producer._transaction_manager  # noqa: SLF001 - commit_transaction() cannot time out
         timeout_ms = int(max(30.0, self.target.timeout) * 1000) + int(self.spec.delivery_timeout * 1000)
         try:
-            self.producer.flush(timeout=timeout_ms / 1000)
+            _flush(self.producer, timeout_ms / 1000)
             result = manager.begin_commit()
             self.producer._sender.wakeup()  # noqa: SLF001
             if not result.wait(timeout_ms=timeout_ms):
@@ -733,6 +733,10 @@ class _Engine:
                            else AuthorizationError)
             raise error_class(f"{self.target.cluster.name}: the transaction failed: {_describe(failure.error)}",
                               hint=_FATAL_IN_TRANSACTION_HINT)
+        if failure.part is not None and not _retriable(failure.error):  # e.g. a record too large: sending it
+            # again cannot help; the open transaction is aborted by the next run (or its timeout)
+            raise KafkaOperationError(f"{self.target.cluster.name}: sending to {failure.part.target.topic}"
+                                      f"[{failure.part.target.partition}] failed: {_describe(failure.error)}")
         self._warn(f"{self.target.cluster.name}: the transaction failed ({_describe(failure.error)}); aborting it "
                    "and copying again from the last commit")
         with contextlib.suppress(Exception):
@@ -823,6 +827,29 @@ _FATAL_IN_TRANSACTION = (
 )
 _FATAL_IN_TRANSACTION_HINT = ("another run with the same flow, clusters and topics took over (fenced), or the target "
                               "denies transactions: kmc needs WRITE and DESCRIBE on its transactional id (kmc/...)")
+
+
+def _flush(producer: Any, timeout: float) -> None:
+    """Send everything the producer holds now and wait until no batch is incomplete.
+
+    Not ``producer.flush()``: kafka-python's flush waits on a snapshot of the incomplete batches, and a
+    batch split after MESSAGE_TOO_LARGE stays in that snapshot while its records move to the halves; its
+    latch is only set when a record future moves with them, and the byte path's batches have futures for
+    their last records only. Waiting for the set of incomplete batches to empty has no such hole."""
+    accumulator = producer._accumulator  # noqa: SLF001
+    deadline = time.monotonic() + timeout
+    accumulator.begin_flush()  # every batch is ready now, whatever its linger
+    try:
+        producer._sender.wakeup()  # noqa: SLF001
+        while True:
+            pending = accumulator._incomplete.all()  # noqa: SLF001
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise kafka_errors.KafkaTimeoutError(f"the target did not acknowledge within {timeout:g}s")
+            pending[0].produce_future.wait(timeout=0.05)
+    finally:
+        accumulator._flushes_in_progress.decrement()  # noqa: SLF001
 
 
 def _retriable(error: BaseException | None) -> bool:
