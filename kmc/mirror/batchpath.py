@@ -366,7 +366,7 @@ class BatchCopyPath(RecordCopyPath):
                 stop = start + 1
                 while stop < count and type(records[stop]) is not RawBatch:
                     stop += 1
-                run_future, run_sent, run_skipped, run_size = super().send_batch(target, records[start:stop])
+                run_future, run_sent, run_skipped, run_size = self._send_records(target, records[start:stop])
                 start = stop
             if run_future is not None:
                 future = run_future

@@ -68,6 +68,10 @@ class RecordCopyPath:
     def send_batch(self, target: TopicPartition, records: list[Any]) -> tuple[Any, int, int, int]:
         if self._transaction is not None:
             self._transaction.maybe_add_partition_to_transaction(target)
+        return self._send_records(target, records)
+
+    def _send_records(self, target: TopicPartition, records: list[Any]) -> tuple[Any, int, int, int]:
+        """send_batch's work, once ``target`` is in the open transaction (if any)."""
         append = self._append
         origin_header = self._origin_header
         target_origin = self._target_origin

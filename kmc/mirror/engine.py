@@ -231,6 +231,7 @@ class _Engine:
         self.source = source
         self.target = target
         self.spec = spec
+        self.byte_path = _byte_path(spec)
         self.once = mode == "once"
         self.mode = mode
         self.stop_event = stop_event
@@ -276,7 +277,7 @@ class _Engine:
             max_poll_records=2000,
             fetch_max_wait_ms=200,
         )
-        if _byte_path(self.spec):
+        if self.byte_path:
             fetch_batches(self.consumer)
         self._add_partitions(plan.topics, self.spec.start)
         try:
@@ -335,10 +336,8 @@ class _Engine:
                 self.producer.init_transactions()
                 self.producer.begin_transaction()
             self.store.use_producer(self.producer)
-        if spec.partitioner == "key":
-            path_class = KeyedCopyPath
-        else:
-            path_class = BatchCopyPath if _byte_path(spec) else RecordCopyPath
+        # (the byte path is never on with --partitioner key: see _byte_path)
+        path_class = BatchCopyPath if self.byte_path else KeyedCopyPath if spec.partitioner == "key" else RecordCopyPath
         self.path = path_class(self.producer, self.plan.source_cluster_id, self.plan.target_cluster_id)
         with translate_errors(self.target.cluster, "load topic metadata"):
             for name in {part.target.topic for part in self.parts.values()}:
@@ -702,8 +701,7 @@ class _Engine:
             with contextlib.suppress(Exception):
                 self._checkpoint()
                 self.store.flush(timeout=10)
-            raise KafkaOperationError(f"{self.target.cluster.name}: sending to {failure.part.target.topic}"
-                                      f"[{failure.part.target.partition}] failed: {_describe(failure.error)}")
+            raise self._send_error(failure)
         self._warn(f"{self.target.cluster.name}: sending failed ({_describe(failure.error)}); "
                    "resending from the last acknowledged offsets")
         with contextlib.suppress(Exception):
@@ -719,11 +717,7 @@ class _Engine:
                 if part.target in ends and ends[part.target] > part.acked_target:
                     part.stats.redelivered += ends[part.target] - part.acked_target
                     part.acked_target = ends[part.target]
-                part.position = part.acked
-                if part.done and part.end is not None and part.acked < part.end:
-                    part.done = False
-                    self.consumer.resume(part.source)
-                self.consumer.seek(part.source, part.acked)
+                self._rewind(part, part.acked)
 
     def _abort_transaction(self, failure: _SendFailed) -> None:
         """--exactly-once: a send or a commit failed. The open transaction is abandoned (the next producer's
@@ -735,16 +729,13 @@ class _Engine:
                               hint=_FATAL_IN_TRANSACTION_HINT)
         if failure.part is not None and not _retriable(failure.error):  # e.g. a record too large: sending it
             # again cannot help; the open transaction is aborted by the next run (or its timeout)
-            raise KafkaOperationError(f"{self.target.cluster.name}: sending to {failure.part.target.topic}"
-                                      f"[{failure.part.target.partition}] failed: {_describe(failure.error)}")
+            raise self._send_error(failure)
         self._warn(f"{self.target.cluster.name}: the transaction failed ({_describe(failure.error)}); aborting it "
                    "and copying again from the last commit")
         with contextlib.suppress(Exception):
             self.producer.close(timeout=5)
+        self._uncount_open_transaction()
         for part in self.parts.values():
-            part.stats.records -= part.txn_records
-            part.stats.bytes -= part.txn_bytes
-            part.txn_records = part.txn_bytes = 0
             part.pending.clear()
             part.acked = part.written = part.committed
             part.acked_target = part.committed_target
@@ -752,13 +743,28 @@ class _Engine:
         self._until_target_answers(self._new_producer, None)
         with translate_errors(self.source.cluster, "rewind"):
             for part in self.parts.values():
-                if part.position == part.committed:
-                    continue
-                part.position = part.committed
-                if part.done and part.end is not None and part.committed < part.end:
-                    part.done = False
-                    self.consumer.resume(part.source)
-                self.consumer.seek(part.source, part.committed)
+                if part.position != part.committed:
+                    self._rewind(part, part.committed)
+
+    def _rewind(self, part: _Partition, offset: int) -> None:
+        """Copy ``part`` again from source offset ``offset`` (a partition --once had finished resumes)."""
+        part.position = offset
+        if part.done and part.end is not None and offset < part.end:
+            part.done = False
+            self.consumer.resume(part.source)
+        self.consumer.seek(part.source, offset)
+
+    def _uncount_open_transaction(self) -> None:
+        """--exactly-once: the records of the open transaction were not delivered after all."""
+        for part in self.parts.values():
+            part.stats.records -= part.txn_records
+            part.stats.bytes -= part.txn_bytes
+            part.txn_records = part.txn_bytes = 0
+
+    def _send_error(self, failure: _SendFailed) -> KafkaOperationError:
+        """The error that ends the run when a send failed for a reason that resending cannot mend."""
+        return KafkaOperationError(f"{self.target.cluster.name}: sending to {failure.part.target.topic}"
+                                   f"[{failure.part.target.partition}] failed: {_describe(failure.error)}")
 
     def _forget_unacknowledged(self) -> list[_Partition]:
         """Drop the sends not acknowledged (after a failure); their records no longer count as copied.
@@ -796,10 +802,7 @@ class _Engine:
             except _SendFailed as failure:
                 self._warn(f"the last transaction did not commit ({_describe(failure.error)}); the next run "
                            "copies its records again")
-                for part in self.parts.values():
-                    part.stats.records -= part.txn_records
-                    part.stats.bytes -= part.txn_bytes
-                    part.txn_records = part.txn_bytes = 0
+                self._uncount_open_transaction()
             self._report(time.monotonic())
             return
         try:
