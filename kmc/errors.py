@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     UNREACHABLE = 4  # a cluster could not be reached in time
     AUTH = 5  # authentication or authorization failed
     PARTIAL = 6  # some clusters, topics or partitions failed, the rest succeeded
+    DATA_GAP = 7  # records expired or a topic was recreated before they were copied
     LOCKED = 75  # another run of the same flow holds its lock (EX_TEMPFAIL)
     INTERRUPTED = 130  # Ctrl-C
 
@@ -30,6 +31,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.UNREACHABLE: "a cluster could not be reached in time",
     ExitCode.AUTH: "authentication or authorization failed",
     ExitCode.PARTIAL: "partial failure: some clusters, topics or partitions failed, the rest succeeded",
+    ExitCode.DATA_GAP: "data gap: records expired or a topic was recreated before they were copied "
+                       "(the rest was copied; the gaps are listed)",
     ExitCode.LOCKED: "another run of the same flow holds its lock (cron overlap)",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C; progress up to the interruption is checkpointed",
 }
@@ -94,6 +97,13 @@ class AuthorizationError(AuthError):
 class PartialFailure(KmcError):
     exit_code = ExitCode.PARTIAL
     default_hint = "the other clusters, topics or partitions succeeded; see the errors above"
+
+
+class DataGapError(KmcError):
+    """A mirror copied everything it could, but some records were gone before they could be copied."""
+
+    exit_code = ExitCode.DATA_GAP
+    default_hint = "the gaps are listed above and in the JSON result (gaps); see docs/mirror.md, data gaps"
 
 
 class LockedError(KmcError):

@@ -35,6 +35,7 @@ from kafka.admin import OffsetSpec
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, RedactSecrets, gather_clusters, translate_errors
 from kmc.errors import (
     ConfigError,
+    DataGapError,
     Interrupted,
     KafkaOperationError,
     KmcError,
@@ -55,8 +56,7 @@ from kmc.mirror import (
     TopicProgress,
     TopicResult,
     apply_plan,
-    hold_lock,
-    lock_identity,
+    mirror_lock,
     plan_mirror,
     run_mirror,
 )
@@ -499,8 +499,7 @@ def run_sharded_mirror(
             progress_callback(merged)
 
     started = time.monotonic()
-    identity = lock_identity(source, target, spec.topics, spec.exclude, spec.rename, spec.flow)
-    with hold_lock(identity, f"mirror {source.name} -> {target.name} (flow {spec.flow})"):
+    with mirror_lock(source, target, spec, timeout):
         outcomes = run_jobs(jobs, mode=mode, stop_event=stop_event, progress_callback=progress, notice_callback=notice,
                             timeout=timeout, retry_first=RETRY_FIRST, processes=True)
     for outcome in outcomes:
@@ -528,12 +527,14 @@ def merge_results(results: Sequence[MirrorResult], elapsed: float, complete: boo
             merged.bytes += topic.bytes
             merged.skipped += topic.skipped
             merged.redelivered += topic.redelivered
+            merged.gaps += topic.gaps
             merged.lag = None if merged.lag is None or topic.lag is None else merged.lag + topic.lag
     return dataclasses.replace(
         first, complete=complete and all(result.complete for result in results), elapsed=elapsed,
         topics=list(topics.values()),
         changes=list(dict.fromkeys(change for result in results for change in result.changes)),
-        warnings=list(dict.fromkeys(warning for result in results for warning in result.warnings)))
+        warnings=list(dict.fromkeys(warning for result in results for warning in result.warnings)),
+        gaps=[gap for result in results for gap in result.gaps])
 
 
 def merge_progress(events: Sequence[MirrorProgress]) -> MirrorProgress:
@@ -691,12 +692,16 @@ def serve_job() -> None:
                                           hint="run again with --debug and report it"))
 
 
-def outcome_failure(outcomes: Sequence[JobOutcome]) -> KmcError | None:
+def outcome_failure(outcomes: Sequence[JobOutcome], mode: str = "follow") -> KmcError | None:
     """The error to exit with: None when every job succeeded; PartialFailure (exit 6) naming each failed
     job and why when some did; when all failed, the first one's kind (so all unreachable exits 4, all
-    locked 75) with every job named."""
+    locked 75) with every job named. With every job run, a ``--once`` run that found data gaps exits 7."""
     failed = [outcome for outcome in outcomes if outcome.error is not None]
     if not failed:
+        gapped = [outcome.result.gap_error() for outcome in outcomes
+                  if mode == "once" and outcome.result is not None and outcome.result.gaps]
+        if gapped:
+            return DataGapError("; ".join(error.message for error in gapped))
         return None
     reasons = "; ".join(f"{outcome.job.label}: {outcome.error.message}" for outcome in failed)
     if len(failed) < len(outcomes):
@@ -729,7 +734,7 @@ def outcomes_document(outcomes: Sequence[JobOutcome], mode: str, elapsed: float)
 # ------------------------------------------------------------------------------------------ status
 
 STATUS_KEYS = ("flow", "source", "target", "source_topic", "target_topic", "partitions", "checkpointed_partitions",
-               "records_behind", "seconds_behind", "oldest_uncopied_ms", "checkpoint_ms", "error")
+               "records_behind", "seconds_behind", "oldest_uncopied_ms", "checkpoint_ms", "gaps", "error")
 
 
 @dataclass
@@ -806,6 +811,8 @@ def _source_status(flow: Flow, source: Cluster, target: Cluster, timeout: float,
                                None if oldest_ms is None else round(max(0, now_ms - oldest_ms) / 1000, 3)),
             "oldest_uncopied_ms": oldest_ms,
             "checkpoint_ms": max((checkpoint.updated_ms for checkpoint in found), default=None),
+            # data gaps recorded in the checkpoints (the most recent ones per partition; docs/mirror.md)
+            "gaps": sum(len(checkpoint.gaps) for checkpoint in found),
             "error": None,
         })
     return rows

@@ -46,6 +46,7 @@ class TopicInfo:
     partitions: tuple[PartitionInfo, ...]
     earliest: dict[int, int] = field(default_factory=dict)
     latest: dict[int, int] = field(default_factory=dict)
+    topic_id: str | None = None  # Kafka's topic id (a new one when a topic is deleted and created again)
 
     @property
     def replication_factor(self) -> int:
@@ -113,7 +114,7 @@ def describe_topics(
             for part in sorted(entry["partitions"], key=lambda part: part["partition_index"])
         )
         topics.append(TopicInfo(name=name, internal=is_internal(name, entry.get("is_internal", False)),
-                                partitions=partitions))
+                                partitions=partitions, topic_id=_topic_id(entry.get("topic_id"))))
     topics.sort(key=lambda topic: topic.name)
     if with_offsets and topics:
         earliest, latest = partition_offsets(session, topics)
@@ -122,10 +123,17 @@ def describe_topics(
                       earliest={p.partition: earliest[(topic.name, p.partition)]
                                 for p in topic.partitions if (topic.name, p.partition) in earliest},
                       latest={p.partition: latest[(topic.name, p.partition)]
-                              for p in topic.partitions if (topic.name, p.partition) in latest})
+                              for p in topic.partitions if (topic.name, p.partition) in latest},
+                      topic_id=topic.topic_id)
             for topic in topics
         ]
     return topics
+
+
+def _topic_id(value: object) -> str | None:
+    """kafka-python's topic id as text; None for a missing or all-zero id (a broker without topic ids)."""
+    text = str(value) if value else ""
+    return text if text and text.strip("0-") else None
 
 
 def partition_offsets(

@@ -49,6 +49,7 @@ EXIT_CODE_TESTS: dict[ExitCode, str] = {
     ExitCode.UNREACHABLE: "test_exit_4_unreachable",
     ExitCode.AUTH: "test_exit_5_authentication_failed",
     ExitCode.PARTIAL: "test_exit_6_partial_failure",
+    ExitCode.DATA_GAP: "elsewhere: tests/test_faults.py, records deleted before they were copied exit 7",
     ExitCode.LOCKED: "elsewhere: the mirror/flow lock tests (issues 5, 6), an overlapping run exits 75",
     ExitCode.INTERRUPTED: "test_exit_130_interrupted",
 }
@@ -91,7 +92,7 @@ def test_every_exit_code_is_pinned() -> None:
     assert set(EXIT_CODE_TESTS) == set(ExitCode), "add a test for the new ExitCode member to EXIT_CODE_TESTS"
     for code, where in EXIT_CODE_TESTS.items():
         if where.startswith("elsewhere:"):
-            assert code in (ExitCode.DIFFERENCES, ExitCode.LOCKED)  # only these are pinned elsewhere
+            assert code in (ExitCode.DIFFERENCES, ExitCode.LOCKED, ExitCode.DATA_GAP)  # pinned elsewhere
         else:
             assert callable(globals().get(where)), f"{where} (for exit {int(code)}) is not a test in this file"
 
@@ -99,7 +100,7 @@ def test_every_exit_code_is_pinned() -> None:
 def test_exit_code_values_are_the_documented_ones() -> None:
     assert {code.name: int(code) for code in ExitCode} == {
         "OK": 0, "DIFFERENCES": 1, "USAGE": 2, "CONFIG": 3, "UNREACHABLE": 4, "AUTH": 5, "PARTIAL": 6,
-        "LOCKED": 75, "INTERRUPTED": 130,
+        "DATA_GAP": 7, "LOCKED": 75, "INTERRUPTED": 130,
     }
 
 

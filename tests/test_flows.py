@@ -30,7 +30,7 @@ from tests.test_mirror import (
 pytestmark = pytest.mark.kafka
 
 STATUS_KEYS = {"flow", "source", "target", "source_topic", "target_topic", "partitions", "checkpointed_partitions",
-               "records_behind", "seconds_behind", "oldest_uncopied_ms", "checkpoint_ms", "error"}
+               "records_behind", "seconds_behind", "oldest_uncopied_ms", "checkpoint_ms", "gaps", "error"}
 
 
 @pytest.fixture(scope="module")

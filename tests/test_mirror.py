@@ -45,9 +45,10 @@ pytestmark = pytest.mark.kafka
 BASE_TIMESTAMP = int(time.time() * 1000) - 3_600_000
 ORIGIN = "kmc-origin"
 RESULT_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_id", "mode", "complete",
-               "elapsed_seconds", "records", "bytes", "skipped", "redelivered", "changes", "warnings", "topics"}
+               "elapsed_seconds", "records", "bytes", "skipped", "redelivered", "changes", "warnings", "gaps",
+               "topics"}
 RESULT_TOPIC_KEYS = {"source_topic", "target_topic", "partitions", "records", "bytes", "skipped", "redelivered",
-                     "lag"}
+                     "lag", "gaps"}
 PLAN_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_id", "checkpoint_topic", "topics",
              "warnings"}
 PLAN_TOPIC_KEYS = {"source_topic", "target_topic", "partitions", "target_partitions", "replication_factor",
@@ -388,7 +389,8 @@ def test_every_property_of_a_record_survives(src_cluster, dst_cluster, topic_nam
     assert set(result["topics"][0]) == RESULT_TOPIC_KEYS
     payload = sum(len(r.key or b"") + len(r.value or b"") for r in records)
     assert result["topics"][0] == {"source_topic": topic_name, "target_topic": topic_name, "partitions": 3,
-                                   "records": len(records), "bytes": payload, "skipped": 0, "redelivered": 0, "lag": 0}
+                                   "records": len(records), "bytes": payload, "skipped": 0, "redelivered": 0, "lag": 0,
+                                   "gaps": 0}
     assert (result["mode"], result["complete"], result["flow"]) == ("once", True, "mirror")
     source, target = read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name)
     assert_exact_copy(source, target, cluster_id(src_cluster))
@@ -454,10 +456,14 @@ def test_once_is_idempotent_and_resumes_exactly_from_checkpoints(src_cluster, ds
     assert sorted(latest) == [f"mirror/{cluster_id(src_cluster)}/{topic_name}/{p}" for p in range(4)]
     for partition in range(4):
         value = latest[f"mirror/{cluster_id(src_cluster)}/{topic_name}/{partition}"]
-        assert set(value) == {"next_offset", "target_topic", "target_next_offset", "updated_ms"}
+        assert set(value) == {"next_offset", "target_topic", "target_next_offset", "updated_ms", "source_topic_id",
+                              "target_topic_id"}
         assert value["next_offset"] == len(source[partition]) == 150 // 4 + (partition < 2)
         assert value["target_next_offset"] == len(target[partition])
         assert value["target_topic"] == topic_name
+    # Kafka's topic ids, one per topic: a topic recreated under the mirror is told from the one copied
+    assert len({(value["source_topic_id"], value["target_topic_id"]) for value in latest.values()}) == 1
+    assert len({value["source_topic_id"], value["target_topic_id"]}) == 2
 
 
 def test_from_latest_and_from_a_timestamp_apply_only_without_a_checkpoint(src_cluster, dst_cluster,  # noqa: ANN001

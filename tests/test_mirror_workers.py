@@ -9,8 +9,7 @@ import signal
 import pytest
 
 from kmc.flows import merge_results
-from kmc.mirror import MirrorResult, TopicResult, hold_lock, lock_identity
-from kmc.profiles import Cluster
+from kmc.mirror import MirrorResult, MirrorSpec, TopicResult, hold_lock, mirror_identity
 from tests.helpers import kmc
 from tests.test_mirror import (  # noqa: F401 - followers is a fixture
     RESULT_KEYS,
@@ -62,9 +61,7 @@ def test_the_run_holds_the_unsharded_lock(src_cluster, dst_cluster, topic_name: 
     produce(src_cluster, topic_name, numbered(40, 2))
     selection = ["src", "dst", "--topics", topic_name]
     # an unsharded run holds the lock: a sharded one exits 75 and copies nothing
-    identity = lock_identity(Cluster(name="src", bootstrap=tuple(src_cluster.bootstrap)),
-                             Cluster(name="dst", bootstrap=tuple(dst_cluster.bootstrap)), (topic_name,), (),
-                             "{topic}", "mirror")
+    identity = mirror_identity(cluster_id(src_cluster), cluster_id(dst_cluster), MirrorSpec(topics=(topic_name,)))
     with hold_lock(identity, "test"):
         locked = kmc("mirror", *selection, "--once", "--workers", "2", expect=75)
     assert "another run holds the lock" in locked.stderr
@@ -95,9 +92,9 @@ def test_merged_results_sum_per_topic_and_an_unknown_lag_stays_unknown() -> None
     merged = merge_results([result(0, 7, 3, ["w1"]), result(1, 2, None, ["w1", "w2"])], 2.5)
     assert [topic.to_dict() for topic in merged.topics] == [
         {"source_topic": "a", "target_topic": "a", "partitions": 4, "records": 9, "bytes": 90, "skipped": 2,
-         "redelivered": 1, "lag": None},
+         "redelivered": 1, "lag": None, "gaps": 0},
         {"source_topic": "b", "target_topic": "b", "partitions": 1, "records": 5, "bytes": 50, "skipped": 0,
-         "redelivered": 0, "lag": 0}]
+         "redelivered": 0, "lag": 0, "gaps": 0}]
     assert (merged.records, merged.changes, merged.warnings, merged.elapsed) == (14, ["created a"], ["w1", "w2"], 2.5)
 
 

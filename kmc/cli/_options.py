@@ -27,8 +27,9 @@ REFRESH = typer.Option(30.0, "--refresh", min=1.0, metavar="SECONDS",
                        help="--follow: how often to look for new topics and partitions.")
 CHECKPOINT_INTERVAL = typer.Option(1.0, "--checkpoint-interval", min=0.1, metavar="SECONDS",
                                    help="How often to write checkpoints of what the target acknowledged.")
-COMPRESSION = typer.Option("lz4", "--compression", metavar="CODEC",
-                           help="Codec of the records sent to the target: none, gzip, snappy, lz4, zstd.")
+COMPRESSION = typer.Option("keep", "--compression", metavar="CODEC",
+                           help="Codec of the batches sent to the target: keep (each batch as compressed at "
+                                "the source), none, gzip, snappy, lz4, zstd.")
 EXACTLY_ONCE = typer.Option(False, "--exactly-once",
                             help="Write records and their checkpoints in one target transaction per checkpoint "
                                  "interval: read_committed consumers of DST see each record once, even across "

@@ -19,9 +19,9 @@ from kmc.mirror import plan_mirror
 from kmc.output import Column, OutputFormat, columns
 
 RESULT_KEYS = ("flow", "source", "target", "source_topic", "target_topic", "partitions", "records", "bytes",
-               "skipped", "redelivered", "lag")
+               "skipped", "redelivered", "lag", "gaps")
 _NUMBERS = (Column("records", numeric=True), Column("bytes", numeric=True), Column("skipped", numeric=True),
-            Column("redelivered", numeric=True), Column("lag", numeric=True))
+            Column("redelivered", numeric=True), Column("lag", numeric=True), Column("gaps", numeric=True))
 AGGREGATE_COLUMNS = columns("source", "source_topic", "target_topic", *_NUMBERS)
 FLOW_COLUMNS = columns("flow", "source", "target", "source_topic", "target_topic", *_NUMBERS)
 PLAN_COLUMNS = columns("flow", "source", "source_topic", "target_topic", Column("partitions", numeric=True),
@@ -64,7 +64,7 @@ def execute(app_ctx: context.AppContext, jobs: Sequence[MirrorJob], *, run_mode:
         outcomes = run_jobs(jobs, mode=run_mode, stop_event=stop, progress_callback=progress,
                             notice_callback=notice, timeout=app_ctx.timeout)
     _render(app_ctx, outcomes, run_mode, time.monotonic() - started, title, by_flow)
-    failure = outcome_failure(outcomes)
+    failure = outcome_failure(outcomes, run_mode)
     if received and received[-1] == signal.SIGINT:
         if failure is not None:
             app_ctx.messages.error(failure.one_line())

@@ -25,7 +25,8 @@ PLAN_COLUMNS = columns("source_topic", "target_topic", Column("partitions", nume
                        Column("replication_factor", "RF", numeric=True), "actions", "config_drift")
 RESULT_COLUMNS = columns("source_topic", "target_topic", Column("records", numeric=True),
                          Column("bytes", numeric=True), Column("skipped", numeric=True),
-                         Column("redelivered", numeric=True), Column("lag", numeric=True))
+                         Column("redelivered", numeric=True), Column("lag", numeric=True),
+                         Column("gaps", numeric=True))
 
 
 def mirror(
@@ -104,6 +105,9 @@ def mirror(
     render_result(app_ctx, result)
     if received and received[-1] == signal.SIGINT:
         raise Interrupted("interrupted; progress up to the interruption is checkpointed")
+    gap_error = result.gap_error() if mode == "once" else None
+    if gap_error is not None:
+        raise gap_error
 
 
 # The helpers below are shared with the commands that run several mirrors at once (aggregate, flows).

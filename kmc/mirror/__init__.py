@@ -20,12 +20,15 @@ from kmc.mirror.checkpoints import (
 )
 from kmc.mirror.copypath import ORIGIN_HEADER, CopyPath, RecordCopyPath
 from kmc.mirror.engine import (
+    Gap,
     MirrorProgress,
     MirrorResult,
     NoticeCallback,
     ProgressCallback,
     TopicProgress,
     TopicResult,
+    mirror_identity,
+    mirror_lock,
     run_mirror,
 )
 from kmc.mirror.lock import hold_lock, lock_dir, lock_identity, lock_path
@@ -38,6 +41,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointStore",
     "CopyPath",
+    "Gap",
     "MirrorProgress",
     "MirrorResult",
     "MirrorSpec",
@@ -55,6 +59,8 @@ __all__ = [
     "lock_dir",
     "lock_identity",
     "lock_path",
+    "mirror_identity",
+    "mirror_lock",
     "parse_start",
     "plan_mirror",
     "run_mirror",

@@ -37,6 +37,7 @@ from typing import Any
 
 import kafka.errors as kafka_errors
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.codec import gzip_decode, lz4_decode, snappy_decode, zstd_decode
 from kafka.consumer.fetcher import ConsumerRecord, Fetcher
 from kafka.producer.future import FutureRecordMetadata
 from kafka.producer.producer_batch import ProducerBatch
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 _ORIGIN_NAME = ORIGIN_HEADER.encode()
 _LOG_APPEND_TIME = DefaultRecordBatch.TIMESTAMP_TYPE_MASK
 _CONTROL = DefaultRecordBatch.CONTROL_MASK
+_CODEC_MASK = DefaultRecordBatch.CODEC_MASK
+_CODEC_NONE = DefaultRecordBatch.CODEC_NONE
 _BATCH_HEADER_SIZE = DefaultRecordBatchBuilder.HEADER_STRUCT.size
 # The varint bytes of every zigzag-encoded value below 2**14 (1 or 2 bytes), looked up instead of encoded.
 _VARINTS = tuple(bytes((z,)) if z < 0x80 else bytes((0x80 | (z & 0x7F), z >> 7)) for z in range(1 << 14))
@@ -58,17 +61,40 @@ _SMALL = len(_VARINTS)
 
 
 class RawBatch:
-    """One fetched v2 record batch, undecoded. ``offset`` is its last offset (what the copy loop reads
-    from the last item of a poll to know where the partition continues)."""
+    """One fetched v2 record batch, as stored (still compressed). ``offset`` is its last offset (what the
+    copy loop reads from the last item of a poll to know where the partition continues).
 
-    __slots__ = ("offset", "base_offset", "body", "count", "first_timestamp")
+    The records are decompressed only when :attr:`body` is read, by the copy path as it sends them, and
+    the result is not kept: a poll's worth of batches stays at its compressed size in memory, and the
+    decompressed bytes of one batch live only while it is copied."""
 
-    def __init__(self, offset: int, base_offset: int, body: bytes, count: int, first_timestamp: int) -> None:
+    __slots__ = ("offset", "base_offset", "count", "first_timestamp", "codec", "raw")
+
+    def __init__(self, offset: int, base_offset: int, count: int, first_timestamp: int, codec: int,
+                 raw: bytearray) -> None:
         self.offset = offset
         self.base_offset = base_offset
-        self.body = body  # the records, decompressed
         self.count = count
         self.first_timestamp = first_timestamp
+        self.codec = codec  # DefaultRecordBatch.CODEC_* of the source batch
+        self.raw = raw  # the whole batch: header and (compressed) records
+
+    @property
+    def body(self) -> bytes:
+        """The records section, decompressed."""
+        data = memoryview(self.raw)[_BATCH_HEADER_SIZE:]
+        codec = self.codec
+        if codec == _CODEC_NONE:
+            return data.tobytes()
+        if codec == DefaultRecordBatch.CODEC_LZ4:
+            return lz4_decode(data.tobytes())
+        if codec == DefaultRecordBatch.CODEC_ZSTD:
+            return zstd_decode(data.tobytes())
+        if codec == DefaultRecordBatch.CODEC_GZIP:
+            return gzip_decode(data)
+        if codec == DefaultRecordBatch.CODEC_SNAPPY:
+            return snappy_decode(data.tobytes())
+        raise kafka_errors.UnsupportedCodecError(f"unknown compression codec {codec}")
 
 
 # ---------------------------------------------------------------------------------------- varints
@@ -286,13 +312,12 @@ class _BatchPartitionRecords(Fetcher.PartitionRecords):
                     batch = records.next_batch()
                     continue
                 if not attributes & _LOG_APPEND_TIME and batch.base_offset >= self.fetch_offset:
-                    batch._maybe_uncompress()  # noqa: SLF001 - see the module docstring
-                    body = bytes(memoryview(batch._buffer)[batch._pos:])  # noqa: SLF001
                     count = batch.records_count
                     self.records_read += count
                     self.bytes_read += batch.size_in_bytes
                     self.next_fetch_offset = batch.next_offset
-                    yield RawBatch(batch.last_offset, batch.base_offset, body, count, batch.first_timestamp)
+                    yield RawBatch(batch.last_offset, batch.base_offset, count, batch.first_timestamp,
+                                   attributes & _CODEC_MASK, batch._buffer)  # noqa: SLF001 - the batch's bytes
                     batch = records.next_batch()
                     continue
             for record in batch:
@@ -340,8 +365,10 @@ class BatchCopyPath(RecordCopyPath):
     """Partition i to partition i, :class:`RawBatch` items as bytes and any ConsumerRecords in between
     through the record path (both append to the same producer accumulator, in order)."""
 
-    def __init__(self, producer: KafkaProducer, source_cluster_id: str, target_cluster_id: str) -> None:
+    def __init__(self, producer: KafkaProducer, source_cluster_id: str, target_cluster_id: str,
+                 keep_codec: bool = False) -> None:
         super().__init__(producer, source_cluster_id, target_cluster_id)
+        self._keep_codec = keep_codec  # each target batch compressed as its source batch was
         self._accumulator = producer._accumulator  # noqa: SLF001
         config = self._accumulator.config
         self._magic = config["message_version"]
@@ -380,6 +407,7 @@ class BatchCopyPath(RecordCopyPath):
         body = item.body
         check_origin = _ORIGIN_NAME in body
         limit = self._batch_size
+        codec = item.codec if self._keep_codec else self._compression
         future = None
         sent = skipped = size = 0
         pos = 0
@@ -394,15 +422,15 @@ class BatchCopyPath(RecordCopyPath):
                 while pos < len(body):
                     batch = queue[-1] if queue else None
                     builder = None
-                    if batch is not None and getattr(batch, "kmc_raw", False):
+                    if batch is not None and getattr(batch, "kmc_codec", None) == codec:
                         records = batch.records
                         builder = records._builder  # noqa: SLF001 - None once the batch is closed
                         if builder is not None and len(builder._buffer) >= limit:  # noqa: SLF001
                             builder = None
                     if builder is None:
-                        records = MemoryRecordsBuilder(self._magic, self._compression, limit)
+                        records = MemoryRecordsBuilder(self._magic, codec, limit)
                         batch = ProducerBatch(tp, records, now=now)
-                        batch.kmc_raw = True
+                        batch.kmc_codec = codec  # a batch of this path: only this path appends to it
                         builder = records._builder  # noqa: SLF001
                         # Appends through accumulator.append() (the record path) must open their own batch:
                         # this one's futures are only its last records'.
@@ -416,7 +444,12 @@ class BatchCopyPath(RecordCopyPath):
                         first_delta, limit, self._origin_bytes, self._target_origin, check_origin)
                     skipped += dropped
                     if not written:
-                        continue  # every remaining record was skipped, or the batch is full: a new one
+                        # Every remaining record came from the target (loop prevention). A batch opened for
+                        # them holds no record and must not be sent: the broker rejects an empty batch.
+                        if not builder._num_records:  # noqa: SLF001
+                            queue.pop()
+                            accumulator._incomplete.remove(batch)  # noqa: SLF001
+                        continue
                     builder._first_timestamp = base  # noqa: SLF001
                     if builder._max_timestamp is None or highest > builder._max_timestamp:  # noqa: SLF001
                         builder._max_timestamp = highest  # noqa: SLF001

@@ -3,35 +3,46 @@
 One record per (flow, source cluster id, source topic, partition)::
 
     key   "{flow}/{source_cluster_id}/{source_topic}/{partition}"
-    value {"next_offset": N, "target_topic": "...", "target_next_offset": M, "updated_ms": T}
+    value {"next_offset": N, "target_topic": "...", "target_next_offset": M, "updated_ms": T,
+           "source_topic_id": "...", "target_topic_id": "...", "gaps": [...]}
 
 ``next_offset`` is the next source offset to copy; every record before it is acknowledged by the target.
 ``target_next_offset`` is the target partition's end offset right after the last of those records was
 acknowledged: on a restart, ``target end offset - target_next_offset`` is the number of records written
-after the checkpoint, which the restart copies again. The source is never written to.
+after the checkpoint, which the restart copies again. The topic ids (Kafka's, since 2.8) tell a topic
+recreated under the mirror from the one that was copied; ``gaps`` lists the most recent data gaps found
+on the partition (docs/mirror.md). Older checkpoints without ids or gaps are read as they are. The
+source is never written to.
+
+Reading: :meth:`CheckpointStore.load` reads to the high watermark and applies read_committed itself
+(kmc/mirror/logreader.py), so an open transaction of another writer never hides newer checkpoints.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import kafka.errors as kafka_errors
-from kafka import TopicPartition
 
 from kmc.client import KafkaSession, broker_error, translate_errors
 from kmc.errors import KafkaOperationError
+from kmc.mirror.logreader import read_latest
 
 CHECKPOINT_TOPIC = "kmc.checkpoints"
 CHECKPOINT_PARTITIONS = 3
 CHECKPOINT_CONFIGS = {
     "cleanup.policy": "compact",
-    # Compact soon after a segment rolls, so a reader at start-up reads few superseded values.
-    "segment.ms": str(6 * 3600 * 1000),
+    # Small segments that roll often, so the cleaner keeps the log near one value per key and a reader at
+    # start-up reads few superseded values: a busy partition writes one checkpoint a second.
+    "segment.ms": str(10 * 60 * 1000),
+    "segment.bytes": str(8 * 1024 * 1024),
     "min.cleanable.dirty.ratio": "0.1",
+    "max.compaction.lag.ms": str(30 * 60 * 1000),
 }
+MAX_GAPS = 10  # recent gaps kept in a checkpoint
 
 
 @dataclass(frozen=True)
@@ -40,11 +51,31 @@ class Checkpoint:
     target_topic: str
     target_next_offset: int
     updated_ms: int = 0
+    source_topic_id: str | None = None
+    target_topic_id: str | None = None
+    gaps: tuple[dict[str, Any], ...] = ()  # Gap.to_dict() of the most recent gaps, oldest first
 
     def to_json(self) -> bytes:
-        return json.dumps({"next_offset": self.next_offset, "target_topic": self.target_topic,
-                           "target_next_offset": self.target_next_offset, "updated_ms": self.updated_ms},
-                          separators=(",", ":")).encode()
+        value: dict[str, Any] = {"next_offset": self.next_offset, "target_topic": self.target_topic,
+                                 "target_next_offset": self.target_next_offset, "updated_ms": self.updated_ms}
+        if self.source_topic_id:
+            value["source_topic_id"] = self.source_topic_id
+        if self.target_topic_id:
+            value["target_topic_id"] = self.target_topic_id
+        if self.gaps:
+            value["gaps"] = list(self.gaps[-MAX_GAPS:])
+        return json.dumps(value, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, value: bytes) -> Checkpoint:
+        """Raises ValueError, KeyError or TypeError for a value that is not a checkpoint."""
+        data = json.loads(value)
+        gaps = data.get("gaps") or []
+        if not isinstance(gaps, list) or not all(isinstance(gap, dict) for gap in gaps):
+            raise TypeError("gaps is not a list of objects")
+        return cls(int(data["next_offset"]), str(data["target_topic"]), int(data["target_next_offset"]),
+                   int(data.get("updated_ms", 0)), data.get("source_topic_id") or None,
+                   data.get("target_topic_id") or None, tuple(gaps))
 
 
 def checkpoint_key(flow: str, source_cluster_id: str, topic: str, partition: int) -> str:
@@ -84,51 +115,27 @@ class CheckpointStore:
         self._failed: list[tuple[str, BaseException]] = []
 
     def load(self, warn: Callable[[str], None] = lambda message: None) -> dict[tuple[str, int], Checkpoint]:
-        """Every checkpoint of this flow and source, read to the end offsets seen at the start."""
-        # read_committed: checkpoints of an aborted --exactly-once transaction never count
-        consumer = self.target.consumer(isolation_level="read_committed")
+        """Every committed checkpoint of this flow and source, read to the end offsets seen at the start
+        (past any open transaction: kmc/mirror/logreader.py)."""
+        consumer = self.target.consumer(isolation_level="read_uncommitted")
+        prefix = self.prefix.encode()
         try:
             with translate_errors(self.target.cluster, f"read {CHECKPOINT_TOPIC}"):
-                partitions = consumer.partitions_for_topic(CHECKPOINT_TOPIC) or set()
-                tps = [TopicPartition(CHECKPOINT_TOPIC, p) for p in sorted(partitions)]
-                if not tps:
-                    return {}
-                consumer.assign(tps)
-                ends = consumer.end_offsets(tps)
-                consumer.seek_to_beginning(*tps)
-                remaining = {tp for tp in tps if ends[tp] > 0}
-                found: dict[tuple[str, int], Checkpoint] = {}
-                deadline = time.monotonic() + max(30.0, 3 * self.target.timeout)
-                while remaining:
-                    if time.monotonic() > deadline:
-                        raise KafkaOperationError(f"{self.target.cluster.name}: reading {CHECKPOINT_TOPIC} timed out")
-                    for tp, records in consumer.poll(timeout_ms=200).items():
-                        for record in records:
-                            if record.offset < ends[tp]:
-                                self._take(record.key, record.value, found, warn)
-                    remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
-                return found
+                values = read_latest(consumer, CHECKPOINT_TOPIC, lambda key: key.startswith(prefix),
+                                     stall=max(30.0, 3 * self.target.timeout))
         finally:
             consumer.close()
-
-    def _take(self, key: bytes | None, value: bytes | None, found: dict[tuple[str, int], Checkpoint],
-              warn: Callable[[str], None]) -> None:
-        text = key.decode("utf-8", "replace") if key else ""
-        if not text.startswith(self.prefix):
-            return
-        topic, _, partition = text[len(self.prefix):].rpartition("/")
-        if not topic or not partition.isdigit():
-            return
-        where = (topic, int(partition))
-        if value is None:  # a tombstone: the checkpoint was deleted
-            found.pop(where, None)
-            return
-        try:
-            data = json.loads(value)
-            found[where] = Checkpoint(int(data["next_offset"]), str(data["target_topic"]),
-                                      int(data["target_next_offset"]), int(data.get("updated_ms", 0)))
-        except (ValueError, KeyError, TypeError):
-            warn(f"{CHECKPOINT_TOPIC}: ignoring unreadable checkpoint {text}")
+        found: dict[tuple[str, int], Checkpoint] = {}
+        for key, value in values.items():
+            text = key.decode("utf-8", "replace")
+            topic, _, partition = text[len(self.prefix):].rpartition("/")
+            if not topic or not partition.isdigit():
+                continue
+            try:
+                found[(topic, int(partition))] = Checkpoint.from_json(value)
+            except (ValueError, KeyError, TypeError):
+                warn(f"{CHECKPOINT_TOPIC}: ignoring unreadable checkpoint {text}")
+        return found
 
     def use_producer(self, producer) -> None:  # noqa: ANN001 - a kafka-python KafkaProducer
         """Write through ``producer`` (the mirror's transactional producer with --exactly-once, so that
@@ -138,7 +145,8 @@ class CheckpointStore:
     def _producer_client(self):  # noqa: ANN202 - a kafka-python KafkaProducer
         if self._producer is None:
             self._producer = self.target.producer(acks="all", linger_ms=5, enable_idempotence=True,
-                                                  delivery_timeout_ms=120000, retries=2**31 - 1)
+                                                  compression_type="lz4", delivery_timeout_ms=120000,
+                                                  retries=2**31 - 1)
         return self._producer
 
     def write(self, checkpoints: Iterable[tuple[str, int, Checkpoint]]) -> int:

@@ -5,20 +5,26 @@ One thread does the loop: poll a batch from the source, hand each partition's re
 ``(next source offset, that future)`` per partition, and every second or so turn the futures that are
 done into checkpoints. Fetching (the consumer's prefetch), sending (the producer's sender thread) and
 checkpointing (asynchronous writes) overlap; the loop never waits for an acknowledgement unless more
-than :data:`MAX_INFLIGHT_BYTES` or :data:`MAX_INFLIGHT_RECORDS` are unacknowledged. Library code: it
-reports through callbacks and returns a :class:`MirrorResult`; it never prints.
+than :data:`MAX_INFLIGHT_BYTES` or :data:`MAX_INFLIGHT_RECORDS` are unacknowledged.
+
+Faults (docs/mirror.md, "Faults"): a send that fails for good rewinds to what was acknowledged (with
+``--exactly-once``, to the checkpoints committed in the target, read again); records the source deleted
+before they were copied, and topics recreated or truncated on either side, are found by offsets and topic
+ids and reported as :class:`Gap` entries, never skipped silently. Library code: it reports through
+callbacks and returns a :class:`MirrorResult`; it never prints.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +33,19 @@ from kafka import TopicPartition
 from kafka.admin import OffsetSpec, OffsetTimestamp
 
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
-from kmc.errors import AuthorizationError, KafkaOperationError, KmcError, UnreachableError, UsageError
+from kmc.errors import (
+    AuthorizationError,
+    DataGapError,
+    KafkaOperationError,
+    KmcError,
+    UnreachableError,
+    UsageError,
+)
+from kmc.metadata import describe_topics
+from kmc.mirror import producer_hooks
 from kmc.mirror.batchpath import BatchCopyPath, fetch_batches
-from kmc.mirror.checkpoints import Checkpoint, CheckpointStore, ensure_checkpoint_topic
-from kmc.mirror.copypath import KeyedCopyPath, RecordCopyPath
+from kmc.mirror.checkpoints import MAX_GAPS, Checkpoint, CheckpointStore, ensure_checkpoint_topic
+from kmc.mirror.copypath import ORIGIN_HEADER, KeyedCopyPath, RecordCopyPath
 from kmc.mirror.lock import hold_lock, lock_identity
 from kmc.mirror.plan import MirrorSpec, TopicPlan, apply_plan, parse_start, plan_mirror
 from kmc.profiles import Cluster
@@ -40,12 +55,19 @@ MODES = ("once", "follow")
 # costs a future (a few hundred bytes), which is why records are capped as well as bytes.
 MAX_INFLIGHT_BYTES = 16 * 1024 * 1024
 MAX_INFLIGHT_RECORDS = 50_000
+# A poll's items are handed to the copy path this many at a time, with the in-flight limits checked in
+# between: a batch is decompressed only as it is copied, so memory stays bounded by the limits above plus
+# this many decompressed batches, however compressible the data.
+SEND_CHUNK = 16
 REAP_INTERVAL = 0.05  # seconds between looks at which sends are acknowledged
 POLL_TIMEOUT_MS = 200  # the longest a stop request waits for the loop to notice it
 MiB = 1024 * 1024
 # KMC_COPY_PATH=records turns the byte-level path off (decoded records only): for comparisons and as an
 # escape hatch; see docs/mirror.md.
 COPY_PATHS = ("batches", "records")
+KEEP_CODEC = "keep"  # MirrorSpec.compression: each batch keeps its source codec (the default)
+
+GAP_KINDS = ("expired", "source-recreated", "source-truncated", "target-recreated", "target-truncated")
 
 
 def _byte_path(spec: MirrorSpec) -> bool:
@@ -56,8 +78,74 @@ def _byte_path(spec: MirrorSpec) -> bool:
         raise UsageError(f"KMC_COPY_PATH={chosen!r}: expected one of {', '.join(COPY_PATHS)}")
     return chosen == "batches" and spec.partitioner != "key"
 
+
 ProgressCallback = Callable[["MirrorProgress"], None]
 NoticeCallback = Callable[[str, str], None]  # (level: "info" | "warn", message)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Records of one source partition that the target will never get from this mirror, or a divergence.
+
+    ``first_offset``/``end_offset`` are the source offsets concerned (end exclusive; None where unknown):
+
+    - ``expired``: the source deleted them (retention, delete-records) before they were copied;
+    - ``source-recreated``: the source topic was deleted and created again; what the old topic held from
+      ``first_offset`` on was not copied; copying goes on from the new topic's beginning;
+    - ``source-truncated``: the source lost records the target already has (an unclean leader election);
+      the source's new records at those offsets are copied after them;
+    - ``target-recreated``: the target topic was deleted and created again; kmc copies everything the
+      source still holds again, and records before ``end_offset`` (the source's start) are gone;
+    - ``target-truncated``: the target lost records it had acknowledged; kmc copies them again, and those
+      before ``end_offset`` that the source no longer holds are gone.
+    """
+
+    source_topic: str
+    partition: int
+    kind: str
+    first_offset: int | None
+    end_offset: int | None
+    target_topic: str = ""
+    detected_ms: int = 0
+
+    @property
+    def records(self) -> int | None:
+        if self.first_offset is None or self.end_offset is None:
+            return None
+        return max(0, self.end_offset - self.first_offset)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source_topic": self.source_topic, "partition": self.partition, "kind": self.kind,
+                "first_offset": self.first_offset, "end_offset": self.end_offset, "records": self.records,
+                "target_topic": self.target_topic, "detected_ms": self.detected_ms}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Gap:
+        return cls(str(data["source_topic"]), int(data["partition"]), str(data["kind"]),
+                   data.get("first_offset"), data.get("end_offset"), str(data.get("target_topic", "")),
+                   int(data.get("detected_ms", 0)))
+
+    def describe(self) -> str:
+        where = f"{self.source_topic}[{self.partition}]"
+        span = _span(self.first_offset, self.end_offset)
+        if self.kind == "expired":
+            return f"{where}: records {span} expired at the source before they were copied"
+        if self.kind == "source-recreated":
+            return (f"{where}: the source topic was recreated; records {span} of the old topic were not copied; "
+                    "copying the new topic from its beginning")
+        if self.kind == "source-truncated":
+            return (f"{where}: the source lost records {span} after they were copied (unclean leader election?); "
+                    f"{self.target_topic} keeps them and gets the source's new records after them")
+        gone = f"; records {span} of {where} are no longer at the source" if self.end_offset is not None else ""
+        if self.kind == "target-recreated":
+            return f"{self.target_topic}[{self.partition}] was recreated: copying {where} again from the start{gone}"
+        return f"{self.target_topic}[{self.partition}] lost records it had acknowledged: copying them again{gone}"
+
+
+def _span(first: int | None, end: int | None) -> str:
+    low = "?" if first is None else f"{first:,}"
+    high = "?" if end is None else f"{end - 1:,}"
+    return f"{low} to {high}"
 
 
 @dataclass
@@ -72,11 +160,12 @@ class TopicResult:
     skipped: int = 0  # records not sent because their kmc-origin is the target cluster (loop prevention)
     redelivered: int = 0  # records written after the last checkpoint by an earlier run, copied again
     lag: int | None = None  # records left to copy when the run ended (None: unknown)
+    gaps: int = 0  # data gaps found in this run (MirrorResult.gaps has them)
 
     def to_dict(self) -> dict[str, Any]:
         return {"source_topic": self.source_topic, "target_topic": self.target_topic,
                 "partitions": self.partitions, "records": self.records, "bytes": self.bytes,
-                "skipped": self.skipped, "redelivered": self.redelivered, "lag": self.lag}
+                "skipped": self.skipped, "redelivered": self.redelivered, "lag": self.lag, "gaps": self.gaps}
 
 
 @dataclass
@@ -92,6 +181,7 @@ class MirrorResult:
     topics: list[TopicResult]
     changes: list[str] = field(default_factory=list)  # what was done to the target's topics
     warnings: list[str] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)  # found in this run, in the order found
 
     @property
     def records(self) -> int:
@@ -109,6 +199,16 @@ class MirrorResult:
     def skipped(self) -> int:
         return sum(topic.skipped for topic in self.topics)
 
+    def gap_error(self) -> DataGapError | None:
+        """The error a ``--once`` run exits with when it found data gaps (exit 7), else None."""
+        if not self.gaps:
+            return None
+        lost = sum(gap.records or 0 for gap in self.gaps)
+        where = sorted({f"{gap.source_topic}[{gap.partition}]" for gap in self.gaps})
+        return DataGapError(f"mirror {self.source} -> {self.target}: {len(self.gaps)} data gap(s) in "
+                            f"{', '.join(where[:5])}{' ...' if len(where) > 5 else ''}"
+                            + (f" ({lost:,} records not copied)" if lost else ""))
+
     def to_dict(self) -> dict[str, Any]:
         """The ``kmc mirror -o json`` document (keys documented in docs/mirror.md)."""
         return {
@@ -117,6 +217,7 @@ class MirrorResult:
             "mode": self.mode, "complete": self.complete, "elapsed_seconds": round(self.elapsed, 3),
             "records": self.records, "bytes": self.bytes, "skipped": self.skipped,
             "redelivered": self.redelivered, "changes": list(self.changes), "warnings": list(self.warnings),
+            "gaps": [gap.to_dict() for gap in self.gaps],
             "topics": [topic.to_dict() for topic in self.topics],
         }
 
@@ -165,17 +266,28 @@ class _SendFailed(Exception):
         self.error = error
 
 
+class _TargetLost(Exception):
+    """The target acknowledged a record at an offset below one it had acknowledged before: the target
+    partition was truncated or its topic recreated under the mirror."""
+
+    def __init__(self, part: _Partition) -> None:
+        super().__init__(f"{part.target.topic}[{part.target.partition}] went back")
+        self.part = part
+
+
 class _Partition:
     """One source partition's copy state. ``pending`` holds (next source offset, future of the last record
-    sent up to it or None, payload bytes, records) per send_batch, in send order; ``acked`` is the next
-    offset whose predecessors are all acknowledged, ``acked_target`` the target end offset right after the
-    last of them."""
+    sent up to it or None, payload bytes, records) per send, in send order; ``acked`` is the next offset
+    whose predecessors are all acknowledged, ``acked_target`` the target end offset right after the last
+    of them."""
 
     __slots__ = ("source", "target", "stats", "start", "position", "end", "done", "pending", "acked",
-                 "acked_target", "written", "committed", "committed_target", "txn_records", "txn_bytes")
+                 "acked_target", "written", "committed", "committed_target", "txn_records", "txn_bytes",
+                 "source_topic_id", "target_topic_id", "gaps")
 
     def __init__(self, source: TopicPartition, target: TopicPartition, stats: TopicResult, start: int,
-                 end: int | None, acked_target: int, written: int | None) -> None:
+                 end: int | None, acked_target: int, written: int | None, source_topic_id: str | None,
+                 target_topic_id: str | None, gaps: tuple[dict[str, Any], ...]) -> None:
         self.source = source
         self.target = target
         self.stats = stats
@@ -192,6 +304,44 @@ class _Partition:
         self.committed_target = acked_target
         self.txn_records = 0
         self.txn_bytes = 0
+        self.source_topic_id = source_topic_id
+        self.target_topic_id = target_topic_id
+        self.gaps = gaps  # the checkpoint's recent gaps (dicts), newest last
+
+    def checkpoint(self, now_ms: int) -> Checkpoint:
+        return Checkpoint(self.acked, self.target.topic, self.acked_target, now_ms, self.source_topic_id,
+                          self.target_topic_id, self.gaps)
+
+
+@dataclass
+class _Start:
+    """Where a partition starts (or restarts) and what was found on the way."""
+
+    offset: int
+    target_end: int
+    redelivered: int = 0
+    gaps: list[Gap] = field(default_factory=list)
+    repin: bool = False  # the checkpoint must be written again before copying
+
+
+def mirror_identity(source_cluster_id: str, target_cluster_id: str, spec: MirrorSpec) -> dict[str, object]:
+    """What makes two runs "the same mirror" (the lock, and the transactional id of --exactly-once): the
+    clusters by id, the flow, the topic selection and rename as a set (however the options were spelled),
+    and the shard."""
+    return lock_identity(source_cluster_id, target_cluster_id, spec.topics, spec.exclude, spec.rename, spec.flow,
+                         spec.shard)
+
+
+@contextlib.contextmanager
+def mirror_lock(source_cluster: Cluster, target_cluster: Cluster, spec: MirrorSpec,
+                timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
+    """Hold ``spec``'s (unsharded) mirror lock: what ``kmc mirror --workers`` holds around its workers.
+    Connects to both clusters for their ids. LockedError (exit 75) when another run holds it."""
+    with KafkaSession(source_cluster, timeout) as source, KafkaSession(target_cluster, timeout) as target:
+        ids = (source.cluster_id(), target.cluster_id())
+    identity = mirror_identity(*ids, dataclasses.replace(spec, shard=None))
+    with hold_lock(identity, f"mirror {source_cluster.name} -> {target_cluster.name} (flow {spec.flow})"):
+        yield
 
 
 def run_mirror(
@@ -209,28 +359,31 @@ def run_mirror(
 
     ``mode="once"`` copies up to the end offsets seen at the start and returns; ``"follow"`` runs until
     ``stop_event`` is set. Either way a set ``stop_event`` stops cleanly: in-flight sends are finished and
-    checkpoints written. Raises LockedError when another run of the same mirror holds its lock.
+    checkpoints written. Raises LockedError when another run of the same mirror holds its lock. Data gaps
+    do not raise: they are in the result (``gaps``; :meth:`MirrorResult.gap_error`).
     """
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     spec.validate()
     _byte_path(spec)  # a bad KMC_COPY_PATH is a usage error before any connection
     stop_event = stop_event or threading.Event()
-    identity = lock_identity(source_cluster, target_cluster, spec.topics, spec.exclude, spec.rename, spec.flow,
-                             spec.shard)
-    with hold_lock(identity, f"mirror {source_cluster.name} -> {target_cluster.name} (flow {spec.flow})"), \
-            KafkaSession(source_cluster, timeout) as source, KafkaSession(target_cluster, timeout) as target:
-        engine = _Engine(source, target, spec, mode, stop_event,
-                         progress_callback or (lambda progress: None), notice_callback or (lambda level, text: None))
-        return engine.run()
+    with KafkaSession(source_cluster, timeout) as source, KafkaSession(target_cluster, timeout) as target:
+        identity = mirror_identity(source.cluster_id(), target.cluster_id(), spec)
+        with hold_lock(identity, f"mirror {source_cluster.name} -> {target_cluster.name} (flow {spec.flow})"):
+            engine = _Engine(source, target, spec, mode, stop_event, identity,
+                             progress_callback or (lambda progress: None),
+                             notice_callback or (lambda level, text: None))
+            return engine.run()
 
 
 class _Engine:
     def __init__(self, source: KafkaSession, target: KafkaSession, spec: MirrorSpec, mode: str,
-                 stop_event: threading.Event, progress: ProgressCallback, notice: NoticeCallback) -> None:
+                 stop_event: threading.Event, identity: dict[str, object], progress: ProgressCallback,
+                 notice: NoticeCallback) -> None:
         self.source = source
         self.target = target
         self.spec = spec
+        self.identity = identity
         self.byte_path = _byte_path(spec)
         self.once = mode == "once"
         self.mode = mode
@@ -241,6 +394,7 @@ class _Engine:
         self.topics: dict[str, TopicResult] = {}
         self.warnings: list[str] = []
         self.changes: list[str] = []
+        self.gaps: list[Gap] = []
         self.inflight_bytes = 0
         self.inflight_records = 0
         self.started = time.monotonic()
@@ -255,6 +409,14 @@ class _Engine:
             self.warnings.append(message)
             self.notice("warn", message)
 
+    def _gap(self, gap: Gap) -> None:
+        """Report a gap now (a warning) and keep it for the result and the partition's checkpoint."""
+        self.gaps.append(gap)
+        self.notice("warn", gap.describe())
+        stats = self.topics.get(gap.source_topic)
+        if stats is not None:
+            stats.gaps += 1
+
     def run(self) -> MirrorResult:
         plan = plan_mirror(self.source, self.target, self.spec)
         self.plan = plan
@@ -267,11 +429,14 @@ class _Engine:
             self.notice("info", "created kmc.checkpoints")
         self.store = CheckpointStore(self.target, self.spec.flow, plan.source_cluster_id)
         # With --exactly-once the producer's init_transactions() fences an earlier run and aborts its open
-        # transaction, whose checkpoints (read_committed) must not count and must not hold the reader up.
+        # transaction before the checkpoints are read.
         self._new_producer()
         self.loaded = self.store.load(self._warn)
         self.consumer = self.source.consumer(
             isolation_level="read_committed",
+            # never jump silently: an offset out of range (records deleted before they were copied, a topic
+            # recreated or truncated) raises, and the loop reports it as a gap (_out_of_range)
+            auto_offset_reset="none",
             fetch_max_bytes=16 * MiB,
             max_partition_fetch_bytes=max(2 * MiB, plan.max_message_bytes),
             max_poll_records=2000,
@@ -279,7 +444,10 @@ class _Engine:
         )
         if self.byte_path:
             fetch_batches(self.consumer)
-        self._add_partitions(plan.topics, self.spec.start)
+        try:
+            self._add_partitions(plan.topics, self.spec.start)
+        except _SendFailed as failure:  # --exactly-once: the starting points did not commit
+            raise self._send_error(failure) from failure.error
         try:
             complete = self._loop()
         except Exception:
@@ -296,17 +464,14 @@ class _Engine:
             flow=self.spec.flow, source=plan.source, target=plan.target,
             source_cluster_id=plan.source_cluster_id, target_cluster_id=plan.target_cluster_id,
             mode=self.mode, complete=complete, elapsed=time.monotonic() - self.started,
-            topics=list(self.topics.values()), changes=self.changes, warnings=self.warnings,
+            topics=list(self.topics.values()), changes=self.changes, warnings=self.warnings, gaps=self.gaps,
         )
 
     def _transactional_id(self) -> str:
-        """Stable for one mirror (the lock's identity: clusters, selection, rename, flow, shard), so a
-        restarted run fences the one before it, and two different mirrors never fence each other."""
-        spec = self.spec
-        identity = lock_identity(self.source.cluster, self.target.cluster, spec.topics, spec.exclude, spec.rename,
-                                 spec.flow, spec.shard)
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        return f"kmc/{spec.flow}/{digest}"
+        """Stable for one mirror (its identity: cluster ids, selection, rename, flow, shard), so a restarted
+        run fences the one before it, and two different mirrors never fence each other."""
+        digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
+        return f"kmc/{self.spec.flow}/{digest}"
 
     def _new_producer(self) -> None:
         spec = self.spec
@@ -317,6 +482,7 @@ class _Engine:
                 # longer than a batch may be retried, within the brokers' default maximum (15 min)
                 "transaction_timeout_ms": min(900_000, int(spec.delivery_timeout * 1000) + 60_000),
             }
+        keep_codec = spec.compression == KEEP_CODEC
         self.producer = self.target.producer(
             **transactional,
             acks="all",
@@ -324,27 +490,35 @@ class _Engine:
             linger_ms=10,
             batch_size=512 * 1024,
             max_request_size=max(4 * MiB, self.plan.max_message_bytes + 64 * 1024),
-            compression_type=spec.compression,
+            # with "keep", records the byte path cannot forward as batches (and split batches) use lz4
+            compression_type="lz4" if keep_codec else spec.compression,
             delivery_timeout_ms=int(spec.delivery_timeout * 1000),
             retries=2**31 - 1,
             max_in_flight_requests_per_connection=5,
             # kafka-python wants delivery_timeout_ms > linger_ms + request_timeout_ms
             request_timeout_ms=min(30000, int(spec.delivery_timeout * 1000) // 2),
         )
+        self.failed_batches = producer_hooks.FailedBatches(self.producer)
         if spec.exactly_once:
             with translate_errors(self.target.cluster, "start a transaction"):
                 self.producer.init_transactions()
                 self.producer.begin_transaction()
             self.store.use_producer(self.producer)
         # (the byte path is never on with --partitioner key: see _byte_path)
-        path_class = BatchCopyPath if self.byte_path else KeyedCopyPath if spec.partitioner == "key" else RecordCopyPath
-        self.path = path_class(self.producer, self.plan.source_cluster_id, self.plan.target_cluster_id)
+        if self.byte_path:
+            self.path = BatchCopyPath(self.producer, self.plan.source_cluster_id, self.plan.target_cluster_id,
+                                      keep_codec=keep_codec)
+        else:
+            path_class = KeyedCopyPath if spec.partitioner == "key" else RecordCopyPath
+            self.path = path_class(self.producer, self.plan.source_cluster_id, self.plan.target_cluster_id)
         with translate_errors(self.target.cluster, "load topic metadata"):
             for name in {part.target.topic for part in self.parts.values()}:
                 self.path.prepare(name)
 
     def _add_partitions(self, topics: tuple[TopicPlan, ...] | list[TopicPlan], start_from: str | int) -> None:
-        """Start copying the given topics' partitions that are not being copied yet."""
+        """Start copying the given topics' partitions that are not being copied yet. They join the copy
+        only once their starting points are written to the target: a failure leaves them unknown, to be
+        added again by the next look (a new partition must never be known but not copied)."""
         fresh = [(topic, p) for topic in topics for p in range(topic.partitions)
                  if self.spec.owns(p) and TopicPartition(topic.source_topic, p) not in self.parts]
         if not fresh:
@@ -357,75 +531,76 @@ class _Engine:
         # read_committed: the last stable offset, so an open transaction does not hold --once up forever
         latest = self._offsets(self.source, {tp: OffsetSpec.LATEST for tp in source_tps}, "read_committed")
         target_end = self._offsets(self.target, {tp: OffsetSpec.LATEST for tp in target_tps})
+        target_ids = self._target_topic_ids({topic.target_topic for topic, _ in fresh
+                                             if topic.target_topic_id is None})
         start_from = parse_start(start_from)
         by_time: dict[TopicPartition, int] = {}
         if isinstance(start_from, int):
             by_time = self._offsets(self.source, {tp: OffsetTimestamp(start_from) for tp in source_tps})
+        new_parts: dict[TopicPartition, _Partition] = {}
+        found_gaps: list[Gap] = []
         initial: list[tuple[str, int, Checkpoint]] = []
         redelivered: dict[str, int] = {}
         now_ms = int(time.time() * 1000)
+        new_topics: dict[str, TopicResult] = {}
         for (topic, p), source_tp, target_tp in zip(fresh, source_tps, target_tps, strict=True):
-            stats = self.topics.get(topic.source_topic)
+            stats = self.topics.get(topic.source_topic) or new_topics.get(topic.source_topic)
             if stats is None:
-                stats = self.topics[topic.source_topic] = TopicResult(topic.source_topic, topic.target_topic,
-                                                                      topic.partitions)
+                stats = new_topics[topic.source_topic] = TopicResult(topic.source_topic, topic.target_topic,
+                                                                     topic.partitions)
             stats.partitions = max(stats.partitions, topic.partitions)
-            first, last, end_now = earliest[source_tp], latest[source_tp], target_end[target_tp]
+            first, last = earliest[source_tp], latest[source_tp]
+            target_id = topic.target_topic_id or target_ids.get(topic.target_topic)
             where = f"{topic.source_topic}[{p}]"
             checkpoint = self.loaded.get((topic.source_topic, p))
             if checkpoint is not None and checkpoint.target_topic != topic.target_topic:
                 self._warn(f"{where}: ignoring its checkpoint, which is for target topic {checkpoint.target_topic}, "
                            f"not {topic.target_topic}")
                 checkpoint = None
-            if checkpoint is not None and checkpoint.next_offset > last:
-                self._warn(f"{where}: its checkpoint (offset {checkpoint.next_offset}) is beyond the source's end "
-                           f"({last}); was the topic recreated? starting from --from")
-                checkpoint = None
             if checkpoint is not None:
-                start = checkpoint.next_offset
-                if start < first:
-                    self._warn(f"{where}: {first - start} records expired at the source before they were copied")
-                    start = first
-                if end_now < checkpoint.target_next_offset:
-                    self._warn(f"{where}: {topic.target_topic}[{p}] ends before its checkpoint says "
-                               f"({end_now} < {checkpoint.target_next_offset}); was it recreated?")
-                elif not self.spec.exactly_once:  # with it, what follows the checkpoint was aborted: unseen
-                    stats.redelivered += end_now - checkpoint.target_next_offset
-                    redelivered[topic.source_topic] = (redelivered.get(topic.source_topic, 0)
-                                                       + end_now - checkpoint.target_next_offset)
-                written = start
-                if start != checkpoint.next_offset or end_now != checkpoint.target_next_offset:
-                    # Re-pin before copying: the records past target_next_offset are counted now, so a
-                    # crash of this run must not count them a second time at the next start.
-                    initial.append((topic.source_topic, p, Checkpoint(start, topic.target_topic, end_now, now_ms)))
+                found = self._resume(topic, p, checkpoint, first, last, target_end[target_tp], target_id, now_ms)
+                if not self.spec.exactly_once:  # with it, what follows the checkpoint was aborted: unseen
+                    stats.redelivered += found.redelivered
+                    redelivered[topic.source_topic] = redelivered.get(topic.source_topic, 0) + found.redelivered
             else:
                 if start_from == "earliest":
                     start = first
                 elif start_from == "latest":
                     start = last
                 else:
-                    found = by_time.get(source_tp, -1)
-                    start = last if found is None or found < 0 else max(first, found)
-                written = start
-                initial.append((topic.source_topic, p, Checkpoint(start, topic.target_topic, end_now, now_ms)))
-            part = _Partition(source_tp, target_tp, stats, start, last if self.once else None, end_now, written)
-            self.parts[source_tp] = part
+                    at = by_time.get(source_tp, -1)
+                    start = last if at is None or at < 0 else max(first, at)
+                found = _Start(start, target_end[target_tp], repin=True)
+            gaps = (checkpoint.gaps if checkpoint is not None else ()) + tuple(gap.to_dict() for gap in found.gaps)
+            part = _Partition(source_tp, target_tp, stats, found.offset, last if self.once else None,
+                              found.target_end, found.offset, topic.source_topic_id, target_id, gaps[-MAX_GAPS:])
+            new_parts[source_tp] = part
+            found_gaps.extend(found.gaps)
+            if found.repin or found.gaps or checkpoint is None or (
+                    checkpoint.source_topic_id, checkpoint.target_topic_id) != (part.source_topic_id, target_id):
+                # Re-pin before copying: the records past target_next_offset are counted now, so a crash of
+                # this run must not count them a second time at the next start; gaps and ids are recorded.
+                initial.append((topic.source_topic, p, part.checkpoint(now_ms)))
         if initial:
             # Pin the starting points before copying: a crash before the first regular checkpoint then
             # resumes from here (not from a new "latest"), and duplicates stay countable.
             self.store.write(initial)
             if self.spec.exactly_once:
-                self._commit(force=True)  # these are in the open transaction now: it must not stay open
+                self._commit(force=True, parts=new_parts)  # the open transaction must not stay open
             else:
                 self.store.flush(timeout=max(30.0, self.target.timeout))
+        # Only now do the partitions join the copy.
+        self.topics.update(new_topics)
+        self.parts.update(new_parts)
+        for gap in found_gaps:
+            self._gap(gap)
         for name, count in redelivered.items():
             if count:
                 self.notice("info", f"resuming {name}: {count} records written to {self.topics[name].target_topic} "
                                     "after the last checkpoint will be copied again (redelivered)")
         with translate_errors(self.source.cluster, "assign partitions"):
             active = [tp for tp, part in self.parts.items() if not part.done]
-            if active:
-                self.consumer.assign(active)
+            self.consumer.assign(active)
             for tp in source_tps:
                 part = self.parts[tp]
                 if not part.done:
@@ -433,6 +608,75 @@ class _Engine:
         with translate_errors(self.target.cluster, "load topic metadata"):
             for name in {tp.topic for tp in target_tps}:
                 self.path.prepare(name)
+
+    def _resume(self, topic: TopicPlan, p: int, checkpoint: Checkpoint, first: int, last: int, target_end: int,
+                target_id: str | None, now_ms: int) -> _Start:
+        """Where a partition with a checkpoint goes on, checked against both sides' topic ids and offsets."""
+        where = (topic.source_topic, p, topic.target_topic)
+        start = checkpoint.next_offset
+        if checkpoint.source_topic_id and topic.source_topic_id and checkpoint.source_topic_id != topic.source_topic_id:
+            gap = Gap(*where[:2], "source-recreated", start, None, where[2], now_ms)
+            return _Start(first, target_end, gaps=[gap], repin=True)
+        if checkpoint.target_topic_id and target_id and checkpoint.target_topic_id != target_id:
+            gaps = [Gap(*where[:2], "target-recreated", None, first or None, where[2], now_ms)]
+            return _Start(first, target_end, gaps=gaps, repin=True)
+        gaps: list[Gap] = []
+        if start > last:
+            # The source ends before the checkpoint with the same topic (or one without an id): the source
+            # lost records that were copied. Its new records at those offsets are copied after them.
+            gaps.append(Gap(*where[:2], "source-truncated", last, start, where[2], now_ms))
+            start = last
+        if target_end < checkpoint.target_next_offset:
+            lost = checkpoint.target_next_offset - target_end
+            start, missing = self._before_target_loss(TopicPartition(topic.source_topic, p), start, lost, first)
+            gaps.append(Gap(*where[:2], "target-truncated", None, first if missing else None, where[2], now_ms))
+            return _Start(start, target_end, gaps=gaps, repin=True)
+        if start < first:
+            gaps.append(Gap(*where[:2], "expired", start, first, where[2], now_ms))
+            start = first
+        return _Start(start, target_end, redelivered=target_end - checkpoint.target_next_offset, gaps=gaps,
+                      repin=start != checkpoint.next_offset or target_end != checkpoint.target_next_offset)
+
+    def _before_target_loss(self, source_tp: TopicPartition, before: int, lost: int, first: int) -> tuple[int, int]:
+        """The source offset to copy again from when the target lost its last ``lost`` records copied from
+        before ``before``: the offset of the ``lost``-th copyable record counted back from ``before``.
+        Returns (offset, records that would be needed but are no longer at the source)."""
+        target_origin = self.plan.target_cluster_id.encode()
+        window = max(2 * lost, 100)
+        deadline = time.monotonic() + max(60.0, 2 * self.source.timeout)
+        consumer = self.source.consumer(isolation_level="read_committed", auto_offset_reset="earliest")
+        try:
+            with translate_errors(self.source.cluster, "read back"):
+                consumer.assign([source_tp])
+                while True:
+                    low = max(first, before - window)
+                    consumer.seek(source_tp, low)
+                    offsets = []
+                    while consumer.position(source_tp) < before:
+                        if time.monotonic() > deadline:
+                            raise kafka_errors.KafkaTimeoutError(f"reading {source_tp.topic}[{source_tp.partition}] "
+                                                                 f"back from {low} to {before} took too long")
+                        for record in consumer.poll(timeout_ms=500).get(source_tp, []):
+                            if record.offset >= before:
+                                break
+                            origins = [value for name, value in record.headers if name == ORIGIN_HEADER]
+                            if not origins or origins[0] != target_origin:
+                                offsets.append(record.offset)
+                    if len(offsets) >= lost:
+                        return offsets[-lost], 0
+                    if low == first:
+                        return first, lost - len(offsets)
+                    window *= 4
+        finally:
+            consumer.close()
+
+    def _target_topic_ids(self, names: set[str]) -> dict[str, str]:
+        if not names:
+            return {}
+        with translate_errors(self.target.cluster, "describe topics"):
+            return {topic.name: topic.topic_id for topic in describe_topics(
+                self.target, with_offsets=False, include_internal=True, wanted=names.__contains__)
+                if topic.topic_id}
 
     def _offsets(self, session: KafkaSession, specs: dict[TopicPartition, Any],
                  isolation: str = "read_uncommitted") -> dict[TopicPartition, int]:
@@ -454,56 +698,53 @@ class _Engine:
         next_checkpoint = now + spec.checkpoint_interval
         next_progress = now + spec.progress_interval
         next_refresh = now + spec.refresh_interval
-        remaining = sum(1 for part in parts.values() if not part.done) if self.once else -1
         while True:
             if self.stop_event.is_set():
                 return False
             try:
-                if self.once and remaining == 0:
+                if self.once and all(part.done for part in parts.values()):
                     self._drain()  # may raise _SendFailed: then the rewound partitions are not done any more
-                    return True
+                    if all(part.done for part in parts.values()):
+                        return True
+                    continue
+                moved: Exception | None = None
                 try:
                     with translate_errors(self.source.cluster, "fetch"):
-                        batch = poll(timeout_ms=POLL_TIMEOUT_MS)
+                        try:
+                            batch = poll(timeout_ms=POLL_TIMEOUT_MS)
+                        except (kafka_errors.OffsetOutOfRangeError, kafka_errors.LogTruncationError) as exc:
+                            moved, batch = exc, {}
                 except KmcError as exc:
                     if not _retriable(exc.__cause__):
                         raise
                     self._warn(f"{self.source.cluster.name}: fetch failed, retrying: {exc}")
                     self.stop_event.wait(1.0)
                     continue
-                send_batch = self.path.send_batch
+                if moved is not None:
+                    self._source_moved(moved)
                 for tp, records in batch.items():
                     part = parts[tp]
                     if part.done:
                         continue
-                    position = records[-1].offset + 1
                     end = part.end
-                    if end is not None and position >= end:
-                        if position > end:
-                            records = [record for record in records if record.offset < end]
-                        position = end
+                    if end is not None and records[-1].offset + 1 >= end:
+                        records = [record for record in records if record.offset < end]
                         part.done = True
-                        remaining -= 1
                         self.consumer.pause(tp)
-                    future, sent, skipped, size = send_batch(part.target, records)
-                    stats = part.stats
-                    stats.records += sent
-                    stats.skipped += skipped
-                    stats.bytes += size
-                    part.position = position
-                    part.txn_records += sent
-                    part.txn_bytes += size
-                    part.pending.append((position, future, size, sent))
-                    self.inflight_bytes += size
-                    self.inflight_records += sent
+                        position = end
+                    else:
+                        position = records[-1].offset + 1
+                    for at in range(0, max(1, len(records)), SEND_CHUNK):  # an empty chunk marks the end
+                        chunk = records[at:at + SEND_CHUNK]
+                        upto = position if at + SEND_CHUNK >= len(records) else chunk[-1].offset + 1
+                        self._send(part, chunk, upto)
+                        if self._over_limit():
+                            self._wait_for_room()
                 if self.once and not batch:
-                    remaining -= self._finish_idle_partitions()
+                    self._finish_idle_partitions()
                 now = time.monotonic()
-                if now >= next_reap or self._over_limit():
+                if now >= next_reap:
                     self._reap()
-                    while self._over_limit() and not self.stop_event.is_set():
-                        self._wait_for_oldest()
-                        self._reap()
                     next_reap = now + REAP_INTERVAL
                 if now >= next_checkpoint:
                     self._checkpoint()
@@ -516,13 +757,31 @@ class _Engine:
                     next_refresh = time.monotonic() + spec.refresh_interval
             except _SendFailed as failure:
                 self._recover(failure)
-                if self.once:
-                    remaining = sum(1 for part in parts.values() if not part.done)
+            except _TargetLost as lost:
+                self._recover(_SendFailed(lost.part, lost), target_lost=True)
 
-    def _finish_idle_partitions(self) -> int:
+    def _send(self, part: _Partition, records: list[Any], position: int) -> None:
+        future, sent, skipped, size = self.path.send_batch(part.target, records)
+        stats = part.stats
+        stats.records += sent
+        stats.skipped += skipped
+        stats.bytes += size
+        part.position = position
+        part.txn_records += sent
+        part.txn_bytes += size
+        part.pending.append((position, future, size, sent))
+        self.inflight_bytes += size
+        self.inflight_records += sent
+
+    def _wait_for_room(self) -> None:
+        self._reap()
+        while self._over_limit() and not self.stop_event.is_set():
+            self._wait_for_oldest()
+            self._reap()
+
+    def _finish_idle_partitions(self) -> None:
         """--once: partitions whose remaining offsets were only transaction markers or aborted records
         reach their end without returning a record; the consumer's position shows it."""
-        finished = 0
         with translate_errors(self.source.cluster, "read positions"):
             for tp, part in self.parts.items():
                 if part.done or part.end is None:
@@ -533,12 +792,64 @@ class _Engine:
                     part.position = part.end
                     part.pending.append((part.end, None, 0, 0))
                     self.consumer.pause(tp)
-                    finished += 1
-        return finished
+
+    def _source_moved(self, error: Exception) -> None:
+        """The consumer's position is out of the source's range (records deleted before they were copied,
+        a topic recreated) or the source log was truncated below it (KIP-320): report the gap, go on from
+        where the source's data now is."""
+        if isinstance(error, kafka_errors.LogTruncationError):
+            where = {tp: (meta.offset if meta is not None else None) for tp, meta in error.divergent_offsets.items()}
+        else:
+            where = {tp: None for tp in (error.args[0] if error.args and isinstance(error.args[0], dict) else {})}
+        tps = [tp for tp in where if tp in self.parts]
+        if not tps:
+            return
+        earliest = self._offsets(self.source, {tp: OffsetSpec.EARLIEST for tp in tps})
+        latest = self._offsets(self.source, {tp: OffsetSpec.LATEST for tp in tps})
+        ids = self._source_topic_ids({tp.topic for tp in tps})
+        now_ms = int(time.time() * 1000)
+        for tp in tps:
+            part = self.parts[tp]
+            position = part.position
+            first, end = earliest[tp], latest[tp]
+            new_id = ids.get(tp.topic)
+            if new_id and part.source_topic_id and new_id != part.source_topic_id:
+                part.source_topic_id = new_id
+                self._record_gap(part, Gap(tp.topic, tp.partition, "source-recreated", position, None,
+                                           part.target.topic, now_ms))
+                self._restart_at(part, first, end)
+                continue
+            if position < first:
+                gap, resume = Gap(tp.topic, tp.partition, "expired", position, first, part.target.topic,
+                                  now_ms), first
+            else:
+                diverged = where[tp] if where[tp] is not None else end
+                resume = min(max(first, diverged), position)
+                if resume == position:  # in range after all (a stale answer): fetch again from here
+                    self._rewind(part, position)
+                    continue
+                gap = Gap(tp.topic, tp.partition, "source-truncated", resume, position, part.target.topic, now_ms)
+            self._record_gap(part, gap)
+            if part.end is not None and part.end > end:
+                part.end = max(resume, end)  # --once: the end seen at the start no longer exists
+            self._rewind(part, resume, forward=True)
+
+    def _record_gap(self, part: _Partition, gap: Gap) -> None:
+        part.gaps = (part.gaps + (gap.to_dict(),))[-MAX_GAPS:]
+        part.written = None  # the next checkpoint carries it
+        self._gap(gap)
+
+    def _source_topic_ids(self, names: set[str]) -> dict[str, str]:
+        with translate_errors(self.source.cluster, "describe topics"):
+            return {topic.name: topic.topic_id for topic in describe_topics(
+                self.source, with_offsets=False, wanted=names.__contains__) if topic.topic_id}
 
     def _reap(self, failures: bool = True) -> None:
         """Advance each partition's acknowledged offset past the sends that are done. A failed send raises
-        _SendFailed, or (``failures=False``) just stops that partition's advance."""
+        _SendFailed, or (``failures=False``) just stops that partition's advance. A batch that failed
+        anywhere (FailedBatches) counts as a failure of every send that is not acknowledged yet."""
+        failed_batches = self.failed_batches
+        keyed = self.spec.partitioner == "key"
         for part in self.parts.values():
             pending = part.pending
             while pending:
@@ -550,12 +861,28 @@ class _Engine:
                         if failures:
                             raise _SendFailed(part, future.exception)
                         break
-                    if future.value is not None:  # None: a keyed batch sent nothing to part.target
-                        part.acked_target = future.value.offset + 1
+                # Checked after the future: a batch of this partition that failed before this send's last
+                # batch succeeded is recorded by now (a partition's batches complete in order). A keyed
+                # send reaches many target partitions: any failure stops it.
+                if failed_batches and (keyed or part.target in failed_batches.failed):
+                    if failures:
+                        raise self._batch_failure()
+                    break
+                if future is not None and future.value is not None:  # None: a keyed batch sent nothing there
+                    acked = future.value.offset + 1
+                    if acked <= part.acked_target and sent:
+                        raise _TargetLost(part)
+                    part.acked_target = acked
                 part.acked = offset
                 self.inflight_bytes -= size
                 self.inflight_records -= sent
                 pending.popleft()
+
+    def _batch_failure(self) -> _SendFailed:
+        tp, error = self.failed_batches.first()
+        part = next((part for part in self.parts.values() if part.target == tp and part.pending),
+                    next((part for part in self.parts.values() if part.pending), None))
+        return _SendFailed(part, error)
 
     def _over_limit(self) -> bool:
         return self.inflight_bytes > MAX_INFLIGHT_BYTES or self.inflight_records > MAX_INFLIGHT_RECORDS
@@ -570,7 +897,7 @@ class _Engine:
     def _drain(self) -> None:
         """Wait for every send to be acknowledged (or fail)."""
         with translate_errors(self.target.cluster, "flush"):
-            _flush(self.producer, self.spec.delivery_timeout + 30)
+            producer_hooks.flush(self.producer, self.spec.delivery_timeout + 30)
         self._reap()
 
     def _checkpoint(self) -> None:
@@ -579,7 +906,7 @@ class _Engine:
             return
         self._write_checkpoints()
 
-    def _write_checkpoints(self) -> int:
+    def _write_checkpoints(self, parts: dict[TopicPartition, _Partition] | None = None) -> int:
         if self.path.null_header_records:
             self._warn("some records have headers with null values, which kafka-python cannot send: "
                        "they arrive with empty values")
@@ -592,36 +919,31 @@ class _Engine:
         changed = []
         for part in self.parts.values():
             if part.acked != part.written:
-                changed.append((part.source.topic, part.source.partition,
-                                Checkpoint(part.acked, part.target.topic, part.acked_target, now_ms)))
+                changed.append((part.source.topic, part.source.partition, part.checkpoint(now_ms)))
                 part.written = part.acked
         if changed:
             self.store.write(changed)
-        return len(changed)
+        return len(changed) + len(parts or ())
 
-    def _commit(self, force: bool = False) -> None:
+    def _commit(self, force: bool = False, parts: dict[TopicPartition, _Partition] | None = None) -> None:
         """--exactly-once: wait for every record sent in the open transaction, add the checkpoints of all
         partitions to it, commit, and begin the next. Raises _SendFailed (part None) if it cannot commit:
         then nothing of it is visible to read_committed readers and :meth:`_recover` starts again from
-        the last commit."""
+        the checkpoints committed in the target. ``parts``: partitions being added (their starting points
+        are already in the transaction)."""
         try:
             self._drain()  # raises _SendFailed for a failed send
         except KmcError as exc:  # the flush timed out
             raise _SendFailed(None, exc.__cause__ or exc) from exc
-        if not self._write_checkpoints() and not force:
+        if not self._write_checkpoints(parts) and not force:
             return  # nothing was sent or skipped since the last commit: the open transaction is empty
-        manager = self.producer._transaction_manager  # noqa: SLF001 - commit_transaction() cannot time out
-        timeout_ms = int(max(30.0, self.target.timeout) * 1000) + int(self.spec.delivery_timeout * 1000)
+        timeout = max(30.0, self.target.timeout) + self.spec.delivery_timeout
         try:
-            _flush(self.producer, timeout_ms / 1000)
-            result = manager.begin_commit()
-            self.producer._sender.wakeup()  # noqa: SLF001
-            if not result.wait(timeout_ms=timeout_ms):
-                raise kafka_errors.KafkaTimeoutError(f"the transaction did not commit within {timeout_ms / 1000:g}s")
-            self.producer.begin_transaction()
+            producer_hooks.flush(self.producer, timeout)
+            producer_hooks.commit_transaction(self.producer, timeout)
         except kafka_errors.KafkaError as exc:
             raise _SendFailed(None, exc) from exc
-        for part in self.parts.values():
+        for part in [*self.parts.values(), *(parts or {}).values()]:
             part.committed, part.committed_target = part.acked, part.acked_target
             part.txn_records = part.txn_bytes = 0
 
@@ -660,8 +982,9 @@ class _Engine:
     # ------------------------------------------------------------------------------------ follow
 
     def _refresh(self) -> None:
-        """Pick up new matching topics and partitions (and config changes with --sync-configs); a cluster
-        that does not answer now is asked again at the next refresh."""
+        """Pick up new matching topics and partitions (and config changes with --sync-configs), and notice
+        source topics recreated under the mirror; a cluster that does not answer now is asked again at the
+        next refresh."""
         try:
             self._refresh_now()
         except KmcError as exc:
@@ -677,10 +1000,11 @@ class _Engine:
         for change in changes:
             self.notice("info", change)
         self.changes.extend(changes)
+        self.plan = plan
+        self._check_recreated(plan.topics)
         new = [topic for topic in plan.topics
                if any(self.spec.owns(p) and TopicPartition(topic.source_topic, p) not in self.parts
                       for p in range(topic.partitions))]
-        self.plan = plan
         if new:
             # Partitions that appear while following start at their beginning whatever --from says:
             # everything written to them so far was written after this run started watching.
@@ -689,70 +1013,156 @@ class _Engine:
                 self.notice("info", f"now mirroring {topic.source_topic} -> {topic.target_topic} "
                                     f"({topic.partitions} partitions)")
 
+    def _check_recreated(self, topics: tuple[TopicPlan, ...]) -> None:
+        """A source topic whose id changed was deleted and created again while following: its partitions
+        start over at the new topic's beginning (records of the new topic copied before this look are
+        copied again; the old topic's uncopied records are a gap)."""
+        now_ms = int(time.time() * 1000)
+        for topic in topics:
+            parts = [part for part in self.parts.values() if part.source.topic == topic.source_topic]
+            if not parts or not topic.source_topic_id or parts[0].source_topic_id in (None, topic.source_topic_id):
+                continue
+            earliest = self._offsets(self.source, {part.source: OffsetSpec.EARLIEST for part in parts})
+            for part in parts:
+                part.source_topic_id = topic.source_topic_id
+                self._record_gap(part, Gap(topic.source_topic, part.source.partition, "source-recreated",
+                                           part.position, None, part.target.topic, now_ms))
+                self._restart_at(part, earliest[part.source], None)
+
     # ------------------------------------------------------------------------------------ failures
 
-    def _recover(self, failure: _SendFailed) -> None:
-        """A send failed for good (e.g. the target was down longer than the delivery timeout): rewind every
-        partition with unacknowledged sends to its last acknowledged offset and go on with a new producer."""
+    def _recover(self, failure: _SendFailed, target_lost: bool = False) -> None:
+        """A send failed for good (e.g. the target was down longer than the delivery timeout), or the
+        target went back: rewind every partition with unacknowledged sends to its last acknowledged offset
+        (with --exactly-once, to the committed checkpoints) and go on with a new producer. A target that
+        lost acknowledged records has them copied again."""
         if self.spec.exactly_once:
             self._abort_transaction(failure)
             return
-        if not _retriable(failure.error):
+        if not target_lost and not _retriable(failure.error):
             with contextlib.suppress(Exception):
                 self._checkpoint()
                 self.store.flush(timeout=10)
             raise self._send_error(failure)
-        self._warn(f"{self.target.cluster.name}: sending failed ({_describe(failure.error)}); "
-                   "resending from the last acknowledged offsets")
+        if target_lost:
+            self._warn(f"{self.target.cluster.name}: {failure.error}; checking what the target lost")
+        else:
+            self._warn(f"{self.target.cluster.name}: sending failed ({_describe(failure.error)}); "
+                       "resending from the last acknowledged offsets")
         with contextlib.suppress(Exception):
             self.producer.close(timeout=5)
         self._reap(failures=False)
         rewound = self._forget_unacknowledged()
+        if target_lost and failure.part is not None and failure.part not in rewound:
+            rewound.append(failure.part)
         ends = self._until_target_answers(
             lambda: self._offsets(self.target, {part.target: OffsetSpec.LATEST for part in rewound}), {})
         self._until_target_answers(self._new_producer, None)
         with translate_errors(self.source.cluster, "rewind"):
             for part in rewound:
+                end = ends.get(part.target)
+                if end is not None and end < part.acked_target:
+                    self._target_went_back(part, end)
+                    continue
                 # Whatever reached the target after the last acknowledgement is sent again.
-                if part.target in ends and ends[part.target] > part.acked_target:
-                    part.stats.redelivered += ends[part.target] - part.acked_target
-                    part.acked_target = ends[part.target]
+                if end is not None and end > part.acked_target:
+                    part.stats.redelivered += end - part.acked_target
+                    part.acked_target = end
                 self._rewind(part, part.acked)
+
+    def _target_went_back(self, part: _Partition, end: int) -> None:
+        """The target partition ends below what it acknowledged: recreated (a new topic id) or truncated.
+        Copy again what it lost, from the source where the source still has it."""
+        now_ms = int(time.time() * 1000)
+        ids = self._target_topic_ids({part.target.topic})
+        new_id = ids.get(part.target.topic)
+        first = self._offsets(self.source, {part.source: OffsetSpec.EARLIEST})[part.source]
+        if new_id and part.target_topic_id and new_id != part.target_topic_id:
+            part.target_topic_id = new_id
+            gap = Gap(part.source.topic, part.source.partition, "target-recreated", None, first or None,
+                      part.target.topic, now_ms)
+            start = first
+        else:
+            start, missing = self._before_target_loss(part.source, part.acked, part.acked_target - end, first)
+            gap = Gap(part.source.topic, part.source.partition, "target-truncated", None,
+                      first if missing else None, part.target.topic, now_ms)
+        part.acked_target = part.committed_target = end
+        part.acked = part.committed = start
+        self._record_gap(part, gap)
+        self._rewind(part, start)
 
     def _abort_transaction(self, failure: _SendFailed) -> None:
         """--exactly-once: a send or a commit failed. The open transaction is abandoned (the next producer's
-        init_transactions() aborts it) and every partition goes back to its last committed checkpoint."""
+        init_transactions() aborts it, or completes a commit that was in fact written) and every partition
+        goes back to its checkpoint as committed in the target, read again: another run may have committed
+        meanwhile (this one was cut off), and a commit that timed out may have been written."""
         if isinstance(failure.error, _FATAL_IN_TRANSACTION):
             error_class = (KafkaOperationError if isinstance(failure.error, kafka_errors.ProducerFencedError)
                            else AuthorizationError)
             raise error_class(f"{self.target.cluster.name}: the transaction failed: {_describe(failure.error)}",
                               hint=_FATAL_IN_TRANSACTION_HINT)
-        if failure.part is not None and not _retriable(failure.error):  # e.g. a record too large: sending it
-            # again cannot help; the open transaction is aborted by the next run (or its timeout)
+        if failure.part is not None and not isinstance(failure.error, _TargetLost) and not _retriable(failure.error):
+            # e.g. a record too large: sending it again cannot help; the open transaction is aborted by the
+            # next run (or its timeout)
             raise self._send_error(failure)
         self._warn(f"{self.target.cluster.name}: the transaction failed ({_describe(failure.error)}); aborting it "
                    "and copying again from the last commit")
         with contextlib.suppress(Exception):
             self.producer.close(timeout=5)
         self._uncount_open_transaction()
+        self.inflight_bytes = self.inflight_records = 0
         for part in self.parts.values():
             part.pending.clear()
-            part.acked = part.written = part.committed
-            part.acked_target = part.committed_target
-        self.inflight_bytes = self.inflight_records = 0
         self._until_target_answers(self._new_producer, None)
+        loaded = self._until_target_answers(lambda: self.store.load(self._warn), None)
+        if loaded is None:
+            return  # stopped while the target was away: nothing more is copied
+        parts = list(self.parts.values())
+        ends = self._until_target_answers(
+            lambda: self._offsets(self.target, {part.target: OffsetSpec.LATEST for part in parts}), {})
         with translate_errors(self.source.cluster, "rewind"):
-            for part in self.parts.values():
-                if part.position != part.committed:
-                    self._rewind(part, part.committed)
+            for part in parts:
+                checkpoint = loaded.get((part.source.topic, part.source.partition))
+                if checkpoint is not None and checkpoint.target_topic == part.target.topic:
+                    part.committed, part.committed_target = checkpoint.next_offset, checkpoint.target_next_offset
+                part.acked, part.acked_target, part.written = part.committed, part.committed_target, part.committed
+                end = ends.get(part.target)
+                if end is not None and end < part.committed_target:
+                    self._target_went_back(part, end)
+                    continue
+                self._rewind(part, part.committed)
 
-    def _rewind(self, part: _Partition, offset: int) -> None:
-        """Copy ``part`` again from source offset ``offset`` (a partition --once had finished resumes)."""
+    def _rewind(self, part: _Partition, offset: int, forward: bool = False) -> None:
+        """Copy ``part`` again from source offset ``offset`` (a partition --once had finished resumes).
+        ``forward``: the offset may lie ahead of what was sent (the source moved): records before it are
+        treated as done."""
         part.position = offset
-        if part.done and part.end is not None and offset < part.end:
-            part.done = False
-            self.consumer.resume(part.source)
-        self.consumer.seek(part.source, offset)
+        if forward:  # once what was sent before is acknowledged, everything before ``offset`` is done
+            part.pending.append((offset, None, 0, 0))
+        if part.end is not None:
+            done = offset >= part.end
+            if part.done and not done:
+                self.consumer.resume(part.source)
+            elif done and not part.done:
+                part.pending.append((part.end, None, 0, 0))
+                self.consumer.pause(part.source)
+            part.done = done
+        if part.source in self.consumer.assignment():
+            self.consumer.seek(part.source, offset)
+
+    def _restart_at(self, part: _Partition, offset: int, end: int | None) -> None:
+        """The source topic was recreated: its offsets start again, and nothing sent from the old topic
+        matters for where the partition stands (its checkpoint must never pair the new topic's id with the
+        old topic's offsets)."""
+        for _, _, size, sent in part.pending:
+            self.inflight_bytes -= size
+            self.inflight_records -= sent
+        part.pending.clear()
+        part.acked = part.committed = offset
+        part.written = None
+        if part.end is not None:
+            part.end = max(offset, end if end is not None else offset)
+        self._rewind(part, offset)
 
     def _uncount_open_transaction(self) -> None:
         """--exactly-once: the records of the open transaction were not delivered after all."""
@@ -763,8 +1173,8 @@ class _Engine:
 
     def _send_error(self, failure: _SendFailed) -> KafkaOperationError:
         """The error that ends the run when a send failed for a reason that resending cannot mend."""
-        return KafkaOperationError(f"{self.target.cluster.name}: sending to {failure.part.target.topic}"
-                                   f"[{failure.part.target.partition}] failed: {_describe(failure.error)}")
+        where = f" to {failure.part.target.topic}[{failure.part.target.partition}]" if failure.part else ""
+        return KafkaOperationError(f"{self.target.cluster.name}: sending{where} failed: {_describe(failure.error)}")
 
     def _forget_unacknowledged(self) -> list[_Partition]:
         """Drop the sends not acknowledged (after a failure); their records no longer count as copied.
@@ -807,9 +1217,9 @@ class _Engine:
             return
         try:
             self._drain()
-        except _SendFailed as failure:
-            self._warn(f"some records were not acknowledged ({_describe(failure.error)}); the next run "
-                       "copies them again")
+        except (_SendFailed, _TargetLost) as failure:
+            self._warn(f"some records were not acknowledged ({_describe(getattr(failure, 'error', failure))}); "
+                       "the next run copies them again")
             self._reap(failures=False)
             self._forget_unacknowledged()
         except KmcError as exc:
@@ -830,29 +1240,6 @@ _FATAL_IN_TRANSACTION = (
 )
 _FATAL_IN_TRANSACTION_HINT = ("another run with the same flow, clusters and topics took over (fenced), or the target "
                               "denies transactions: kmc needs WRITE and DESCRIBE on its transactional id (kmc/...)")
-
-
-def _flush(producer: Any, timeout: float) -> None:
-    """Send everything the producer holds now and wait until no batch is incomplete.
-
-    Not ``producer.flush()``: kafka-python's flush waits on a snapshot of the incomplete batches, and a
-    batch split after MESSAGE_TOO_LARGE stays in that snapshot while its records move to the halves; its
-    latch is only set when a record future moves with them, and the byte path's batches have futures for
-    their last records only. Waiting for the set of incomplete batches to empty has no such hole."""
-    accumulator = producer._accumulator  # noqa: SLF001
-    deadline = time.monotonic() + timeout
-    accumulator.begin_flush()  # every batch is ready now, whatever its linger
-    try:
-        producer._sender.wakeup()  # noqa: SLF001
-        while True:
-            pending = accumulator._incomplete.all()  # noqa: SLF001
-            if not pending:
-                return
-            if time.monotonic() >= deadline:
-                raise kafka_errors.KafkaTimeoutError(f"the target did not acknowledge within {timeout:g}s")
-            pending[0].produce_future.wait(timeout=0.05)
-    finally:
-        accumulator._flushes_in_progress.decrement()  # noqa: SLF001
 
 
 def _retriable(error: BaseException | None) -> bool:

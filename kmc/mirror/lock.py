@@ -1,9 +1,11 @@
-"""One run at a time per mirror: an fcntl file lock per (source, target, topic selection, rename, flow).
+"""One run at a time per mirror: an fcntl file lock per mirror identity.
 
 Cron starts ``kmc mirror --once`` every few minutes; when a run takes longer than the interval, the next
-one must not copy the same partitions concurrently (it would write every record twice). The lock lives
-under ``$XDG_STATE_HOME/kmc/locks/`` (default ``~/.local/state``); the kernel releases it when the
-process dies, so a ``kill -9`` never leaves a stale lock behind.
+one must not copy the same partitions concurrently (it would write every record twice). The identity is
+what is copied, not how the command was spelled: the clusters by id, the flow, the topic selection and
+excludes as sets, the rename and the shard. The lock lives under ``$XDG_STATE_HOME/kmc/locks/`` (default
+``~/.local/state``); the kernel releases it when the process dies, so a ``kill -9`` never leaves a
+stale lock behind, and a run that ends removes its lock file, so they do not pile up.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from kmc.errors import LockedError
+from kmc.errors import ConfigError, LockedError
 from kmc.profiles import Cluster
 
 
@@ -26,24 +28,25 @@ def lock_dir() -> Path:
     return Path(base) / "kmc" / "locks"
 
 
-def lock_identity(source: Cluster, target: Cluster, topics: tuple[str, ...], exclude: tuple[str, ...],
+def lock_identity(source: Cluster | str, target: Cluster | str, topics: tuple[str, ...], exclude: tuple[str, ...],
                   rename: str, flow: str, shard: tuple[int, int] | None = None) -> dict[str, object]:
-    """What makes two runs "the same mirror". Clusters are identified by their bootstrap servers (not
-    their profile names), so a profile and an ad-hoc ``host:port`` for one cluster share a lock.
+    """What makes two runs "the same mirror". A cluster is its id (a str) or, before kmc has connected,
+    its sorted bootstrap servers. Topic patterns and excludes count as sets: ``--topics a --topics b`` and
+    ``--topics b --topics a`` are one mirror.
 
     A ``shard`` (a worker of ``kmc mirror --workers``) has a lock of its own, so the workers of one run do
     not exclude each other; their parent holds the unsharded lock, which keeps other runs out.
     """
     identity: dict[str, object] = {
-        "source": sorted(source.bootstrap),
-        "target": sorted(target.bootstrap),
-        "topics": list(topics),
-        "exclude": list(exclude),
+        "source": source if isinstance(source, str) else sorted(source.bootstrap),
+        "target": target if isinstance(target, str) else sorted(target.bootstrap),
+        "topics": sorted(set(topics)),
+        "exclude": sorted(set(exclude)),
         "rename": rename,
         "flow": flow,
     }
     if shard is not None:
-        identity["shard"] = list(shard)  # absent otherwise: unsharded runs keep the lock file they always had
+        identity["shard"] = list(shard)
     return identity
 
 
@@ -54,18 +57,36 @@ def lock_path(identity: dict[str, object]) -> Path:
 
 @contextlib.contextmanager
 def hold_lock(identity: dict[str, object], description: str) -> Iterator[Path]:
-    """Hold the lock of ``identity`` for the duration of the block; LockedError (exit 75) if taken."""
+    """Hold the lock of ``identity`` for the duration of the block; LockedError (exit 75) if taken.
+
+    The file is removed when the block ends. A run that opened the file just before it was removed would
+    lock a file nobody else can see, so after locking, the path must still name the locked file; if not,
+    the lock is taken again on the new file."""
     path = lock_path(identity)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the whole block
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the lock directory {path.parent}: {exc.strerror}",
+                          hint="check XDG_STATE_HOME (kmc keeps its locks under $XDG_STATE_HOME/kmc/locks)") from None
+    while True:
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the whole block
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip().splitlines()
+            handle.close()
             pid = holder[0] if holder else "unknown"
             raise LockedError(f"{description}: another run holds the lock {path} (pid {pid})") from None
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and (current.st_ino, current.st_dev) == (os.fstat(handle.fileno()).st_ino,
+                                                                       os.fstat(handle.fileno()).st_dev):
+            break
+        handle.close()  # the holder removed it as we opened it: lock the file that is there now
+    try:
         # Who holds it, for the message above and for an operator looking at the file.
         handle.seek(0)
         handle.truncate()
@@ -73,4 +94,6 @@ def hold_lock(identity: dict[str, object], description: str) -> Iterator[Path]:
         handle.flush()
         yield path
     finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # still locked: a run waiting on the old file sees it gone and starts over
         handle.close()  # closing releases the flock

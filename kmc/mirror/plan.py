@@ -52,7 +52,9 @@ class MirrorSpec:
     checkpoint_interval: float = 1.0  # seconds between checkpoint writes in follow mode
     refresh_interval: float = 30.0  # seconds between looks for new topics and partitions (follow)
     progress_interval: float = 1.0  # seconds between progress callbacks
-    compression: str | None = "lz4"  # the target producer's codec; None sends uncompressed
+    # "keep": each batch keeps its source codec (records that cannot pass as batches: lz4); a codec
+    # recompresses everything with it; None sends uncompressed
+    compression: str | None = "keep"
     delivery_timeout: float = 300.0  # seconds the producer retries one batch before giving up on it
     # "same": source partition i -> target partition i; "key": murmur2(key) mod the target's partition count,
     # as Kafka's producer would (kmc aggregate --merge --partitioner key); see copypath.KeyedCopyPath
@@ -76,9 +78,9 @@ class MirrorSpec:
             raise UsageError(f"--flow: invalid flow name '{self.flow}'", hint="use letters, digits, '.', '_' or '-'")
         if self.replication_factor is not None and self.replication_factor < 1:
             raise UsageError("--replication-factor must be at least 1")
-        if self.compression not in (None, "gzip", "snappy", "lz4", "zstd"):
+        if self.compression not in (None, "keep", "gzip", "snappy", "lz4", "zstd"):
             raise UsageError(f"--compression: unknown codec '{self.compression}'",
-                             hint="use none, gzip, snappy, lz4 or zstd")
+                             hint="use keep, none, gzip, snappy, lz4 or zstd")
         if self.delivery_timeout < 2:
             raise UsageError("--delivery-timeout must be at least 2 seconds")
         if self.partitioner not in ("same", "key"):
@@ -122,6 +124,8 @@ class TopicPlan:
     config_drift: Mapping[str, Mapping[str, str | None]]  # key -> {"source": v, "target": v}
     actions: tuple[str, ...]  # "create", "add_partitions", "sync_configs"
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # the source topic's effective max.message.bytes
+    source_topic_id: str | None = None
+    target_topic_id: str | None = None  # None until the target topic exists
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -208,7 +212,7 @@ def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) ->
         if existing is None:
             rf = spec.replication_factor or max(1, min(topic.replication_factor, brokers))
             plans.append(TopicPlan(topic.name, name, len(topic.partitions), None, rf, configs, {}, ("create",),
-                                   max_bytes.get(topic.name, DEFAULT_MAX_MESSAGE_BYTES)))
+                                   max_bytes.get(topic.name, DEFAULT_MAX_MESSAGE_BYTES), topic.topic_id))
             continue
         actions = []
         if spec.partitioner == "key":
@@ -226,7 +230,8 @@ def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) ->
                             "--sync-configs makes them equal")
         plans.append(TopicPlan(topic.name, name, len(topic.partitions), len(existing.partitions),
                                existing.replication_factor, configs, drift, tuple(actions),
-                               max_bytes.get(topic.name, DEFAULT_MAX_MESSAGE_BYTES)))
+                               max_bytes.get(topic.name, DEFAULT_MAX_MESSAGE_BYTES), topic.topic_id,
+                               existing.topic_id))
     if not source_topics:
         warnings.append("no source topic matches the selection")
     return Plan(
