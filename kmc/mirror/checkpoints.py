@@ -20,6 +20,7 @@ Reading: :meth:`CheckpointStore.load` reads to the high watermark and applies re
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import kafka.errors as kafka_errors
 
 from kmc.client import KafkaSession, broker_error, translate_errors
 from kmc.errors import KafkaOperationError
+from kmc.mirror import producer_hooks
 from kmc.mirror.logreader import read_latest
 
 CHECKPOINT_TOPIC = "kmc.checkpoints"
@@ -112,6 +114,7 @@ class CheckpointStore:
         self.flow = flow
         self.source_cluster_id = source_cluster_id
         self._producer = None
+        self._own_producer = False
         self._failed: list[tuple[str, BaseException]] = []
 
     def load(self, warn: Callable[[str], None] = lambda message: None) -> dict[tuple[str, int], Checkpoint]:
@@ -141,12 +144,14 @@ class CheckpointStore:
         """Write through ``producer`` (the mirror's transactional producer with --exactly-once, so that
         checkpoints commit or abort with the records they cover)."""
         self._producer = producer
+        self._own_producer = False
 
     def _producer_client(self):  # noqa: ANN202 - a kafka-python KafkaProducer
         if self._producer is None:
             self._producer = self.target.producer(acks="all", linger_ms=5, enable_idempotence=True,
                                                   compression_type="lz4", delivery_timeout_ms=120000,
                                                   retries=2**31 - 1)
+            self._own_producer = True
         return self._producer
 
     def write(self, checkpoints: Iterable[tuple[str, int, Checkpoint]]) -> int:
@@ -165,7 +170,14 @@ class CheckpointStore:
         self._failed.append((key, exc))  # called on the producer's thread; list.append is atomic
 
     def take_failures(self) -> list[tuple[str, BaseException]]:
+        """The writes that failed since the last call. After a failure the store's own producer is replaced
+        at the next write: kafka-python 3.0's idempotent producer stays broken after a batch fails for good
+        (e.g. MESSAGE_TOO_LARGE, even once the topic accepts the size again)."""
         failed, self._failed = self._failed, []
+        if failed and self._own_producer and self._producer is not None:
+            with contextlib.suppress(Exception):
+                self._producer.close(timeout=0)
+            self._producer = None
         return failed
 
     def flush(self, timeout: float | None = None) -> None:
@@ -173,7 +185,7 @@ class CheckpointStore:
         if self._producer is None:
             return
         with translate_errors(self.target.cluster, f"write {CHECKPOINT_TOPIC}"):
-            self._producer.flush(timeout=timeout)
+            producer_hooks.flush(self._producer, 120.0 if timeout is None else timeout)
         failed = self.take_failures()
         if failed:
             key, exc = failed[0]
