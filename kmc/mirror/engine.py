@@ -1066,8 +1066,12 @@ class _Engine:
                     continue
                 # Whatever reached the target after the last acknowledgement is sent again.
                 if end is not None and end > part.acked_target:
-                    part.stats.redelivered += end - part.acked_target
+                    again = end - part.acked_target
+                    part.stats.redelivered += again
                     part.acked_target = end
+                    self.notice("info", f"resending {part.source.topic}[{part.source.partition}]: {again} records "
+                                        f"that reached {part.target.topic} unacknowledged will be copied again "
+                                        "(redelivered)")
                 self._rewind(part, part.acked)
 
     def _target_went_back(self, part: _Partition, end: int) -> None:

@@ -447,6 +447,9 @@ def _server_properties(cluster: SandboxCluster, broker: SandboxBroker) -> str:
         "num.io.threads": 4,
         # the cleaner's dedupe buffer is allocated on the heap up front; the default (128 MiB) dominates RSS
         "log.cleaner.dedupe.buffer.size": 16 * 1024 * 1024,
+        # retention and compaction act within seconds (the default looks every 5 minutes): demos and the
+        # fault tests show data deleted by retention, as a production cluster deletes it
+        "log.retention.check.interval.ms": 2000,
     }
     lines = [f"# written by kmc for sandbox {cluster.name}, node {broker.node_id}; rewritten on every start"]
     lines += [f"{key}={value}" for key, value in settings.items()]
@@ -958,6 +961,23 @@ def stop_broker(name: str, node_id: int, timeout: float = STOP_TIMEOUT) -> Sandb
         cluster = _with_pid(cluster, node_id, None)
         _write_state(cluster)
         log.info("sandbox %s: broker %d stopped", name, node_id)
+        return cluster
+
+
+def kill_broker(name: str, node_id: int) -> SandboxCluster:
+    """SIGKILL one node of a sandbox, as a crash or a lost host would stop it (the fault tests do this);
+    ``start_broker`` starts it again."""
+    with _locked([validate_name(name)]):
+        cluster = get(name)
+        broker = cluster.broker(node_id)
+        if broker.pid is not None and _signal(broker.pid, str(broker.config_file), signal.SIGKILL):
+            deadline = time.monotonic() + KILL_TIMEOUT
+            while _process_matches(broker.pid, str(broker.config_file)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        _discard_cds(broker)
+        cluster = _with_pid(cluster, node_id, None)
+        _write_state(cluster)
+        log.info("sandbox %s: broker %d killed", name, node_id)
         return cluster
 
 
