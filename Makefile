@@ -1,10 +1,11 @@
 # make demo   start the sandbox topology and show kmc at work
 # make test   run the test suite against real sandbox Kafka clusters
+# make chaos  long fault runs (kill -9 of kmc and brokers under load) and a table of what arrived
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint docs bench bench-quick clean-sandbox
+.PHONY: demo test lint docs bench bench-quick chaos clean-sandbox
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,10 @@ bench: $(VENV)/.installed
 
 bench-quick: $(VENV)/.installed
 	$(PY) bench/run.py --quick
+
+# the long chaos runs (KMC_CHAOS_SECONDS each, default 180): kill -9 of kmc and brokers, then count
+chaos: $(VENV)/.installed
+	$(PY) -m tests.chaos
 
 clean-sandbox: $(VENV)/.installed
 	$(VENV)/bin/kmc sandbox down

@@ -228,6 +228,40 @@ class ClusterInfo:
     round_trip_ms: float
 
 
+class _PatientAdmin:
+    """A KafkaAdminClient whose requests are asked again, of another broker, while the one kafka-python
+    picked cannot be reached or answers with a retriable error (a broker killed or restarting, a leader
+    moving), until the session's timeout. kafka-python sends most admin requests to one node of its
+    choosing and gives up at the first refused connection: with one broker of three down, kmc could not
+    even start. Timeouts are not retried (they already waited)."""
+
+    def __init__(self, admin: KafkaAdminClient, timeout: float) -> None:
+        self._admin = admin
+        self._timeout = timeout
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._admin, name)
+        if name.startswith("_") or not callable(attribute):
+            return attribute
+
+        def patiently(*args: Any, **kwargs: Any) -> Any:
+            deadline = time.monotonic() + self._timeout
+            delay = 0.1
+            while True:
+                try:
+                    return attribute(*args, **kwargs)
+                except kafka_errors.KafkaTimeoutError:
+                    raise
+                except kafka_errors.KafkaError as exc:
+                    transient = isinstance(exc, (kafka_errors.KafkaConnectionError, kafka_errors.NodeNotReadyError))
+                    if not (transient or getattr(exc, "retriable", False)) or time.monotonic() + delay > deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(2 * delay, 1.0)
+
+        return patiently
+
+
 class KafkaSession:
     """The clients for one cluster; use as a context manager so they are always closed."""
 
@@ -260,9 +294,10 @@ class KafkaSession:
     def admin(self) -> KafkaAdminClient:
         if self._admin is None:
             settings = _only(self.config(), KafkaAdminClient.DEFAULT_CONFIG)
-            self._admin = _connect(self.cluster, KafkaAdminClient, settings, "connect")
-            self._owned.append(self._admin)
-        return self._admin
+            admin = _connect(self.cluster, KafkaAdminClient, settings, "connect")
+            self._owned.append(admin)
+            self._admin = _PatientAdmin(admin, self.timeout)
+        return self._admin  # type: ignore[return-value] - the same methods
 
     def consumer(self, **overrides: Any) -> KafkaConsumer:
         """A consumer that never commits (kmc keeps its own checkpoints)."""

@@ -35,6 +35,7 @@ from tests.test_mirror import (
     followers,  # noqa: F401 - a fixture
     numbered,
     produce,
+    produce_slowly,
     read_all,
     topics_of,
     wait_for,
@@ -209,57 +210,56 @@ def test_an_open_transaction_in_the_checkpoint_topic_hides_no_checkpoint(src_clu
 
 def test_a_paused_exactly_once_mirror_that_resumes_copies_nothing_twice(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
                                                                         tmp_path: Path) -> None:
-    """Defect 4: host A is cut off (SIGSTOP past its timeouts), host B takes over and commits, A comes back.
-    A must not copy again what B committed (it used to rewind to its own last commit, in memory). The two
-    "hosts" have their own state directories, so the local lock does not keep B out."""
+    """Defect 4: host A is cut off in the middle of copying (SIGSTOP past its timeouts), host B takes over
+    and commits, A comes back while B runs. Whichever goes on must not copy again what the other committed
+    (A used to rewind to its own last commit, as it remembered it). The two "hosts" have their own state
+    directories, so the local lock does not keep B out: only Kafka's transactional fencing separates them."""
     create_topic(src_cluster, topic_name, 2)
-    produce(src_cluster, topic_name, numbered(200, 2))
-    procs = []
+    writing = produce_slowly(src_cluster, topic_name, 3000, 2, pause=0.02)
+    procs: dict[str, subprocess.Popen] = {}
 
-    def start(host: str) -> subprocess.Popen:
+    def start(host: str) -> None:
         state = tmp_path / host
         state.mkdir(exist_ok=True)
         env = {**os.environ, "XDG_STATE_HOME": str(state)}
-        proc = subprocess.Popen([sys.executable, "-m", "kmc", "mirror", "src", "dst", "--topics", topic_name,
-                                 "--follow", "--exactly-once", "--delivery-timeout", "4", "-o", "json"],
-                                env=env, stdout=open(tmp_path / f"{host}.out", "wb"),  # noqa: SIM115
-                                stderr=open(tmp_path / f"{host}.err", "wb"), stdin=subprocess.DEVNULL)  # noqa: SIM115
-        procs.append(proc)
-        return proc
+        with open(tmp_path / f"{host}.err", "wb") as err:
+            procs[host] = subprocess.Popen(
+                [sys.executable, "-m", "kmc", "mirror", "src", "dst", "--topics", topic_name, "--follow",
+                 "--exactly-once", "--delivery-timeout", "4", "--checkpoint-interval", "0.3"],
+                env=env, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
 
     def committed() -> int:
         return sum(len(records) for records in read_all(dst_cluster, topic_name, isolation="read_committed").values())
 
     try:
-        host_a = start("a")
-        wait_for(lambda: committed() == 200, 60, "A to copy the first records")
-        host_a.send_signal(signal.SIGSTOP)
-        produce(src_cluster, topic_name, numbered(100, 2, start=200))
-        host_b = start("b")
-        wait_for(lambda: committed() == 300, 60, "B to copy what A could not")
-        assert host_b.poll() is None
-        host_b.send_signal(signal.SIGTERM)
-        assert host_b.wait(60) == 0
-        time.sleep(8)  # past A's delivery and request timeouts
-        host_a.send_signal(signal.SIGCONT)
-        produce(src_cluster, topic_name, numbered(100, 2, start=300))
-        deadline = time.monotonic() + 60
-        while committed() < 400 and host_a.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if host_a.poll() is None:  # A carried on (it fenced nobody alive): it stops cleanly
-            host_a.send_signal(signal.SIGTERM)
-            assert host_a.wait(60) == 0
-        else:  # A found itself fenced and stopped: what it did not copy, the next run does
-            assert host_a.returncode == 1, (tmp_path / "a.err").read_text()
-            mirror_json("src", "dst", "--topics", topic_name, "--once", "--exactly-once")
+        start("a")
+        wait_for(lambda: committed() > 300, 60, "A to copy")
+        procs["a"].send_signal(signal.SIGSTOP)  # mid-copy: requests in flight, a transaction open
+        before = committed()
+        start("b")
+        wait_for(lambda: committed() > before + 300, 60, "B to take over")
+        time.sleep(6)  # A's requests and its transaction are long past their timeouts
+        procs["a"].send_signal(signal.SIGCONT)  # A comes back while B runs: one fences the other
+        assert writing.wait(120)
+        time.sleep(8)
+        for host, proc in procs.items():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(60) == 0, (tmp_path / f"{host}.err").read_text()
+            else:  # fenced by the other: one line, exit 1
+                assert proc.returncode == 1, (tmp_path / f"{host}.err").read_text()
+                assert "fenced" in (tmp_path / f"{host}.err").read_text()
+        assert any(proc.returncode == 0 for proc in procs.values())
+        mirror_json("src", "dst", "--topics", topic_name, "--once", "--exactly-once")  # whatever is left
     finally:
-        for proc in procs:
+        for proc in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
                 proc.kill()
                 proc.wait(30)
     source = values(read_all(src_cluster, topic_name))
     target = values(read_all(dst_cluster, topic_name, isolation="read_committed"))
+    assert sum(len(v) for v in source.values()) == 3000
     assert target == source  # every record once, in order, per partition
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import kafka.errors as kafka_errors
 
 from kmc.client import KafkaSession, broker_error, translate_errors
-from kmc.errors import KafkaOperationError
+from kmc.errors import KafkaOperationError, KmcError
 from kmc.mirror import producer_hooks
 from kmc.mirror.logreader import read_latest
 
@@ -120,14 +121,24 @@ class CheckpointStore:
     def load(self, warn: Callable[[str], None] = lambda message: None) -> dict[tuple[str, int], Checkpoint]:
         """Every committed checkpoint of this flow and source, read to the end offsets seen at the start
         (past any open transaction: kmc/mirror/logreader.py)."""
-        consumer = self.target.consumer(isolation_level="read_uncommitted")
         prefix = self.prefix.encode()
-        try:
-            with translate_errors(self.target.cluster, f"read {CHECKPOINT_TOPIC}"):
-                values = read_latest(consumer, CHECKPOINT_TOPIC, lambda key: key.startswith(prefix),
-                                     stall=max(30.0, 3 * self.target.timeout))
-        finally:
-            consumer.close()
+        stall = max(30.0, 3 * self.target.timeout)
+        deadline = time.monotonic() + stall
+        while True:  # a broker down (its partitions' leadership moving) is asked again, with a new reader
+            consumer = self.target.consumer(isolation_level="read_uncommitted")
+            try:
+                with translate_errors(self.target.cluster, f"read {CHECKPOINT_TOPIC}"):
+                    values = read_latest(consumer, CHECKPOINT_TOPIC, lambda key: key.startswith(prefix), stall=stall)
+                break
+            except KmcError as exc:
+                cause = exc.__cause__
+                transient = isinstance(cause, (kafka_errors.KafkaConnectionError, kafka_errors.NodeNotReadyError)) or (
+                    getattr(cause, "retriable", False) and not isinstance(cause, kafka_errors.KafkaTimeoutError))
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+            finally:
+                consumer.close()
         found: dict[tuple[str, int], Checkpoint] = {}
         for key, value in values.items():
             text = key.decode("utf-8", "replace")
