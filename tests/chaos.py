@@ -164,13 +164,17 @@ def run_chaos(source: str, target: str, *, seconds: float, exactly_once: bool, c
     started = time.monotonic()
     try:
         mirror.start()
+        mirror_started = time.monotonic()
         while time.monotonic() - started < seconds:
-            time.sleep(rng.uniform(1.5, 5.0))
+            time.sleep(rng.uniform(2.0, 6.0))
             action = rng.choice(["kmc", "kmc", "source", "target"])
             if action == "kmc":
+                # a kill of a kmc that is still starting proves little: let it copy for a while first
+                time.sleep(max(0.0, mirror_started + rng.uniform(4.0, 8.0) - time.monotonic()))
                 mirror.kill()
                 result.kmc_kills += 1
                 mirror.start()
+                mirror_started = time.monotonic()
                 continue
             name = source if action == "source" else target
             node = rng.choice([broker.node_id for broker in sandbox.get(name).brokers])

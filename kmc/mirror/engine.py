@@ -761,7 +761,10 @@ class _Engine:
                 self._recover(_SendFailed(lost.part, lost), target_lost=True)
 
     def _send(self, part: _Partition, records: list[Any], position: int) -> None:
-        future, sent, skipped, size = self.path.send_batch(part.target, records)
+        try:
+            future, sent, skipped, size = self.path.send_batch(part.target, records)
+        except kafka_errors.KafkaError as exc:  # the producer refuses new sends after an earlier failure
+            raise _SendFailed(part, _cause(exc)) from exc
         stats = part.stats
         stats.records += sent
         stats.skipped += skipped
@@ -1101,8 +1104,7 @@ class _Engine:
         goes back to its checkpoint as committed in the target, read again: another run may have committed
         meanwhile (this one was cut off), and a commit that timed out may have been written."""
         if isinstance(failure.error, _FATAL_IN_TRANSACTION):
-            error_class = (KafkaOperationError if isinstance(failure.error, kafka_errors.ProducerFencedError)
-                           else AuthorizationError)
+            error_class = KafkaOperationError if isinstance(failure.error, _FENCED) else AuthorizationError
             raise error_class(f"{self.target.cluster.name}: the transaction failed: {_describe(failure.error)}",
                               hint=_FATAL_IN_TRANSACTION_HINT)
         if failure.part is not None and not isinstance(failure.error, _TargetLost) and not _retriable(failure.error):
@@ -1236,14 +1238,24 @@ class _Engine:
 
 
 # Errors after which starting the transaction again cannot help.
+# Fenced by another run with the same transactional id (kafka-python may report it as a send refused in the
+# wrong transaction state once the fence broke its transaction)
+_FENCED = (kafka_errors.ProducerFencedError, kafka_errors.InvalidProducerEpochError, kafka_errors.IllegalStateError)
 _FATAL_IN_TRANSACTION = (
-    kafka_errors.ProducerFencedError,
+    *_FENCED,
     kafka_errors.TransactionalIdAuthorizationFailedError,
     kafka_errors.ClusterAuthorizationFailedError,
     kafka_errors.TopicAuthorizationFailedError,
 )
 _FATAL_IN_TRANSACTION_HINT = ("another run with the same flow, clusters and topics took over (fenced), or the target "
                               "denies transactions: kmc needs WRITE and DESCRIBE on its transactional id (kmc/...)")
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The error behind kafka-python's "Cannot perform send because at least one previous transactional or
+    idempotent request has failed" (it carries the earlier error as its second argument)."""
+    inner = error.args[1] if len(error.args) > 1 else None
+    return inner if isinstance(inner, BaseException) else error
 
 
 def _retriable(error: BaseException | None) -> bool:
