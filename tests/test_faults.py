@@ -136,19 +136,23 @@ def test_records_deleted_before_they_were_copied_are_a_reported_gap_and_exit_7(s
     assert (again["records"], again["gaps"]) == (0, [])
 
 
-def test_a_running_mirror_reports_records_deleted_while_the_target_was_down(src_cluster, dst_cluster,  # noqa: ANN001
-                                                                           topic_name: str, followers) -> None:  # noqa: F811
-    """The consumer used to reset an out-of-range position to the log start without a word."""
-    create_topic(src_cluster, topic_name, 1)
+def test_a_target_outage_longer_than_the_source_retention_is_a_reported_gap(src_cluster, dst_cluster,  # noqa: ANN001
+                                                                            topic_name: str, followers) -> None:  # noqa: F811
+    """The target is down longer than the source keeps data: the source's retention deletes records kmc has
+    not copied. The consumer used to reset the out-of-range position to the log start without a word."""
+    create_topic(src_cluster, topic_name, 1, {"segment.ms": "1000"})
     produce(src_cluster, topic_name, numbered(100, 1))
     follower = followers("src", "dst", "--topics", topic_name, "--delivery-timeout", "3", "-o", "json")
     wait_for(lambda: count(dst_cluster, topic_name) == 100, 60, "the first records", follower)
     sandbox.stop_broker(dst_cluster.name, 1)
     try:
-        produce(src_cluster, topic_name, numbered(100, 1, start=100))
-        time.sleep(4)  # past the delivery timeout: kmc rewinds to what was acknowledged (100)
-        delete_records(src_cluster, topic_name, {0: 150})
-        time.sleep(2)
+        for burst in range(5):  # records a second apart, so each burst is a segment of its own
+            produce(src_cluster, topic_name, numbered(20, 1, start=100 + 20 * burst))
+            time.sleep(1.2)
+        alter_topic(src_cluster, topic_name, {"retention.ms": "1"})  # the broker deletes closed segments
+        wait_for(lambda: low_watermark(src_cluster, topic_name) > 100, 60, "retention to delete records")
+        alter_topic(src_cluster, topic_name, {"retention.ms": str(7 * 86_400_000)})
+        deleted_to = low_watermark(src_cluster, topic_name)
         follower.ensure_running()
     finally:
         sandbox.start_broker(dst_cluster.name, 1)
@@ -156,11 +160,21 @@ def test_a_running_mirror_reports_records_deleted_while_the_target_was_down(src_
     wait_for(lambda: b"r-209" in values(read_all(dst_cluster, topic_name))[0], 90, "the newest records", follower)
     assert follower.stop() == 0
     document = json.loads(follower.stdout)
-    assert gaps_of(document) == [(topic_name, 0, "expired", 100, 150)]
-    assert "records 100 to 149 expired at the source" in follower.stderr
+    assert gaps_of(document) == [(topic_name, 0, "expired", 100, deleted_to)]
+    assert f"records 100 to {deleted_to - 1} expired at the source" in follower.stderr
     got = values(read_all(dst_cluster, topic_name))[0]
     first_seen = list(dict.fromkeys(v.decode() for v in got))
-    assert first_seen == [f"r-{i}" for i in [*range(100), *range(150, 210)]]  # nothing else lost, in order
+    assert first_seen == [f"r-{i}" for i in [*range(100), *range(deleted_to, 210)]]  # nothing else lost
+
+
+def low_watermark(cluster, topic: str, partition: int = 0) -> int:  # noqa: ANN001
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap(cluster), "group.id": "watermarks"})
+    try:
+        return consumer.get_watermark_offsets(CTopicPartition(topic, partition), timeout=10)[0]
+    finally:
+        consumer.close()
 
 
 def test_a_gap_shows_in_flow_status(src_cluster, dst_cluster, topic_name: str, tmp_path: Path,  # noqa: ANN001

@@ -1,0 +1,126 @@
+"""The kafka-python internals the copy engine relies on, one test per assumption, against a real broker.
+
+kafka-python is pinned to 3.0.x; an upgrade that changes one of these fails a named test here instead of a
+copy somewhere else (kmc/mirror/producer_hooks.py, kmc/mirror/batchpath.py, kmc/mirror/logreader.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import Producer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.producer.producer_batch import FinalState
+
+from kmc.mirror import producer_hooks
+from kmc.mirror.batchpath import RawBatch, fetch_batches
+from kmc.mirror.logreader import read_latest
+from tests.test_mirror import bootstrap, create_topic, read_all, wait_for
+
+pytestmark = pytest.mark.kafka
+
+
+def test_flush_waits_until_no_batch_is_incomplete(dst_cluster, topic_name: str) -> None:  # noqa: ANN001
+    create_topic(dst_cluster, topic_name, 2)
+    producer = KafkaProducer(bootstrap_servers=bootstrap(dst_cluster), linger_ms=60_000, batch_size=1 << 20)
+    try:
+        futures = [producer.send(topic_name, b"v%d" % i, partition=i % 2) for i in range(100)]
+        assert producer._accumulator._incomplete.all()  # noqa: SLF001 - lingering for a minute
+        producer_hooks.flush(producer, 30)
+        assert not producer._accumulator._incomplete.all()  # noqa: SLF001
+        assert all(future.is_done and future.exception is None for future in futures)
+    finally:
+        producer.close(5)
+
+
+def test_failed_batches_sees_a_batch_that_failed(dst_cluster, topic_name: str) -> None:  # noqa: ANN001
+    create_topic(dst_cluster, topic_name, 1, {"max.message.bytes": "2000"})
+    producer = KafkaProducer(bootstrap_servers=bootstrap(dst_cluster), enable_idempotence=True)
+    try:
+        watch = producer_hooks.FailedBatches(producer)
+        assert not watch
+        producer.send(topic_name, b"x" * 10_000, partition=0)
+        producer_hooks.flush(producer, 30)
+        tp, error = watch.first()
+        assert tp == TopicPartition(topic_name, 0) and "MessageSizeTooLarge" in type(error).__name__
+        assert FinalState.FAILED  # the state the hook looks for exists under this name
+    finally:
+        producer.close(5)
+
+
+def test_commit_transaction_commits_and_begins_the_next(dst_cluster, topic_name: str) -> None:  # noqa: ANN001
+    create_topic(dst_cluster, topic_name, 1)
+    producer = KafkaProducer(bootstrap_servers=bootstrap(dst_cluster), transactional_id=f"hooks-{topic_name}")
+    try:
+        producer.init_transactions()
+        producer.begin_transaction()
+        assert producer_hooks.transaction_manager(producer) is not None
+        producer.send(topic_name, b"committed", partition=0)
+        producer_hooks.flush(producer, 30)
+        producer_hooks.commit_transaction(producer, 30)
+        # the commit markers are written just after the commit returns
+        wait_for(lambda: [r.value for r in read_all(dst_cluster, topic_name)[0]] == [b"committed"], 30,
+                 "the commit to show")
+        producer.send(topic_name, b"in the next transaction", partition=0)  # refused outside a transaction
+        producer_hooks.flush(producer, 30)
+        producer.abort_transaction()
+    finally:
+        producer.close(5)
+    assert [r.value for r in read_all(dst_cluster, topic_name)[0]] == [b"committed"]
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
+def test_fetched_batches_arrive_whole_and_still_compressed(src_cluster, topic_name: str, codec: str) -> None:  # noqa: ANN001
+    create_topic(src_cluster, topic_name, 1)
+    client = Producer({"bootstrap.servers": bootstrap(src_cluster), "compression.type": codec, "linger.ms": 200})
+    for index in range(500):
+        client.produce(topic_name, value=b"value %d " % index * 20, partition=0)
+    client.flush(30)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap(src_cluster), enable_auto_commit=False,
+                             isolation_level="read_committed")
+    try:
+        fetch_batches(consumer)
+        tp = TopicPartition(topic_name, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        items = []
+        while sum(item.count for item in items) < 500:
+            items.extend(consumer.poll(timeout_ms=2000).get(tp, []))
+        assert all(type(item) is RawBatch for item in items)
+        codes = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+        assert {item.codec for item in items} == {codes[codec]}
+        if codec != "none":  # still compressed: the raw batch is smaller than what it holds
+            assert sum(len(item.raw) for item in items) < sum(len(item.body) for item in items)
+        assert [item.base_offset for item in items][0] == 0 and items[-1].offset == 499
+    finally:
+        consumer.close()
+
+
+def test_read_latest_applies_read_committed_past_an_open_transaction(dst_cluster, topic_name: str) -> None:  # noqa: ANN001
+    create_topic(dst_cluster, topic_name, 1, {"cleanup.policy": "compact"})
+    servers = bootstrap(dst_cluster)
+    plain = Producer({"bootstrap.servers": servers})
+    plain.produce(topic_name, key=b"a", value=b"a1", partition=0)
+    plain.produce(topic_name, key=b"gone", value=b"x", partition=0)
+    plain.flush(30)
+    committed = Producer({"bootstrap.servers": servers, "transactional.id": f"c-{topic_name}"})
+    aborted = Producer({"bootstrap.servers": servers, "transactional.id": f"a-{topic_name}"})
+    still_open = Producer({"bootstrap.servers": servers, "transactional.id": f"o-{topic_name}"})
+    for producer in (committed, aborted, still_open):
+        producer.init_transactions(30)
+        producer.begin_transaction()
+    still_open.produce(topic_name, key=b"a", value=b"open", partition=0)  # before the others: holds the LSO
+    still_open.flush(30)
+    committed.produce(topic_name, key=b"b", value=b"b1", partition=0)
+    aborted.produce(topic_name, key=b"a", value=b"aborted", partition=0)
+    committed.commit_transaction(30)
+    aborted.abort_transaction(30)
+    plain.produce(topic_name, key=b"gone", value=None, partition=0)  # a tombstone
+    plain.produce(topic_name, key=b"c", value=b"c1", partition=0)
+    plain.flush(30)
+    consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, isolation_level="read_uncommitted")
+    try:
+        latest = read_latest(consumer, topic_name, lambda key: True, stall=30)
+    finally:
+        consumer.close()
+        still_open.abort_transaction(30)
+    assert latest == {b"a": b"a1", b"b": b"b1", b"c": b"c1"}
