@@ -40,10 +40,10 @@ CHECKPOINT_CONFIGS = {
     "cleanup.policy": "compact",
     # Small segments that roll often, so the cleaner keeps the log near one value per key and a reader at
     # start-up reads few superseded values: a busy partition writes one checkpoint a second.
-    "segment.ms": str(10 * 60 * 1000),
+    "segment.ms": str(2 * 60 * 1000),
     "segment.bytes": str(8 * 1024 * 1024),
     "min.cleanable.dirty.ratio": "0.1",
-    "max.compaction.lag.ms": str(30 * 60 * 1000),
+    "max.compaction.lag.ms": str(5 * 60 * 1000),
 }
 MAX_GAPS = 10  # recent gaps kept in a checkpoint
 
