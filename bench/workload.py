@@ -28,6 +28,7 @@ class Dataset:
     records: int
     value_size: int
     compression: str  # "none" | "lz4"
+    zeros: bool = False  # values of zero bytes: compress ~250:1 (memory under compressible data)
 
     @property
     def record_bytes(self) -> int:
@@ -43,13 +44,15 @@ class Dataset:
 
 
 def datasets(quick: bool) -> list[Dataset]:
-    """The throughput datasets: 100 B and 1 KB values, each uncompressed and lz4."""
+    """The throughput datasets: 100 B and 1 KB values, each uncompressed and lz4; and 10 KB values of
+    zeros, lz4 (a topic that is tiny compressed and large decompressed: peak memory is the figure)."""
     sizes = [(100, 20_000), (1000, 5_000)] if quick else [(100, 2_000_000), (1000, 500_000)]
     return [
-        Dataset(f"{'100B' if size == 100 else '1KB'}-{codec}", f"bench-{'100b' if size == 100 else '1kb'}-{codec}",
-                records, size, codec)
-        for size, records in sizes
-        for codec in ("none", "lz4")
+        *(Dataset(f"{'100B' if size == 100 else '1KB'}-{codec}", f"bench-{'100b' if size == 100 else '1kb'}-{codec}",
+                  records, size, codec)
+          for size, records in sizes
+          for codec in ("none", "lz4")),
+        Dataset("10KB-zeros-lz4", "bench-10kb-zeros-lz4", 2_000 if quick else 30_000, 10_000, "lz4", zeros=True),
     ]  # fmt: skip
 
 
@@ -90,7 +93,8 @@ def generate(bootstrap: str, dataset: Dataset, seed: int = 7) -> float:
     ProducerPerformance makes them."""
     create_topic(bootstrap, dataset.topic, dataset.compression)
     rng = random.Random(seed)
-    pool = [bytes(rng.choices(range(65, 91), k=dataset.value_size)) for _ in range(VALUE_POOL)]
+    pool = ([bytes(dataset.value_size)] if dataset.zeros else
+            [bytes(rng.choices(range(65, 91), k=dataset.value_size)) for _ in range(VALUE_POOL)])
     failures: list[str] = []
 
     def on_delivery(err: object, _msg: object) -> None:
@@ -112,7 +116,7 @@ def generate(bootstrap: str, dataset: Dataset, seed: int = 7) -> float:
     for index in range(dataset.records):
         while True:
             try:
-                produce(topic, value=pool[index % VALUE_POOL], key=KEY_FORMAT % index, partition=index % PARTITIONS,
+                produce(topic, value=pool[index % len(pool)], key=KEY_FORMAT % index, partition=index % PARTITIONS,
                         headers=[(HEADER_NAME, b"%016x" % index)], on_delivery=on_delivery)  # fmt: skip
                 break
             except BufferError:  # local queue full: let librdkafka send
