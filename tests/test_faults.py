@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka import TopicPartition as CTopicPartition
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
 from kmc import sandbox
 from kmc.mirror import lock_dir
@@ -492,3 +492,49 @@ def test_peak_rss_probe_measures_the_child(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, str(probe), sys.executable, "-c", "x = bytearray(200 * 1024 * 1024)"],
                          capture_output=True, text=True, timeout=60, check=True)
     assert int(run.stdout.split()[0]) > 200 * 1024
+
+
+# ------------------------------------------------------------------------------------ 6b: a target truncated
+
+
+def test_records_a_target_lost_in_an_unclean_election_are_copied_again(src_cluster, three_broker_cluster,  # noqa: ANN001
+                                                                       topic_name: str) -> None:
+    """Defect 6, the target side: the target partition's leader accepts records while its only follower is
+    away, then dies; the stale follower is elected (unclean.leader.election.enable) and the records kmc had
+    acknowledged are gone. kmc used to warn and never copy them again."""
+    trio = three_broker_cluster.name
+    create_topic(src_cluster, topic_name, 1)
+    target_admin = admin(three_broker_cluster)
+    unclean = {"unclean.leader.election.enable": "true", "min.insync.replicas": "1"}
+    target_admin.create_topics([NewTopic(topic_name, 1, 2, config=unclean)])[topic_name].result(30)
+    produce(src_cluster, topic_name, numbered(100, 1))
+    assert mirror_json("src", trio, "--topics", topic_name, "--once")["records"] == 100
+    partition = target_admin.list_topics(topic_name, timeout=30).topics[topic_name].partitions[0]
+    leader, follower = partition.leader, next(r for r in partition.replicas if r != partition.leader)
+    wait_for(lambda: _isr(three_broker_cluster, topic_name) == sorted([leader, follower]), 60, "replicas in sync")
+    sandbox.stop_broker(trio, follower)  # the follower leaves: the leader alone holds what comes next
+    try:
+        produce(src_cluster, topic_name, numbered(50, 1, start=100))
+        assert mirror_json("src", trio, "--topics", topic_name, "--once")["records"] == 50
+        sandbox.stop_broker(trio, leader)  # the leader with records 100-149 dies
+        sandbox.start_broker(trio, follower)  # the stale follower comes back and is elected, unclean
+        wait_for(lambda: _leader_of(three_broker_cluster, topic_name) == follower, 90,
+                 f"broker {follower} to lead, unclean")
+    finally:
+        sandbox.start_broker(trio, leader)  # it truncates its log to the new leader's
+        sandbox.start_broker(trio, follower)
+    wait_for(lambda: count(three_broker_cluster, topic_name) == 100, 60, "the target to show its loss")
+    result = kmc("mirror", "src", trio, "--topics", topic_name, "--once", "-o", "json", expect=7)
+    document = result.json()
+    assert gaps_of(document) == [(topic_name, 0, "target-truncated", None, None)]  # the source still had them
+    assert document["records"] == 50
+    got = [v.decode() for v in values(read_all(three_broker_cluster, topic_name))[0]]
+    assert got == [f"r-{i}" for i in range(150)]
+
+
+def _isr(cluster, topic: str) -> list[int]:  # noqa: ANN001
+    return sorted(admin(cluster).list_topics(topic, timeout=30).topics[topic].partitions[0].isrs)
+
+
+def _leader_of(cluster, topic: str) -> int:  # noqa: ANN001
+    return admin(cluster).list_topics(topic, timeout=30).topics[topic].partitions[0].leader

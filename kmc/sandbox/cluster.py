@@ -639,8 +639,14 @@ def _launch(rt: _Runtime, cluster: SandboxCluster, broker: SandboxBroker, train:
 # ------------------------------------------------------------------------------------------ probing
 
 
+def _running(cluster: SandboxCluster) -> list[SandboxBroker]:
+    """The nodes that should be up: those with a pid (a node stopped on purpose, by stop_broker or
+    kill_broker, has none, and its absence is no failure of a start)."""
+    return [broker for broker in cluster.brokers if broker.pid is not None]
+
+
 def _ports_accept(cluster: SandboxCluster) -> bool:
-    for broker in cluster.brokers:
+    for broker in _running(cluster):
         try:
             with socket.create_connection((HOST, broker.port), timeout=0.5):
                 pass
@@ -681,7 +687,7 @@ def _registered(cluster: SandboxCluster, info: dict[str, Any] | None) -> bool:
     if info.get("controller_id") in (None, -1):
         return False
     live = {b["broker_id"] for b in info.get("brokers", []) if not b.get("is_fenced")}
-    return live >= {b.node_id for b in cluster.brokers}
+    return live >= {b.node_id for b in _running(cluster)}
 
 
 @dataclass
@@ -702,7 +708,7 @@ def _wait_ready(pending: list[_Pending], timeout: float) -> None:
     while waiting:
         for item in list(waiting):
             cluster = item.cluster
-            dead = [b for b in cluster.brokers if not b.alive()]
+            dead = [b for b in _running(cluster) if not b.alive()]
             if dead:
                 broker = dead[0]
                 text = _read_from(Path(broker.log_file), item.offsets.get(broker.node_id, 0))
