@@ -15,17 +15,16 @@ from confluent_kafka import Producer
 
 from kmc import sandbox
 from tests.conftest import sandboxes
-from tests.helpers import kmc
-from tests.test_mirror import (
+from tests.helpers import (
     BASE_TIMESTAMP,
     ORIGIN,
     Rec,
-    _drop_admin_clients,  # noqa: F401 - autouse: closes the cached admin clients with this module
     assert_exact_copy,
     bootstrap,
     cluster_id,
     count,
     create_topic,
+    kmc,
     numbered,
     produce,
     read_all,

@@ -12,14 +12,14 @@ import pytest
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from kmc.mirror.batchpath import encode_records, origin_header_bytes
-from tests.helpers import kmc
-from tests.test_mirror import (
+from tests.helpers import (
     BASE_TIMESTAMP,
     ORIGIN,
     Rec,
     assert_exact_copy,
     cluster_id,
     create_topic,
+    kmc,
     numbered,
     produce,
     read_all,

@@ -4,30 +4,18 @@ one side is altered for each kind of difference."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pytest
 from confluent_kafka import Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
-from tests.helpers import kmc
+from tests.helpers import BASE_TIMESTAMP, Rec, bootstrap, create_topic, kmc, produce
 
 pytestmark = pytest.mark.kafka
 
 # Recent timestamps: records older than the brokers' 7-day retention would be deleted mid-test.
-BASE_TIMESTAMP = int(time.time() * 1000) - 3_600_000
 DIFFERENCE_KEYS = ["kind", "topic", "target_topic", "partition", "key", "source", "target", "data"]
-
-
-@dataclass(frozen=True)
-class Rec:
-    partition: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
-    timestamp: int = BASE_TIMESTAMP
 
 
 def sample(count: int, partitions: int = 1) -> list[Rec]:
@@ -35,25 +23,6 @@ def sample(count: int, partitions: int = 1) -> list[Rec]:
     return [Rec(index % partitions, f"key-{index}".encode(), f"value-{index}".encode(),
                 [("trace", f"t{index}".encode()), ("trace", b"again"), ("empty", b"")], BASE_TIMESTAMP + index)
             for index in range(count)]
-
-
-def bootstrap(cluster) -> str:  # noqa: ANN001 - a SandboxCluster
-    return ",".join(cluster.bootstrap)
-
-
-def create_topic(cluster, name: str, partitions: int = 1, replication: int = 1,  # noqa: ANN001
-                 config: dict[str, str] | None = None) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap(cluster)})
-    futures = admin.create_topics([NewTopic(name, partitions, replication, config=config or {})])
-    futures[name].result(30)
-
-
-def produce(cluster, topic: str, records: Iterable[Rec]) -> None:  # noqa: ANN001
-    producer = Producer({"bootstrap.servers": bootstrap(cluster), "linger.ms": 5, "enable.idempotence": True})
-    for record in records:
-        producer.produce(topic, value=record.value, key=record.key, partition=record.partition,
-                         headers=record.headers or None, timestamp=record.timestamp)
-    assert producer.flush(30) == 0
 
 
 def copy_topic(src, dst, topic: str, records: list[Rec], partitions: int = 1,  # noqa: ANN001

@@ -77,14 +77,6 @@ def assert_one_error_line(result: Result, code: int) -> str:
     return result.stderr
 
 
-@pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text('# keep me\n[clusters.dc1]\nbootstrap = ["localhost:19092"]\n')
-    monkeypatch.setenv("KMC_CONFIG", str(path))
-    return path
-
-
 # --- the mapping -----------------------------------------------------------------------------------------
 
 
@@ -115,7 +107,7 @@ def test_exit_0_success(config: Path, src_cluster) -> None:  # noqa: ANN001
 
 def test_exit_2_usage(config: Path) -> None:
     message = assert_one_error_line(kmc("topics", "nope", expect=None), 2)
-    assert "unknown cluster 'nope' (known: dc1" in message
+    assert "unknown cluster 'nope' (known: central, dc1" in message
 
 
 def test_exit_3_config(config: Path) -> None:
