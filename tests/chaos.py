@@ -133,7 +133,7 @@ class _Mirror:
 
 
 def read_values(name: str, topic: str, isolation: str) -> dict[int, list[str]]:
-    """Every partition's values, to the end offsets seen at the start (tests.test_mirror's reader)."""
+    """Every partition's values, to the end offsets seen at the start (tests.helpers' reader)."""
     from tests.helpers import read_all
 
     found = read_all(sandbox.get(name), topic, timeout=180, isolation=isolation)

@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
-from kmc.flows import merge_results
 from kmc.mirror import MirrorResult, MirrorSpec, TopicResult, hold_lock, mirror_identity
+from kmc.mirror.runner import merge_results
 from tests.helpers import (
     RESULT_KEYS,
     RESULT_TOPIC_KEYS,
