@@ -116,6 +116,11 @@ class Flow:
     partitioner: str = "same"  # "same": partition i -> i; "key": rehash by key (merge mode)
 
 
+# How a mirror picks a record's target partition: "same" (source partition i -> target partition i) or "key"
+# (murmur2 of the key, as Kafka's producer would); MirrorSpec.partitioner and a flow's partitioner key.
+PARTITIONERS = ("same", "key")
+
+
 class UnresolvedValueError(ConfigError):
     """A cluster setting that needs the environment or a file that is not there right now (an unset
     ``${VAR}``, an unreadable password file). Only the cluster that needs it is unusable: commands that
@@ -520,7 +525,7 @@ def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str
     sync_groups = _string_list(body.get("sync_groups", []), path, f"flows.{name}.sync_groups")
     compile_regexes(sync_groups, f"{where}.sync_groups")
     partitioner = _string(body.get("partitioner", "same"), path, f"flows.{name}.partitioner")
-    if partitioner not in ("same", "key"):
+    if partitioner not in PARTITIONERS:
         raise ConfigError(f"{where}.partitioner: '{partitioner}' is not 'same' or 'key'")
     return Flow(
         name=name,

@@ -10,7 +10,6 @@ Library code: no printing.
 from kmc.flows.check import FlowCheck, FlowProblem, check_flows
 from kmc.flows.jobs import (
     MERGE_RENAME,
-    PARTITIONERS,
     PREFIX_RENAME,
     aggregate_jobs,
     flow_clusters,
@@ -24,7 +23,6 @@ from kmc.flows.status import STATUS_KEYS, FlowStatus, flow_status
 
 __all__ = [
     "MERGE_RENAME",
-    "PARTITIONERS",
     "PREFIX_RENAME",
     "STATUS_KEYS",
     "FlowCheck",

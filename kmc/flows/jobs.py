@@ -17,7 +17,6 @@ from kmc.profiles import Cluster, Config, Flow, resolve_cluster
 
 PREFIX_RENAME = "{source}.{topic}"  # kmc aggregate's default: each source's topics apart
 MERGE_RENAME = "{topic}"  # kmc aggregate --merge: one target topic for every source's topic
-PARTITIONERS = ("same", "key")
 
 
 def aggregate_jobs(sources: Sequence[Cluster], target: Cluster, spec: MirrorSpec, *,

@@ -25,7 +25,7 @@ from kmc.metadata import (
     render_topic_name,
     topic_configs,
 )
-from kmc.profiles import NAME_RE, validate_rename
+from kmc.profiles import NAME_RE, PARTITIONERS, validate_rename
 
 DEFAULT_FLOW = "mirror"
 """The flow name of an ad-hoc ``kmc mirror`` (checkpoint keys and the lock include it)."""
@@ -88,7 +88,7 @@ class MirrorSpec:
                              hint="use keep, none, gzip, snappy, lz4 or zstd")
         if self.delivery_timeout < 2:
             raise UsageError("--delivery-timeout must be at least 2 seconds")
-        if self.partitioner not in ("same", "key"):
+        if self.partitioner not in PARTITIONERS:
             raise UsageError(f"--partitioner: '{self.partitioner}' is not 'same' or 'key'")
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
             raise UsageError(f"shard {self.shard[0]} of {self.shard[1]} does not exist")
