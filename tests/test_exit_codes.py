@@ -440,7 +440,7 @@ def test_installed_entry_point_never_shows_locals(tmp_path: Path) -> None:
             "sys.argv = ['kmc', 'profile', 'show', 'dc1']\n"
             "run()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 8
     assert proc.stderr == "kmc: error: internal error: RuntimeError: boom (run again with --debug and report it)\n"
     assert "subprocess-local-secret" not in proc.stderr
 
