@@ -299,11 +299,11 @@ def test_a_failed_batch_before_an_acknowledged_one_is_never_counted_as_copied(sr
         client.produce(topic_name, key=b"k", value=b"small-%d" % index, partition=0)
     client.flush(30)
     result = kmc("mirror", "src", "dst", "--topics", topic_name, "--once", *extra, expect=None)
-    assert result.code == 1, result.stderr
+    assert result.code == 8, result.stderr
     assert "MessageSizeTooLarge" in result.stderr and "Traceback" not in result.stderr
     # nothing claims the large record was copied: the next run fails on it again, never "complete"
     again = kmc("mirror", "src", "dst", "--topics", topic_name, "--once", *extra, expect=None)
-    assert again.code == 1 and "MessageSizeTooLarge" in again.stderr
+    assert again.code == 8 and "MessageSizeTooLarge" in again.stderr
 
 
 # ------------------------------------------------------------------------------------ 6: recreated topics
