@@ -1,11 +1,12 @@
 # make demo   start the sandbox topology and show kmc at work
 # make test   run the test suite against real sandbox Kafka clusters
+# make test-fast   the same without the slow and bench tests (markers in tests/conftest.py)
 # make chaos  long fault runs (kill -9 of kmc and brokers under load) and a table of what arrived
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint docs bench bench-quick chaos clean-sandbox
+.PHONY: demo test test-fast lint docs bench bench-quick chaos clean-sandbox
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m 'not slow and not bench'
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check kmc tests bench scripts

@@ -10,24 +10,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 import time
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.net.compat import KafkaNetClient
-from kafka.net.manager import KafkaConnectionManager
-from kafka.net.selector import NetworkSelector
 
+from kmc._kafka_internals import ConnectionWatch, known_settings
 from kmc.errors import (
     AuthError,
     AuthorizationError,
     KafkaOperationError,
     KmcError,
     UnreachableError,
+    describe_exception,
 )
 from kmc.profiles import Cluster, Secret
 
@@ -62,7 +61,8 @@ def client_config(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT) -> dict[st
     return config
 
 
-def _only(config: dict[str, Any], allowed: dict[str, Any]) -> dict[str, Any]:
+def _only(config: dict[str, Any], client_class: type) -> dict[str, Any]:
+    allowed = known_settings(client_class)
     return {key: value for key, value in config.items() if key in allowed}
 
 
@@ -75,15 +75,15 @@ def translate_errors(cluster: Cluster, action: str = "") -> Iterator[None]:
     except KmcError:
         raise
     except kafka_errors.SaslAuthenticationFailedError as exc:
-        raise AuthError(f"{what}authentication failed ({_describe(exc)})") from exc
+        raise AuthError(f"{what}authentication failed ({describe_exception(exc)})") from exc
     except kafka_errors.AuthorizationError as exc:
         raise authorization_error(what, exc) from exc
     except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError,
             kafka_errors.NodeNotReadyError, kafka_errors.MetadataEmptyBrokerList) as exc:
-        detail = "no broker answered in time" if "Unable to bootstrap" in str(exc) else _describe(exc)
+        detail = "no broker answered in time" if "Unable to bootstrap" in str(exc) else describe_exception(exc)
         raise UnreachableError(f"{what}cannot reach {','.join(cluster.bootstrap)}: {detail}") from exc
     except kafka_errors.KafkaError as exc:
-        raise KafkaOperationError(f"{what}{_describe(exc)}") from exc
+        raise KafkaOperationError(f"{what}{describe_exception(exc)}") from exc
     except OSError as exc:  # e.g. an unreadable CA file
         raise UnreachableError(f"{what}{exc}") from exc
 
@@ -148,73 +148,34 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def _describe(exc: BaseException) -> str:
-    name = type(exc).__name__
-    # kafka-python repeats itself: "[Error 58] SaslAuthenticationFailedError: SaslAuthenticationFailedError: ..."
-    text = re.sub(r"^\[Error -?\d+\]\s*", "", str(exc).strip())
-    while text.startswith(f"{name}: ") or text == name:
-        text = text[len(name) + 2:]
-    return f"{name}: {text}" if text else name
+def configure_logging(root_level: int, kafka_level: int) -> None:
+    """Log records to stderr as ``kmc: LOGGER: message``, secrets masked (:class:`RedactSecrets`), with
+    kafka-python's loggers at ``kafka_level``: the command line does this once, and so does each child
+    process (kmc.worker) with its parent's levels (:func:`logging_levels`)."""
+    logging.basicConfig(level=root_level, format="kmc: %(name)s: %(message)s", stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())
+    logging.getLogger("kafka").setLevel(kafka_level)
 
 
-class _AuthFailureWatch:
-    """Remembers an authentication failure seen while a client bootstraps.
-
-    kafka-python 3.0 retries a bootstrap connection whose SASL authentication failed until the
-    bootstrap timeout, then raises a bare KafkaTimeoutError: a wrong password would look like an
-    unreachable cluster (exit 4, not 5). Worse, the broker closes the connection right after its
-    error response, and kafka-python drops data that arrives together with the close, so the error
-    often shows only as "socket disconnected". kafka-python's ``kafka_client`` setting lets kmc supply
-    the connection manager, which here notes why each connection closed: an authentication error, or
-    a connection the broker answered (ApiVersions) and then closed during SASL authentication. It also
-    keeps the client's IO thread, so a client that fails to start can be stopped.
-    """
-
-    def __init__(self) -> None:
-        self.failure: Exception | None = None
-        self.net: NetworkSelector | None = None
-
-    def client(self, **configs: Any) -> KafkaNetClient:
-        self.net = NetworkSelector(**configs)
-        return KafkaNetClient(net=self.net, manager=_WatchingManager(self.net, self, **configs), **configs)
-
-    def note(self, connection: Any, error: BaseException) -> None:
-        if isinstance(error, (kafka_errors.SaslAuthenticationFailedError, kafka_errors.AuthorizationError)):
-            self.failure = error
-        elif (self.failure is None and getattr(connection, "sasl_enabled", False)
-              and getattr(connection, "broker_version_data", None) is not None
-              and connection.init_future.failed()):
-            self.failure = kafka_errors.SaslAuthenticationFailedError(
-                "the broker answered, then closed the connection during SASL authentication")
-
-
-class _WatchingManager(KafkaConnectionManager):
-    def __init__(self, net: NetworkSelector, watch: _AuthFailureWatch, **configs: Any) -> None:
-        super().__init__(net, **configs)
-        self._watch = watch
-        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
-
-    def get_connection(self, node_id: Any, **kwargs: Any) -> Any:
-        connection = super().get_connection(node_id, **kwargs)
-        if connection not in self._watched:  # once per connection: get_connection runs for every request
-            self._watched.add(connection)
-            connection.close_future.add_errback(self._watch.note, connection)
-        return connection
+def logging_levels() -> tuple[int, int]:
+    """The levels :func:`configure_logging` was given (as this process runs now)."""
+    return logging.getLogger().getEffectiveLevel(), logging.getLogger("kafka").getEffectiveLevel()
 
 
 def _connect(cluster: Cluster, client_class: Any, settings: dict[str, Any], action: str) -> Any:
     """Construct a kafka-python client (it bootstraps on construction), reporting a failed
     authentication as such rather than as the timeout it turns into."""
-    watch = _AuthFailureWatch()
+    watch = ConnectionWatch()
     with translate_errors(cluster, action):
         try:
             return client_class(**settings, kafka_client=watch.client)
         except BaseException as exc:
             # Stop the IO thread of a client that failed to start; not on Ctrl-C, when the process is
             # about to exit and a stopped loop leaves coroutines that complain while being collected.
-            if watch.net is not None and not isinstance(exc, KeyboardInterrupt):
+            if not isinstance(exc, KeyboardInterrupt):
                 with contextlib.suppress(Exception):
-                    watch.net.stop(timeout_ms=1000)
+                    watch.stop_io()
             if isinstance(exc, kafka_errors.KafkaTimeoutError) and watch.failure is not None:
                 raise watch.failure from exc
             raise
@@ -293,7 +254,7 @@ class KafkaSession:
     @property
     def admin(self) -> KafkaAdminClient:
         if self._admin is None:
-            settings = _only(self.config(), KafkaAdminClient.DEFAULT_CONFIG)
+            settings = _only(self.config(), KafkaAdminClient)
             admin = _connect(self.cluster, KafkaAdminClient, settings, "connect")
             self._owned.append(admin)
             self._admin = _PatientAdmin(admin, self.timeout)
@@ -306,7 +267,7 @@ class KafkaSession:
             "auto_offset_reset": "earliest",
             "group_id": None,
         }
-        settings.update(_only(self.config(), KafkaConsumer.DEFAULT_CONFIG))
+        settings.update(_only(self.config(), KafkaConsumer))
         settings.update(overrides)
         consumer = _connect(self.cluster, KafkaConsumer, settings, "connect consumer")
         self._owned.append(consumer)
@@ -314,7 +275,7 @@ class KafkaSession:
 
     def producer(self, **overrides: Any) -> KafkaProducer:
         settings = {"acks": "all"}
-        settings.update(_only(self.config(), KafkaProducer.DEFAULT_CONFIG))
+        settings.update(_only(self.config(), KafkaProducer))
         settings.update(overrides)
         producer = _connect(self.cluster, KafkaProducer, settings, "connect producer")
         self._owned.append(producer)
@@ -342,6 +303,18 @@ class KafkaSession:
 
     def cluster_id(self) -> str:
         return self.describe().cluster_id
+
+
+def probe_clusters(clusters: list[Cluster], timeout: float = DEFAULT_TIMEOUT) -> list[Outcome]:
+    """``kmc profile test``: connect to every cluster at once; each Outcome's value is its cluster_id, brokers,
+    controller and rtt_ms (one metadata request's round trip), or the error that stopped it."""
+
+    def probe(session: KafkaSession) -> dict[str, Any]:
+        info = session.describe()
+        return {"cluster_id": info.cluster_id, "brokers": len(info.brokers), "controller": info.controller_id,
+                "rtt_ms": round(info.round_trip_ms, 1)}
+
+    return gather_clusters(clusters, probe, timeout)
 
 
 @dataclass

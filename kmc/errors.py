@@ -5,6 +5,7 @@ The library raises these; only the CLI turns them into a stderr line and an exit
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 
 
@@ -12,20 +13,21 @@ class ExitCode(IntEnum):
     """Exit statuses; the table in docs/exit-codes.md and the README is generated from this."""
 
     OK = 0
-    DIFFERENCES = 1  # diff found differences, or a verification failed
+    DIFFERENCES = 1  # diff found differences; nothing else exits 1, so scripts can tell "different" apart
     USAGE = 2  # bad option, unknown cluster or flow name, bad regex
     CONFIG = 3  # unreadable or invalid config file, missing environment variable, missing tool
     UNREACHABLE = 4  # a cluster could not be reached in time
     AUTH = 5  # authentication or authorization failed
     PARTIAL = 6  # some clusters, topics or partitions failed, the rest succeeded
     DATA_GAP = 7  # records expired or a topic was recreated before they were copied
+    FAILED = 8  # an operation failed: a broker refused it for a reason none of the above, or an internal error
     LOCKED = 75  # another run of the same flow holds its lock (EX_TEMPFAIL)
     INTERRUPTED = 130  # Ctrl-C
 
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success; for diff, no differences",
-    ExitCode.DIFFERENCES: "differences found (diff), or a verification failed",
+    ExitCode.DIFFERENCES: "differences found (diff)",
     ExitCode.USAGE: "usage error: bad option, unknown cluster or flow name, bad regex",
     ExitCode.CONFIG: "configuration error: invalid config file, missing environment variable, missing java/mvn",
     ExitCode.UNREACHABLE: "a cluster could not be reached in time",
@@ -33,6 +35,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.PARTIAL: "partial failure: some clusters, topics or partitions failed, the rest succeeded",
     ExitCode.DATA_GAP: "data gap: records expired or a topic was recreated before they were copied "
                        "(the rest was copied; the gaps are listed)",
+    ExitCode.FAILED: "an operation failed: a broker refused it for another reason (e.g. a record too large for "
+                     "the target), a read failed, or an internal error",
     ExitCode.LOCKED: "another run of the same flow holds its lock (cron overlap)",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C; progress up to the interruption is checkpointed",
 }
@@ -44,7 +48,7 @@ class KmcError(Exception):
     ``message`` says what went wrong, ``hint`` what to do about it; both fit on one line.
     """
 
-    exit_code: ExitCode = ExitCode.DIFFERENCES
+    exit_code: ExitCode = ExitCode.FAILED
     default_hint: str = ""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
@@ -54,6 +58,11 @@ class KmcError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # pickled as class, message and hint (the default would lose the hint): errors cross from child
+        # processes to their parent (kmc.worker)
+        return type(self), (self.message, self.hint)
 
     def one_line(self) -> str:
         text = self.message.rstrip(".")
@@ -119,8 +128,18 @@ class Interrupted(KmcError):
 class KafkaOperationError(KmcError):
     """A broker answered with an error that is none of the kinds above."""
 
-    exit_code = ExitCode.DIFFERENCES
+    exit_code = ExitCode.FAILED
     default_hint = "run again with --debug for details"
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Name: message`` of any exception (a kafka-python one, usually), on one line, once: kafka-python
+    repeats itself ("[Error 58] SaslAuthenticationFailedError: SaslAuthenticationFailedError: ...")."""
+    name = type(exc).__name__
+    text = re.sub(r"^\[Error -?\d+\]\s*", "", str(exc).strip())
+    while text.startswith(f"{name}: ") or text == name:
+        text = text[len(name) + 2:]
+    return f"{name}: {text}" if text else name
 
 
 def combined_failure(errors: list[KmcError], succeeded: int) -> KmcError | None:

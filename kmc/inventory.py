@@ -19,10 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import kafka.errors as kafka_errors
-from kafka.protocol.api_key import ApiKey
-from kafka.protocol.broker_version_data import BROKER_API_VERSIONS
-
+from kmc._kafka_internals import NEWEST_KNOWN_BROKER_VERSION, broker_version, on_admin_request
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, Outcome, gather_clusters, translate_errors
 from kmc.errors import KafkaOperationError, KmcError
 from kmc.metadata import (
@@ -40,9 +37,6 @@ from kmc.profiles import Cluster
 MIN_ISR = "min.insync.replicas"
 MAX_ERROR_LENGTH = 300  # kafka-python's messages can list thousands of partitions
 
-# kafka-python infers a broker's version from the protocol versions it supports, and knows
-# them up to this release: a newer broker looks exactly like it.
-NEWEST_KNOWN_VERSION: tuple[int, ...] = max(BROKER_API_VERSIONS)
 
 CLUSTER_KEYS = (
     "cluster", "status", "error", "cluster_id", "controller", "brokers", "fenced_brokers", "kafka_version",
@@ -132,36 +126,19 @@ class ClusterInventory:
 
 
 class RequestCounter:
-    """Counts the requests one admin client sends, by API name.
-
-    It wraps the send method of the admin's connection manager, the one path every admin request
-    takes (kafka-python has no public per-request hook). The connection handshakes
-    (ApiVersions, and the bootstrap Metadata made when the admin client starts) are not counted.
-    If kafka-python's internals change, counting quietly stops; nothing else is affected.
-    """
+    """Counts the requests one admin client sends, by API name (the connection handshakes are not
+    counted). kafka-python has no public per-request hook: see kmc._kafka_internals.on_admin_request. If
+    kafka-python's internals change, counting quietly stops; nothing else is affected."""
 
     def __init__(self) -> None:
         self.by_api: Counter[str] = Counter()
 
     def attach(self, admin: Any) -> RequestCounter:
-        manager = getattr(admin, "_manager", None)
-        send = getattr(manager, "send", None)
-        if manager is None or not callable(send):
-            return self
-
-        def counting_send(request: Any, *args: Any, **kwargs: Any) -> Any:
-            self.by_api[_api_name(request)] += 1
-            return send(request, *args, **kwargs)
-
-        manager.send = counting_send
+        on_admin_request(admin, self._count)
         return self
 
-
-def _api_name(request: Any) -> str:
-    try:
-        return ApiKey(request.API_KEY).name
-    except (AttributeError, ValueError):
-        return type(request).__name__.removesuffix("Request")
+    def _count(self, api: str) -> None:
+        self.by_api[api] += 1
 
 
 def shorten(text: str, limit: int = MAX_ERROR_LENGTH) -> str:
@@ -267,19 +244,16 @@ def _active_controller(session: KafkaSession) -> int | None:
 
 
 def _broker_version(session: KafkaSession, broker_id: int) -> str | None:
-    """The version kafka-python inferred from the broker's ApiVersions answer, e.g. "4.3+"."""
-    try:
-        data = session.admin.get_broker_version_data(broker_id)
-    except kafka_errors.KafkaError:  # no connection to that broker: the version stays unknown
-        return None
-    version = getattr(data, "broker_version", None)
-    return version_label(tuple(version)) if version else None
+    """The version kafka-python inferred from the broker's ApiVersions answer, e.g. "4.3+"; None when there
+    is no connection to that broker."""
+    version = broker_version(session.admin, broker_id)
+    return version_label(version) if version else None
 
 
 def version_label(version: tuple[int, ...]) -> str:
     """"4.2" for a version kafka-python can tell; "4.3+" for its newest, which newer brokers also match."""
     text = ".".join(str(part) for part in version)
-    return f"{text}+" if version >= NEWEST_KNOWN_VERSION else text
+    return f"{text}+" if version >= NEWEST_KNOWN_BROKER_VERSION else text
 
 
 def _version_key(label: str) -> tuple[int, ...]:

@@ -11,15 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import kafka.errors as kafka_errors
 from kafka import TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, OffsetSpec
 
-from kmc.client import KafkaSession, translate_errors
+from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
 from kmc.errors import KmcError, UsageError
+from kmc.profiles import Cluster, compile_regexes
 
 KMC_INTERNAL_PREFIX = "kmc."
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 @dataclass(frozen=True)
@@ -59,16 +62,16 @@ class TopicInfo:
             return None
         return sum(self.latest[p] - self.earliest.get(p, 0) for p in self.latest)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``kmc topics`` row: topic, partitions, replication_factor, records, under_replicated, internal."""
+        return {"topic": self.name, "partitions": len(self.partitions), "replication_factor": self.replication_factor,
+                "records": self.records, "under_replicated": sum(p.under_replicated for p in self.partitions),
+                "internal": self.internal}
+
 
 def compile_patterns(patterns: Iterable[str], option: str = "--topics") -> list[re.Pattern[str]]:
     """Anchored regexes from user input; a bad one is a usage error naming the option."""
-    compiled = []
-    for pattern in patterns:
-        try:
-            compiled.append(re.compile(pattern))
-        except re.error as exc:
-            raise UsageError(f"{option}: bad regex '{pattern}': {exc}", hint="check the pattern's syntax") from None
-    return compiled
+    return compile_regexes(patterns, option, UsageError, hint="check the pattern's syntax")
 
 
 def matches(name: str, include: list[re.Pattern[str]], exclude: list[re.Pattern[str]] = ()) -> bool:
@@ -76,6 +79,11 @@ def matches(name: str, include: list[re.Pattern[str]], exclude: list[re.Pattern[
     if include and not any(pattern.fullmatch(name) for pattern in include):
         return False
     return not any(pattern.fullmatch(name) for pattern in exclude)
+
+
+def is_valid_topic_name(name: str) -> bool:
+    """Whether Kafka accepts ``name`` for a topic: 1 to 249 of letters, digits, '.', '_' and '-', not . or .."""
+    return bool(_TOPIC_NAME.fullmatch(name)) and name not in (".", "..")
 
 
 def is_internal(name: str, flagged_internal: bool = False) -> bool:
@@ -136,6 +144,18 @@ def _topic_id(value: object) -> str | None:
     return text if text and text.strip("0-") else None
 
 
+def list_offsets(session: KafkaSession, specs: Mapping[TopicPartition, Any],
+                 isolation: str = "read_uncommitted") -> dict[TopicPartition, int]:
+    """The offset each partition's spec names (``OffsetSpec.EARLIEST``, ``OffsetSpec.LATEST``, a timestamp):
+    one ListOffsets request per leader broker. ``isolation="read_committed"`` makes LATEST the last stable
+    offset, the end of what read_committed readers (and the mirror) see."""
+    if not specs:
+        return {}
+    with translate_errors(session.cluster, "list offsets"):
+        answer = session.admin.list_partition_offsets(dict(specs), isolation_level=isolation)
+    return {tp: value.offset for tp, value in answer.items()}
+
+
 def partition_offsets(
     session: KafkaSession, topics: Iterable[TopicInfo]
 ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
@@ -143,13 +163,10 @@ def partition_offsets(
     per leader broker each."""
     online = [TopicPartition(topic.name, part.partition) for topic in topics for part in topic.partitions
               if part.online]
-    if not online:
-        return {}, {}
-    with translate_errors(session.cluster, "list offsets"):
-        earliest = session.admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in online})
-        latest = session.admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in online})
-    return ({(tp.topic, tp.partition): value.offset for tp, value in earliest.items()},
-            {(tp.topic, tp.partition): value.offset for tp, value in latest.items()})
+    earliest = list_offsets(session, dict.fromkeys(online, OffsetSpec.EARLIEST))
+    latest = list_offsets(session, dict.fromkeys(online, OffsetSpec.LATEST))
+    return ({(tp.topic, tp.partition): offset for tp, offset in earliest.items()},
+            {(tp.topic, tp.partition): offset for tp, offset in latest.items()})
 
 
 @dataclass(frozen=True)
@@ -161,6 +178,25 @@ class GroupInfo:
     topics: tuple[str, ...]
     lag: int | None  # None when the group has no committed offsets
     partition_lag: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``kmc groups`` row: group, state, protocol_type, members, topics, lag."""
+        return {"group": self.group_id, "state": self.state, "protocol_type": self.protocol_type,
+                "members": self.members, "topics": list(self.topics), "lag": self.lag}
+
+
+def cluster_topics(cluster: Cluster, include: list[re.Pattern[str]] | None = None, *, include_internal: bool = False,
+                   timeout: float = DEFAULT_TIMEOUT) -> list[TopicInfo]:
+    """``kmc topics``: the topics of ``cluster`` matching ``include``, with offsets (see :func:`describe_topics`)."""
+    with KafkaSession(cluster, timeout) as session:
+        return describe_topics(session, include, include_internal=include_internal)
+
+
+def cluster_groups(cluster: Cluster, include: list[re.Pattern[str]] | None = None, *,
+                   timeout: float = DEFAULT_TIMEOUT) -> list[GroupInfo]:
+    """``kmc groups``: the consumer groups of ``cluster`` matching ``include`` (see :func:`describe_groups`)."""
+    with KafkaSession(cluster, timeout) as session:
+        return describe_groups(session, include)
 
 
 def describe_groups(
@@ -188,11 +224,7 @@ def describe_groups(
     known = known_latest or {}
     latest: dict[TopicPartition, int] = {tp: known[(tp.topic, tp.partition)] for tp in wanted
                                          if (tp.topic, tp.partition) in known}
-    unknown = wanted - latest.keys()
-    if unknown:
-        with translate_errors(session.cluster, "list offsets"):
-            latest.update({tp: value.offset for tp, value in admin.list_partition_offsets(
-                {tp: OffsetSpec.LATEST for tp in unknown}).items()})
+    latest.update(list_offsets(session, dict.fromkeys(wanted - latest.keys(), OffsetSpec.LATEST)))
     groups = []
     for group_id in ids:
         info = described.get(group_id) or {}

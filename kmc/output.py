@@ -11,7 +11,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import IO, Any
@@ -138,6 +138,17 @@ class Renderer:
             return
         pairs = [{"key": key, "value": value} for key, value in _flatten(data)]
         self.rows(pairs, columns(Column("key", "KEY"), Column("value", "VALUE")), title=title)
+
+    def report(self, report: Any, cols: Sequence[Column], *,
+               table: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+               styles: Mapping[str, str] | None = None) -> None:
+        """A report object (``to_dict()`` and ``rows()``, e.g. kmc.mirror.runner.RunReport): its document with
+        ``-o json``, else its rows, which ``table`` may reshape for a table (lists as text...)."""
+        if self.fmt is OutputFormat.json:
+            self.document(report.to_dict())
+            return
+        rows = report.rows()
+        self.rows(rows if self.machine or table is None else table(rows), cols, styles=styles)
 
     def _write_json(self, data: Any) -> None:
         json.dump(data, self.out, indent=2 if self.terminal else None)

@@ -3,6 +3,10 @@
 Lookup order: ``--config``, then ``$KMC_CONFIG``, then ``$XDG_CONFIG_HOME/kmc/config.toml``.
 Strings may use ``${VAR}`` (``$$`` for a literal ``$``); secrets are held in :class:`Secret`,
 which never shows its value in ``repr``/``str``.
+
+Longer than 600 lines: it is the one reader, validator and editor of the config file (``profile add`` and
+``remove`` rewrite a table and keep the rest of the file, comments included), and its parts share the
+file's grammar and error messages.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from kmc.errors import ConfigError, UnknownClusterError, UsageError
+from kmc.errors import ConfigError, KmcError, UnknownClusterError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -110,6 +114,11 @@ class Flow:
     sync_groups: tuple[str, ...] = ()
     exactly_once: bool = False
     partitioner: str = "same"  # "same": partition i -> i; "key": rehash by key (merge mode)
+
+
+# How a mirror picks a record's target partition: "same" (source partition i -> target partition i) or "key"
+# (murmur2 of the key, as Kafka's producer would); MirrorSpec.partitioner and a flow's partitioner key.
+PARTITIONERS = ("same", "key")
 
 
 class UnresolvedValueError(ConfigError):
@@ -465,12 +474,16 @@ def _read_password_file(name: str, where: str) -> str:
         raise UnresolvedValueError(f"{where}.password_file: cannot read {path}: {exc.strerror}") from exc
 
 
-def validate_regexes(patterns: Iterable[str], where: str, error: type[Exception] = ConfigError) -> None:
+def compile_regexes(patterns: Iterable[str], where: str, error: type[KmcError] = ConfigError,
+                    hint: str | None = None) -> list[re.Pattern[str]]:
+    """The patterns compiled; a bad one is ``error`` naming ``where`` (a config key, an option)."""
+    compiled = []
     for pattern in patterns:
         try:
-            re.compile(pattern)
+            compiled.append(re.compile(pattern))
         except re.error as exc:
-            raise error(f"{where}: bad regex '{pattern}': {exc}") from exc
+            raise error(f"{where}: bad regex '{pattern}': {exc}", hint=hint) from None
+    return compiled
 
 
 _TEMPLATE_FIELDS = re.compile(r"\{([^{}]*)\}")
@@ -505,14 +518,14 @@ def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str
         if not value:
             raise ConfigError(f"{where}.{key} is empty", hint="give at least one entry, or leave the key out")
     exclude = _string_list(body.get("exclude", []), path, f"flows.{name}.exclude")
-    validate_regexes(topics, f"{where}.topics")
-    validate_regexes(exclude, f"{where}.exclude")
+    compile_regexes(topics, f"{where}.topics")
+    compile_regexes(exclude, f"{where}.exclude")
     rename = _string(body.get("rename", "{topic}"), path, f"flows.{name}.rename")
     validate_rename(rename, f"{where}.rename")
     sync_groups = _string_list(body.get("sync_groups", []), path, f"flows.{name}.sync_groups")
-    validate_regexes(sync_groups, f"{where}.sync_groups")
+    compile_regexes(sync_groups, f"{where}.sync_groups")
     partitioner = _string(body.get("partitioner", "same"), path, f"flows.{name}.partitioner")
-    if partitioner not in ("same", "key"):
+    if partitioner not in PARTITIONERS:
         raise ConfigError(f"{where}.partitioner: '{partitioner}' is not 'same' or 'key'")
     return Flow(
         name=name,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from kafka.admin import NewTopic
 
-from kmc.client import KafkaSession, translate_errors
+from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
 from kmc.errors import UsageError
+from kmc.profiles import Cluster
 
 SAMPLE_TOPICS = {
     "orders": 6,  # JSON order events keyed by customer
@@ -24,6 +26,9 @@ class SeedResult:
     topic: str
     partitions: int
     records: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partitions": self.partitions, "records": self.records}
 
 
 def _record(topic: str, index: int, origin: str, rng: random.Random) -> tuple[bytes | None, bytes | None]:
@@ -42,11 +47,17 @@ def _record(topic: str, index: int, origin: str, rng: random.Random) -> tuple[by
     return customer.encode(), json.dumps({"customer": customer, "tier": rng.choice(["gold", "basic"])}).encode()
 
 
-def seed(session: KafkaSession, topics: list[str], records: int, *, origin: str) -> list[SeedResult]:
+def seed(cluster: Cluster, topics: list[str], records: int, *, origin: str,
+         timeout: float = DEFAULT_TIMEOUT) -> list[SeedResult]:
     """Create the sample topics if missing and append ``records`` records to each."""
     unknown = [topic for topic in topics if topic not in SAMPLE_TOPICS]
     if unknown:
         raise UsageError(f"unknown sample topic '{unknown[0]}'", hint=f"choose from {', '.join(SAMPLE_TOPICS)}")
+    with KafkaSession(cluster, timeout) as session:
+        return _seed(session, topics, records, origin)
+
+
+def _seed(session: KafkaSession, topics: list[str], records: int, origin: str) -> list[SeedResult]:
     brokers = len(session.describe().brokers)
     with translate_errors(session.cluster, "create sample topics"):
         existing = set(session.admin.list_topics())

@@ -133,8 +133,8 @@ class _Mirror:
 
 
 def read_values(name: str, topic: str, isolation: str) -> dict[int, list[str]]:
-    """Every partition's values, to the end offsets seen at the start (tests.test_mirror's reader)."""
-    from tests.test_mirror import read_all
+    """Every partition's values, to the end offsets seen at the start (tests.helpers' reader)."""
+    from tests.helpers import read_all
 
     found = read_all(sandbox.get(name), topic, timeout=180, isolation=isolation)
     return {partition: [record.value.decode() for record in records] for partition, records in found.items()}

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,7 @@ for _var, _dir in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"), ("X
 os.environ.pop("KMC_CONFIG", None)  # a developer's KMC_CONFIG must not leak into the tests
 
 from kmc import sandbox  # noqa: E402 - after the environment is set up
+from tests import helpers  # noqa: E402 - imports kmc: after the environment is set up
 
 START_TIMEOUT = 120.0
 
@@ -66,6 +67,10 @@ atexit.register(_at_exit)
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kafka: needs real Kafka brokers (the session's sandbox clusters)")
+    config.addinivalue_line("markers", "slow: takes a minute or more (kill -9 and broker-restart runs); "
+                                       "`make test-fast` leaves these out")
+    config.addinivalue_line("markers", "bench: runs the benchmark pipeline (MirrorMaker 2, perf tools); "
+                                       "`make test-fast` leaves these out")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -120,6 +125,58 @@ def three_broker_cluster() -> Iterator[sandbox.SandboxCluster]:
     """
     with sandboxes(["trio"], brokers=3) as clusters:
         yield clusters[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_admin_clients() -> Iterator[None]:
+    """Close the cached confluent-kafka admin clients (tests.helpers.admin) with each module, before the
+    brokers stop (else librdkafka logs connection errors at interpreter exit, after pytest's summary)."""
+    yield
+    helpers.drop_admin_clients()
+
+
+@pytest.fixture
+def followers(tmp_path: Path) -> Iterator[Callable[..., helpers.Follower]]:
+    """Start ``kmc mirror ... --follow`` child processes (tests.helpers.Follower); whatever happens, none
+    outlives the test."""
+    started: list[helpers.Follower] = []
+
+    def start(*args: str) -> helpers.Follower:
+        follower = helpers.Follower(tmp_path, *args)
+        started.append(follower)
+        return follower
+
+    yield start
+    for follower in started:
+        if follower.proc.poll() is None:
+            follower.kill()
+
+
+CONFIG = """\
+# test config -- this comment must survive edits
+[clusters.dc1]
+bootstrap = ["localhost:19092"]
+
+[clusters.central]
+bootstrap = ["central-1:9093", "central-2:9093"]
+security_protocol = "SASL_SSL"
+sasl_mechanism = "SCRAM-SHA-512"
+username = "mirror"
+password = "${KMC_TEST_PASSWORD}"
+ssl_password = "${KMC_TEST_PASSWORD}"
+"""
+CONFIG_PASSWORD = "hunter2-never-shown"
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's config file (:data:`CONFIG`: two clusters that need no broker, dc1 and central), found
+    through KMC_CONFIG; central's password (:data:`CONFIG_PASSWORD`) comes from the environment."""
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG)
+    monkeypatch.setenv("KMC_CONFIG", str(path))
+    monkeypatch.setenv("KMC_TEST_PASSWORD", CONFIG_PASSWORD)
+    return path
 
 
 @pytest.fixture

@@ -1,14 +1,31 @@
-"""Run the kmc CLI in-process and check its exit status, as httpie's test helper does."""
+"""What the tests share: running the kmc CLI in-process (as httpie's test helper does), and the Kafka helpers
+that make and check test data with confluent-kafka (librdkafka), which shares no code with kmc.
+
+The fixtures built on these (``followers``, the admin-client clean-up) are in tests/conftest.py.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-from dataclasses import dataclass
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
 from kmc.cli.main import main
+
+# ------------------------------------------------------------------------------------ the CLI
 
 
 @dataclass
@@ -33,3 +50,265 @@ def kmc(*args: str, expect: int | None = 0) -> Result:
             f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
         )
     return result
+
+
+# ------------------------------------------------------------------------------------ Kafka (confluent-kafka)
+
+# Recent timestamps: records older than the brokers' 7-day retention would be deleted mid-test.
+BASE_TIMESTAMP = int(time.time() * 1000) - 3_600_000
+ORIGIN = "kmc-origin"
+RESULT_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_id", "mode", "complete",
+               "elapsed_seconds", "records", "bytes", "skipped", "redelivered", "changes", "warnings", "gaps",
+               "topics"}
+RESULT_TOPIC_KEYS = {"source_topic", "target_topic", "partitions", "records", "bytes", "skipped", "redelivered",
+                     "lag", "gaps"}
+PLAN_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_id", "checkpoint_topic", "topics",
+             "warnings"}
+PLAN_TOPIC_KEYS = {"source_topic", "target_topic", "partitions", "target_partitions", "replication_factor",
+                   "configs", "config_drift", "actions"}
+
+
+@dataclass(frozen=True)
+class Rec:
+    partition: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    timestamp: int = BASE_TIMESTAMP
+
+
+@dataclass(frozen=True)
+class Got:
+    """One record as confluent-kafka read it."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    timestamp: tuple[int, int]
+
+
+def bootstrap(cluster) -> str:  # noqa: ANN001 - a SandboxCluster
+    return ",".join(cluster.bootstrap)
+
+
+_ADMINS: dict[str, AdminClient] = {}
+
+
+def admin(cluster) -> AdminClient:  # noqa: ANN001
+    """One client per cluster, kept: a collected AdminClient cancels its pending futures."""
+    address = bootstrap(cluster)
+    if address not in _ADMINS:
+        _ADMINS[address] = AdminClient({"bootstrap.servers": address})
+    return _ADMINS[address]
+
+
+def drop_admin_clients() -> None:
+    """Forget the cached admin clients (conftest does so after each module)."""
+    _ADMINS.clear()
+
+
+def cluster_id(cluster) -> str:  # noqa: ANN001
+    return admin(cluster).describe_cluster().result(30).cluster_id
+
+
+def create_topic(cluster, name: str, partitions: int = 1, config: dict[str, str] | None = None,  # noqa: ANN001
+                 replication: int = 1) -> None:
+    client = admin(cluster)
+    client.create_topics([NewTopic(name, partitions, replication, config=config or {})])[name].result(30)
+
+
+def topics_of(cluster) -> set[str]:  # noqa: ANN001
+    return set(admin(cluster).list_topics(timeout=30).topics)
+
+
+def producer(cluster, **settings: object) -> Producer:  # noqa: ANN001
+    return Producer({"bootstrap.servers": bootstrap(cluster), "linger.ms": 5, "enable.idempotence": True, **settings})
+
+
+def produce(cluster, topic: str, records: Iterable[Rec], **settings: object) -> None:  # noqa: ANN001
+    client = producer(cluster, **settings)
+    for record in records:
+        client.produce(topic, value=record.value, key=record.key, partition=record.partition,
+                       headers=record.headers or None, timestamp=record.timestamp)
+    assert client.flush(30) == 0
+
+
+def numbered(count: int, partitions: int, start: int = 0, prefix: str = "r") -> list[Rec]:
+    """Records whose value says which one it is: ``r-<index>``, round-robin over the partitions."""
+    return [Rec(index % partitions, f"k{index}".encode(), f"{prefix}-{index}".encode(), [("n", str(index).encode())],
+                BASE_TIMESTAMP + index) for index in range(start, start + count)]
+
+
+def filled(per_partition: dict[int, int], value_size: int | None = None) -> list[Rec]:
+    """``count`` records for each ``partition: count``: keys ``k<index>``, values ``v<partition>-<index>`` (or
+    ``value_size`` bytes of ``v``), no headers."""
+    return [Rec(partition, f"k{index}".encode(),
+                b"v" * value_size if value_size is not None else f"v{partition}-{index}".encode())
+            for partition, count in per_partition.items() for index in range(count)]
+
+
+def read_all(cluster, topic: str, timeout: float = 60,  # noqa: ANN001
+             isolation: str = "read_committed") -> dict[int, list[Got]]:
+    """Every committed record of every partition, in offset order (read_committed), up to the end offsets
+    taken at the start. A partition is done at the first record at or past its end offset, or at an EOF
+    event (the end may be a control marker): EOF alone never comes while a writer keeps it busy.
+    read_committed stops earlier at an open transaction: its EOF comes at the last stable offset, which
+    is all that is committed now."""
+    consumer = Consumer({"bootstrap.servers": bootstrap(cluster), "group.id": f"verify-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": isolation,
+                         "enable.partition.eof": True})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        partitions = sorted(metadata.partitions)
+        ends = {p: _end_offset(consumer, topic, p) for p in partitions}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        found: dict[int, list[Got]] = {p: [] for p in partitions}
+        pending = {p for p in partitions if ends[p] > 0}
+        deadline = time.monotonic() + timeout
+        while pending:
+            assert time.monotonic() < deadline, f"reading {topic}: partitions {pending} not read to the end"
+            for message in consumer.consume(1000, 0.5):
+                error = message.error()
+                if error is not None:
+                    assert error.code() == KafkaError._PARTITION_EOF, error
+                    if message.offset() >= ends[message.partition()] or isolation == "read_committed":
+                        pending.discard(message.partition())
+                    continue
+                partition = message.partition()
+                if partition not in pending:
+                    continue  # already read to its end offset; records arriving since are not counted
+                if message.offset() < ends[partition]:
+                    found[partition].append(Got(message.offset(), message.key(), message.value(),
+                                                list(message.headers() or []), message.timestamp()))
+                if message.offset() >= ends[partition] - 1:
+                    pending.discard(partition)
+        return found
+    finally:
+        consumer.close()
+
+
+def _end_offset(consumer: Consumer, topic: str, partition: int) -> int:
+    """The high watermark, asked again while a new topic's leadership settles."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def count(cluster, topic: str) -> int:  # noqa: ANN001
+    """Records in ``topic`` (0 while it does not exist)."""
+    try:
+        return sum(len(records) for records in read_all(cluster, topic, timeout=30).values())
+    except KeyError:
+        return 0
+
+
+def without_origin(record: Got) -> tuple:
+    """What a copy must keep of a record: key, value, headers (but kmc's), timestamp."""
+    return (record.key, record.value, [h for h in record.headers if h[0] != ORIGIN], record.timestamp)
+
+
+def assert_exact_copy(source: dict[int, list[Got]], target: dict[int, list[Got]], origin: str) -> None:
+    assert set(target) >= set(source)
+    for partition, records in source.items():
+        copied = target[partition]
+        assert [without_origin(r) for r in copied] == [without_origin(r) for r in records], f"partition {partition}"
+        assert all(r.headers[-1] == (ORIGIN, origin.encode()) for r in copied), f"partition {partition}: origin"
+
+
+def produce_slowly(cluster, topic: str, total: int, partitions: int, pause: float = 0.04) -> threading.Event:  # noqa: ANN001
+    """Produce ``numbered(total, partitions)`` in the background, 30 records at a time with ``pause`` after
+    each, so records keep arriving while a mirror is killed and restarted; the event is set when all are
+    acknowledged."""
+    done = threading.Event()
+
+    def run() -> None:
+        client = producer(cluster)
+        for index, record in enumerate(numbered(total, partitions)):
+            client.produce(topic, key=record.key, value=record.value, partition=record.partition,
+                           headers=record.headers, timestamp=record.timestamp)
+            if index % 30 == 29:
+                client.flush(30)
+                time.sleep(pause)
+        client.flush(30)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, *running: Follower) -> None:
+    """Poll ``condition``; fail after ``timeout`` seconds, or at once if one of ``running`` exited."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for follower in running:
+            follower.ensure_running()
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def mirror_json(*args: str, expect: int = 0) -> dict:
+    return kmc("mirror", *args, "-o", "json", expect=expect).json()
+
+
+class Follower:
+    """``kmc mirror ... --follow`` as a child process, its output in files."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.name = f"follow-{uuid.uuid4().hex[:6]}"
+        self.out = tmp / f"{self.name}.out"
+        self.err = tmp / f"{self.name}.err"
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "kmc", "mirror", *args, "--follow"],
+                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
+
+    @property
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def ensure_running(self) -> None:
+        assert self.proc.poll() is None, f"follower exited {self.proc.returncode}: {self.stderr}"
+
+
+COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                         KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._WAIT_COORD}
+
+
+def commit_offsets(consumer: Consumer, offsets: list[TopicPartition]) -> None:
+    """Commit, waiting out a group coordinator that is still being set up (a fresh cluster's first group)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+            return
+        except KafkaException as exc:
+            if exc.args[0].code() not in COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def commit(cluster, group: str, offsets: dict[tuple[str, int], int]) -> None:  # noqa: ANN001
+    """Offsets ``{(topic, partition): offset}`` committed for ``group`` by a consumer that never joins it."""
+    consumer = Consumer({"bootstrap.servers": bootstrap(cluster), "group.id": group, "enable.auto.commit": False})
+    try:
+        commit_offsets(consumer, [TopicPartition(topic, partition, offset)
+                                  for (topic, partition), offset in offsets.items()])
+    finally:
+        consumer.close()

@@ -15,17 +15,16 @@ from confluent_kafka import Producer
 
 from kmc import sandbox
 from tests.conftest import sandboxes
-from tests.helpers import kmc
-from tests.test_mirror import (
+from tests.helpers import (
     BASE_TIMESTAMP,
     ORIGIN,
     Rec,
-    _drop_admin_clients,  # noqa: F401 - autouse: closes the cached admin clients with this module
     assert_exact_copy,
     bootstrap,
     cluster_id,
     count,
     create_topic,
+    kmc,
     numbered,
     produce,
     read_all,
@@ -242,7 +241,7 @@ def test_dry_run_plans_every_source_and_changes_nothing(src_cluster, agg_cluster
 
 
 def _mirror_processes(parent: int) -> set[int]:
-    """Pids of the mirror processes (kmc.flows.serve_job) whose parent is ``parent``."""
+    """Pids of the mirror processes (kmc.worker.serve) whose parent is ``parent``."""
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -251,7 +250,7 @@ def _mirror_processes(parent: int) -> set[int]:
                 ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            if b"serve_job" in command and ppid == parent:
+            if b"kmc.worker" in command and ppid == parent:
                 found.add(int(entry.name))
     return found
 
@@ -275,5 +274,5 @@ def test_follow_retries_an_unreachable_source_and_stops_every_process_on_sigint(
     assert "127.0.0.1:1 -> dst: 127.0.0.1:1: connect: cannot reach 127.0.0.1:1" in stderr
     assert "kmc: error: 1 of 2 mirrors failed: retry: 127.0.0.1:1 -> dst: " in stderr
     assert stderr.rstrip().endswith("kmc: error: interrupted; progress up to the interruption is checkpointed")
-    assert all(not Path(f"/proc/{pid}").exists() or b"serve_job" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert all(not Path(f"/proc/{pid}").exists() or b"kmc.worker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
                for pid in children)

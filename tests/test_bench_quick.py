@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 THROUGHPUT_TOOLS = ["producer-perf", "consumer-perf", "mm2", "kmc", "kmc-w2", "kmc-records", "floor"]
 MIRROR_TOOLS = ["mm2", "kmc", "kmc-w2", "kmc-records", "floor"]
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.kafka, pytest.mark.bench, pytest.mark.timeout(1200)]
 
 
 def _processes_naming(path: Path) -> list[str]:

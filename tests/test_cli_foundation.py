@@ -17,63 +17,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, TopicPartition
 
-from tests.helpers import kmc
+from tests.conftest import CONFIG
+from tests.conftest import CONFIG_PASSWORD as PASSWORD
+from tests.helpers import bootstrap, cluster_id, commit, commit_offsets, create_topic, filled, kmc, produce
 
-PASSWORD = "hunter2-never-shown"
 LIST_KEYS = ["name", "bootstrap", "security_protocol", "sandbox", "source"]
 TEST_KEYS = ["name", "status", "cluster_id", "brokers", "controller", "rtt_ms", "error"]
 TOPIC_KEYS = ["topic", "partitions", "replication_factor", "records", "under_replicated", "internal"]
 GROUP_KEYS = ["group", "state", "protocol_type", "members", "topics", "lag"]
-
-CONFIG = """\
-# test config -- this comment must survive edits
-[clusters.dc1]
-bootstrap = ["localhost:19092"]
-
-[clusters.central]
-bootstrap = ["central-1:9093", "central-2:9093"]
-security_protocol = "SASL_SSL"
-sasl_mechanism = "SCRAM-SHA-512"
-username = "mirror"
-password = "${KMC_TEST_PASSWORD}"
-ssl_password = "${KMC_TEST_PASSWORD}"
-"""
-
-
-@pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """This test's config file, found through KMC_CONFIG; the password comes from the environment."""
-    path = tmp_path / "config.toml"
-    path.write_text(CONFIG)
-    monkeypatch.setenv("KMC_CONFIG", str(path))
-    monkeypatch.setenv("KMC_TEST_PASSWORD", PASSWORD)
-    return path
-
-
-def bootstrap(cluster) -> str:  # noqa: ANN001 - a SandboxCluster
-    return ",".join(cluster.bootstrap)
-
-
-def create_topic(cluster, name: str, partitions: int = 1) -> None:  # noqa: ANN001
-    admin = AdminClient({"bootstrap.servers": bootstrap(cluster)})
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
-
-
-def produce(cluster, topic: str, per_partition: dict[int, int]) -> None:  # noqa: ANN001
-    producer = Producer({"bootstrap.servers": bootstrap(cluster), "linger.ms": 5})
-    for partition, count in per_partition.items():
-        for index in range(count):
-            producer.produce(topic, key=f"k{index}".encode(), value=f"v{partition}-{index}".encode(),
-                             partition=partition)
-    assert producer.flush(30) == 0
-
-
-def librdkafka_cluster_id(cluster) -> str:  # noqa: ANN001
-    return AdminClient({"bootstrap.servers": bootstrap(cluster)}).list_topics(timeout=30).cluster_id
-
 
 # --- profile list / show ------------------------------------------------------------------------------
 
@@ -278,7 +231,7 @@ def test_profile_test_reports_cluster(config: Path, src_cluster, dst_cluster) ->
     for row, cluster in zip(rows, (src_cluster, dst_cluster), strict=True):
         assert list(row) == TEST_KEYS
         assert row["status"] == "ok" and row["error"] is None
-        assert row["cluster_id"] == librdkafka_cluster_id(cluster) == cluster.kafka_cluster_id
+        assert row["cluster_id"] == cluster_id(cluster) == cluster.kafka_cluster_id
         assert row["brokers"] == 1
         assert row["controller"] == 1
         assert isinstance(row["rtt_ms"], float) and 0 < row["rtt_ms"] < 10_000
@@ -311,7 +264,7 @@ def test_profile_test_every_configured_cluster(tmp_path: Path, monkeypatch: pyte
 @pytest.mark.kafka
 def test_topics_counts(config: Path, src_cluster, topic_name: str) -> None:  # noqa: ANN001
     create_topic(src_cluster, topic_name, partitions=3)
-    produce(src_cluster, topic_name, {0: 7, 1: 5})
+    produce(src_cluster, topic_name, filled({0: 7, 1: 5}))
     rows = kmc("topics", "src", topic_name, "-o", "json").json()
     assert rows == [{"topic": topic_name, "partitions": 3, "replication_factor": 1, "records": 12,
                      "under_replicated": 0, "internal": False}]
@@ -321,7 +274,7 @@ def test_topics_counts(config: Path, src_cluster, topic_name: str) -> None:  # n
 @pytest.mark.kafka
 def test_topics_table_and_csv(config: Path, src_cluster, topic_name: str) -> None:  # noqa: ANN001
     create_topic(src_cluster, topic_name, partitions=2)
-    produce(src_cluster, topic_name, {1: 4})
+    produce(src_cluster, topic_name, filled({1: 4}))
     lines = kmc("topics", "src", topic_name).stdout.splitlines()
     assert [line.split() for line in lines] == [["TOPIC", "PARTITIONS", "RF", "RECORDS", "UNDER-REPL"],
                                                 [topic_name, "2", "1", "4", "0"]]
@@ -356,38 +309,12 @@ def test_topics_bad_pattern(config: Path, src_cluster) -> None:  # noqa: ANN001
 # --- groups -----------------------------------------------------------------------------------------------
 
 
-COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                         KafkaError.COORDINATOR_NOT_AVAILABLE}
-
-
-def commit_offsets(consumer: Consumer, offsets: list[TopicPartition]) -> None:
-    """Commit, waiting out a group coordinator that is still being set up (a fresh cluster's first group)."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            consumer.commit(offsets=offsets, asynchronous=False)
-            return
-        except KafkaException as exc:
-            if exc.args[0].code() not in COORDINATOR_NOT_READY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
-def commit(cluster, group: str, offsets: list[TopicPartition]) -> None:  # noqa: ANN001
-    """Offsets committed for ``group`` by a consumer that never joins it."""
-    consumer = Consumer({"bootstrap.servers": bootstrap(cluster), "group.id": group, "enable.auto.commit": False})
-    try:
-        commit_offsets(consumer, offsets)
-    finally:
-        consumer.close()
-
-
 @pytest.mark.kafka
 def test_groups_committed_offsets_and_lag(config: Path, src_cluster, topic_name: str) -> None:  # noqa: ANN001
     create_topic(src_cluster, topic_name, partitions=2)
-    produce(src_cluster, topic_name, {0: 6, 1: 4})
+    produce(src_cluster, topic_name, filled({0: 6, 1: 4}))
     group = f"g-{topic_name}"
-    commit(src_cluster, group, [TopicPartition(topic_name, 0, 4), TopicPartition(topic_name, 1, 1)])
+    commit(src_cluster, group, {(topic_name, 0): 4, (topic_name, 1): 1})
     rows = kmc("groups", "src", group, "-o", "json").json()
     # a group that only ever committed (never joined) has no protocol type
     assert rows == [{"group": group, "state": "Empty", "protocol_type": "", "members": 0,
@@ -401,7 +328,7 @@ def test_groups_committed_offsets_and_lag(config: Path, src_cluster, topic_name:
 @pytest.mark.kafka
 def test_groups_live_member(config: Path, src_cluster, topic_name: str) -> None:  # noqa: ANN001
     create_topic(src_cluster, topic_name)
-    produce(src_cluster, topic_name, {0: 5})
+    produce(src_cluster, topic_name, filled({0: 5}))
     group = f"g-{topic_name}"
     consumer = Consumer({"bootstrap.servers": bootstrap(src_cluster), "group.id": group,
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
@@ -425,10 +352,10 @@ def test_groups_live_member(config: Path, src_cluster, topic_name: str) -> None:
 @pytest.mark.kafka
 def test_groups_pattern_selects(config: Path, src_cluster, topic_name: str) -> None:  # noqa: ANN001
     create_topic(src_cluster, topic_name)
-    produce(src_cluster, topic_name, {0: 1})
+    produce(src_cluster, topic_name, filled({0: 1}))
     prefix = f"g-{uuid.uuid4().hex[:8]}"
     for suffix in ("a", "b"):
-        commit(src_cluster, f"{prefix}-{suffix}", [TopicPartition(topic_name, 0, 1)])
+        commit(src_cluster, f"{prefix}-{suffix}", {(topic_name, 0): 1})
     assert [row["group"] for row in kmc("groups", "src", f"{prefix}-.*", "-o", "json").json()] == [
         f"{prefix}-a", f"{prefix}-b"]
     assert [row["group"] for row in kmc("groups", "src", f"{prefix}-a", "-o", "json").json()] == [f"{prefix}-a"]
@@ -460,8 +387,8 @@ def test_adhoc_bootstrap_needs_no_config(tmp_path: Path, monkeypatch: pytest.Mon
     broken.write_text("[clusters.x\n")
     monkeypatch.setenv("KMC_CONFIG", str(broken))
     create_topic(src_cluster, topic_name)
-    produce(src_cluster, topic_name, {0: 3})
-    commit(src_cluster, f"g-{topic_name}", [TopicPartition(topic_name, 0, 1)])
+    produce(src_cluster, topic_name, filled({0: 3}))
+    commit(src_cluster, f"g-{topic_name}", {(topic_name, 0): 1})
     args = [part.format(bootstrap=bootstrap(src_cluster), topic=topic_name) for part in command]
     rows = kmc(*args, "-o", "json").json()
     if command[0] == "topics":
@@ -506,7 +433,7 @@ def test_adhoc_bootstrap_usage_errors(config: Path, command: list[str]) -> None:
 def test_global_options_after_the_subcommand(config: Path, src_cluster, topic_name: str,  # noqa: ANN001
                                              args: list[str]) -> None:
     create_topic(src_cluster, topic_name)
-    produce(src_cluster, topic_name, {0: 2})
+    produce(src_cluster, topic_name, filled({0: 2}))
     result = kmc(*[arg.format(topic=topic_name, config=config) for arg in args])
     assert [(row["topic"], row["records"]) for row in json.loads(result.stdout)] == [(topic_name, 2)]
 

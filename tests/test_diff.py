@@ -4,30 +4,19 @@ one side is altered for each kind of difference."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pytest
 from confluent_kafka import Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
-from tests.helpers import kmc
+from kmc.errors import KafkaOperationError
+from tests.helpers import BASE_TIMESTAMP, Rec, bootstrap, create_topic, kmc, produce
 
 pytestmark = pytest.mark.kafka
 
 # Recent timestamps: records older than the brokers' 7-day retention would be deleted mid-test.
-BASE_TIMESTAMP = int(time.time() * 1000) - 3_600_000
 DIFFERENCE_KEYS = ["kind", "topic", "target_topic", "partition", "key", "source", "target", "data"]
-
-
-@dataclass(frozen=True)
-class Rec:
-    partition: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
-    timestamp: int = BASE_TIMESTAMP
 
 
 def sample(count: int, partitions: int = 1) -> list[Rec]:
@@ -35,25 +24,6 @@ def sample(count: int, partitions: int = 1) -> list[Rec]:
     return [Rec(index % partitions, f"key-{index}".encode(), f"value-{index}".encode(),
                 [("trace", f"t{index}".encode()), ("trace", b"again"), ("empty", b"")], BASE_TIMESTAMP + index)
             for index in range(count)]
-
-
-def bootstrap(cluster) -> str:  # noqa: ANN001 - a SandboxCluster
-    return ",".join(cluster.bootstrap)
-
-
-def create_topic(cluster, name: str, partitions: int = 1, replication: int = 1,  # noqa: ANN001
-                 config: dict[str, str] | None = None) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap(cluster)})
-    futures = admin.create_topics([NewTopic(name, partitions, replication, config=config or {})])
-    futures[name].result(30)
-
-
-def produce(cluster, topic: str, records: Iterable[Rec]) -> None:  # noqa: ANN001
-    producer = Producer({"bootstrap.servers": bootstrap(cluster), "linger.ms": 5, "enable.idempotence": True})
-    for record in records:
-        producer.produce(topic, value=record.value, key=record.key, partition=record.partition,
-                         headers=record.headers or None, timestamp=record.timestamp)
-    assert producer.flush(30) == 0
 
 
 def copy_topic(src, dst, topic: str, records: list[Rec], partitions: int = 1,  # noqa: ANN001
@@ -215,6 +185,7 @@ def test_data_missing_and_extra_records(src_cluster, dst_cluster, topic_name: st
         "first_difference": {"index": 10, "source_offset": None, "target_offset": 10, "fields": None}}
     assert (found[(f"{topic_name}-short", "records")]["source"], found[(f"{topic_name}-short", "records")]["target"]) \
         == (10, 7)
+    assert report["summary"]["records_compared"] == 10 + 12  # per partition, the longer side
 
 
 def test_data_compares_positions_not_offsets(src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
@@ -228,7 +199,8 @@ def test_data_compares_positions_not_offsets(src_cluster, dst_cluster, topic_nam
     for future in admin.delete_records([TopicPartition(topic_name, 0, 5)]).values():
         future.result(30)
     produce(dst_cluster, topic_name, records)
-    diff_json("src", "dst", "--topics", topic_name, "--data", expect=0)
+    report = diff_json("src", "dst", "--topics", topic_name, "--data", expect=0)
+    assert report["summary"]["records_compared"] == 8  # positions 0-7 on both sides, not offsets 0-7 and 5-12
 
 
 def test_null_keys_and_tombstones_compare_equal_to_an_exact_copy(src_cluster, dst_cluster,  # noqa: ANN001
@@ -236,7 +208,8 @@ def test_null_keys_and_tombstones_compare_equal_to_an_exact_copy(src_cluster, ds
     records = [Rec(0, None, b"no key"), Rec(0, b"k1", None), Rec(0, None, None), Rec(0, b"", b""),
                Rec(0, b"k2", b"v", [("h", None)]), Rec(0, b"k1", None, timestamp=BASE_TIMESTAMP + 9)]
     copy_topic(src_cluster, dst_cluster, topic_name, records)
-    diff_json("src", "dst", "--topics", topic_name, "--data", expect=0)
+    report = diff_json("src", "dst", "--topics", topic_name, "--data", expect=0)
+    assert report["summary"]["records_compared"] == 6
 
     # ... and a null key is not an empty key
     other = f"{topic_name}-empty"
@@ -244,13 +217,15 @@ def test_null_keys_and_tombstones_compare_equal_to_an_exact_copy(src_cluster, ds
                target_records=[replace(records[0], key=b"")] + records[1:])
     report = diff_json("src", "dst", "--topics", other, "--data", expect=1)
     assert report["differences"][0]["data"]["first_difference"]["fields"] == ["key"]
+    assert report["summary"]["records_compared"] == 6
 
 
 def test_kmc_headers_are_not_content(src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
     records = sample(6)
     mirrored = [replace(record, headers=record.headers + [("kmc-origin", b"some-cluster-id")]) for record in records]
     copy_topic(src_cluster, dst_cluster, topic_name, records, target_records=mirrored)
-    diff_json("src", "dst", "--topics", topic_name, "--data", expect=0)
+    report = diff_json("src", "dst", "--topics", topic_name, "--data", expect=0)
+    assert report["summary"]["records_compared"] == 6
 
 
 def test_aborted_transactions_are_not_content(src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
@@ -275,6 +250,7 @@ def test_aborted_transactions_are_not_content(src_cluster, dst_cluster, topic_na
     assert kinds(spans) == ["records"]  # offset spans: 6 vs 6 records + 1 aborted + 2 markers
     report = diff_json("src", "dst", "--topics", topic_name, "--data", expect=0)
     assert report["topics"][0]["records"] == {"source": 6, "target": 6}
+    assert report["summary"]["records_compared"] == 6
 
 
 # --- rename -----------------------------------------------------------------------------------
@@ -294,6 +270,7 @@ def test_rename_template_maps_source_topics(src_cluster, dst_cluster, topic_name
     ]
     assert kinds(report) == ["extra_topic"]
     assert report["rename"] == "{source}.{topic}"
+    assert report["summary"]["records_compared"] == 12  # the one pair's records; the extra topic is not read
     table = kmc("diff", "src", "dst", "--topics", f"{topic_name}.*", "--rename", "{source}.{topic}", expect=1)
     assert table.stdout.splitlines()[1].split() == [
         "+", f"src.{topic_name}-gone", "topic", "(absent)", f"src.{topic_name}-gone", "no", "source", "topic",
@@ -351,6 +328,20 @@ def test_unreachable_cluster_exits_4(dst_cluster) -> None:  # noqa: ANN001
     result = kmc("diff", "127.0.0.1:1", "dst", "--timeout", "1", expect=4)
     assert result.stderr.startswith("kmc: error: ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_failed_comparison_exits_8_never_1(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """1 means "different" and nothing else: a read that fails is the error's own code (here a broker's
+    refusal, 8), so a script can tell "different" from "could not tell"."""
+    copy_topic(src_cluster, dst_cluster, topic_name, sample(3))
+
+    def failing_read(*args: object, **kwargs: object) -> None:
+        raise KafkaOperationError(f"src: read {topic_name}[0]: UnknownServerError")
+
+    monkeypatch.setattr("kmc.diff.clusters.compare_partitions", failing_read)
+    result = kmc("diff", "src", "dst", "--topics", topic_name, "--data", expect=8)
+    assert result.stdout == "" and result.stderr.startswith(f"kmc: error: src: read {topic_name}[0]: ")
 
 
 @pytest.mark.timeout(60)

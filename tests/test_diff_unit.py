@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from types import SimpleNamespace
 
@@ -251,15 +250,3 @@ def test_validate_options_rejects_bad_patterns_and_templates() -> None:
         validate_options(DiffOptions(rename="{source}"))
     with pytest.raises(UsageError, match="unknown placeholder"):
         validate_options(DiffOptions(rename="{cluster}.{topic}"))
-
-
-def test_cluster_round_trips_to_a_reader_process_with_its_secrets() -> None:
-    from types import MappingProxyType
-
-    from kmc.diff import _cluster_from_json, _cluster_to_json
-    from kmc.profiles import Cluster, Secret
-
-    cluster = Cluster("c", ("h1:9092", "h2:9092"), security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
-                      username="u", password=Secret("p"), ssl_password=Secret("s"),
-                      client=MappingProxyType({"request_timeout_ms": 5000}), source="file")
-    assert _cluster_from_json(json.loads(json.dumps(_cluster_to_json(cluster)))) == cluster

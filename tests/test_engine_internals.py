@@ -14,7 +14,7 @@ from kafka.producer.producer_batch import FinalState
 from kmc.mirror import producer_hooks
 from kmc.mirror.batchpath import RawBatch, fetch_batches
 from kmc.mirror.logreader import read_latest
-from tests.test_mirror import bootstrap, create_topic, read_all, wait_for
+from tests.helpers import bootstrap, create_topic, read_all, wait_for
 
 pytestmark = pytest.mark.kafka
 

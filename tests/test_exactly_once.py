@@ -16,14 +16,13 @@ from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from kmc import sandbox
-from tests.helpers import kmc
-from tests.test_mirror import (
+from tests.helpers import (
     admin,
     assert_exact_copy,
     cluster_id,
     count,
     create_topic,
-    followers,  # noqa: F401 - a fixture (its uses below redefine it: F811)
+    kmc,
     numbered,
     produce,
     produce_slowly,
@@ -72,8 +71,9 @@ def test_once_with_exactly_once_copies_each_record_once(src_cluster, dst_cluster
     assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")
 
 
+@pytest.mark.slow
 def test_kill_9_with_exactly_once_shows_read_committed_readers_each_record_once(  # noqa: ANN001
-        src_cluster, dst_cluster, topic_name: str, followers) -> None:  # noqa: F811
+        src_cluster, dst_cluster, topic_name: str, followers) -> None:
     partitions, total = 3, 6000
     create_topic(src_cluster, topic_name, partitions)
     done = produce_slowly(src_cluster, topic_name, total, partitions, pause=0.03)
@@ -124,8 +124,9 @@ def test_workers_with_exactly_once_each_commit_their_own_shard(src_cluster, dst_
     assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")
 
 
+@pytest.mark.slow
 def test_a_target_outage_aborts_the_transaction_and_loses_nothing(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
-                                                                  followers) -> None:  # noqa: F811
+                                                                  followers) -> None:
     """The target's only broker stops for longer than the delivery timeout: the open transaction fails,
     kmc aborts it and copies again from the last commit; read_committed readers see each record once."""
     partitions = 2

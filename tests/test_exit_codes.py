@@ -37,7 +37,7 @@ from kmc.cli.main import app
 from kmc.errors import ExitCode
 from kmc.sandbox import find_java, kafka_classpath
 from kmc.sandbox.cluster import JVM_OPTIONS, LOG4J2_CONFIG
-from tests.helpers import Result, kmc
+from tests.helpers import Result, create_topic, kmc
 
 # Which test provokes each exit status. A new ExitCode member fails test_every_exit_code_is_pinned
 # until it is added here. Codes 1 and 75 come from diff and flow locking, and are pinned by their tests.
@@ -50,6 +50,7 @@ EXIT_CODE_TESTS: dict[ExitCode, str] = {
     ExitCode.AUTH: "test_exit_5_authentication_failed",
     ExitCode.PARTIAL: "test_exit_6_partial_failure",
     ExitCode.DATA_GAP: "elsewhere: tests/test_faults.py, records deleted before they were copied exit 7",
+    ExitCode.FAILED: "test_exit_8_failed",
     ExitCode.LOCKED: "elsewhere: the mirror/flow lock tests (issues 5, 6), an overlapping run exits 75",
     ExitCode.INTERRUPTED: "test_exit_130_interrupted",
 }
@@ -77,14 +78,6 @@ def assert_one_error_line(result: Result, code: int) -> str:
     return result.stderr
 
 
-@pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text('# keep me\n[clusters.dc1]\nbootstrap = ["localhost:19092"]\n')
-    monkeypatch.setenv("KMC_CONFIG", str(path))
-    return path
-
-
 # --- the mapping -----------------------------------------------------------------------------------------
 
 
@@ -100,7 +93,7 @@ def test_every_exit_code_is_pinned() -> None:
 def test_exit_code_values_are_the_documented_ones() -> None:
     assert {code.name: int(code) for code in ExitCode} == {
         "OK": 0, "DIFFERENCES": 1, "USAGE": 2, "CONFIG": 3, "UNREACHABLE": 4, "AUTH": 5, "PARTIAL": 6,
-        "DATA_GAP": 7, "LOCKED": 75, "INTERRUPTED": 130,
+        "DATA_GAP": 7, "FAILED": 8, "LOCKED": 75, "INTERRUPTED": 130,
     }
 
 
@@ -115,7 +108,7 @@ def test_exit_0_success(config: Path, src_cluster) -> None:  # noqa: ANN001
 
 def test_exit_2_usage(config: Path) -> None:
     message = assert_one_error_line(kmc("topics", "nope", expect=None), 2)
-    assert "unknown cluster 'nope' (known: dc1" in message
+    assert "unknown cluster 'nope' (known: central, dc1" in message
 
 
 def test_exit_3_config(config: Path) -> None:
@@ -141,6 +134,16 @@ def test_exit_6_partial_failure(config: Path, src_cluster) -> None:  # noqa: ANN
     rows = {row["name"]: row for row in result.json()}
     assert rows["good"]["status"] == "ok" and rows["good"]["cluster_id"] == src_cluster.kafka_cluster_id
     assert rows["bad"]["status"] == "error" and "cannot reach" in rows["bad"]["error"]
+
+
+@pytest.mark.kafka
+def test_exit_8_failed(config: Path, src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
+    """A broker refusing an operation for a reason that is none of 4/5: here the target refuses to create a
+    topic whose name collides with one it has ('.' and '_' collide in metric names)."""
+    create_topic(src_cluster, f"{topic_name}.x")
+    create_topic(dst_cluster, f"{topic_name}_x")
+    message = assert_one_error_line(kmc("mirror", "src", "dst", "--topics", f"{topic_name}\\.x", expect=None), 8)
+    assert "InvalidTopic" in message and f"{topic_name}.x" in message
 
 
 def test_exit_130_interrupted(tmp_path: Path) -> None:
@@ -412,13 +415,13 @@ def broken_renderer(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def test_internal_error_is_one_line_without_locals(config: Path, broken_renderer: str) -> None:
     result = kmc("profile", "show", "dc1", expect=None)
-    message = assert_one_error_line(result, 1)
+    message = assert_one_error_line(result, 8)
     assert message == "kmc: error: internal error: RuntimeError: boom (run again with --debug and report it)\n"
     assert broken_renderer not in result.stderr
 
 
 def test_internal_error_with_debug_shows_traceback_but_no_locals(config: Path, broken_renderer: str) -> None:
-    result = kmc("--debug", "profile", "show", "dc1", expect=1)
+    result = kmc("--debug", "profile", "show", "dc1", expect=8)
     assert "Traceback (most recent call last)" in result.stderr and "RuntimeError: boom" in result.stderr
     assert broken_renderer not in result.stderr
     assert result.stderr.splitlines()[-1].startswith("kmc: error: internal error: RuntimeError: boom")
@@ -437,7 +440,7 @@ def test_installed_entry_point_never_shows_locals(tmp_path: Path) -> None:
             "sys.argv = ['kmc', 'profile', 'show', 'dc1']\n"
             "run()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 8
     assert proc.stderr == "kmc: error: internal error: RuntimeError: boom (run again with --debug and report it)\n"
     assert "subprocess-local-secret" not in proc.stderr
 

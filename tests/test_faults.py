@@ -25,14 +25,14 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from kmc import sandbox
 from kmc.mirror import lock_dir
-from tests.helpers import kmc
-from tests.test_mirror import (
+from tests.helpers import (
     ORIGIN,
     admin,
     bootstrap,
     count,
     create_topic,
-    followers,  # noqa: F401 - a fixture
+    kmc,
+    mirror_json,
     numbered,
     produce,
     produce_slowly,
@@ -42,10 +42,6 @@ from tests.test_mirror import (
 )
 
 pytestmark = pytest.mark.kafka
-
-
-def mirror_json(*args: str, expect: int = 0) -> dict:
-    return kmc("mirror", *args, "-o", "json", expect=expect).json()
 
 
 def values(records_by_partition: dict) -> dict[int, list[bytes]]:
@@ -85,7 +81,7 @@ def gaps_of(result: dict) -> list[tuple[str, int, str, int | None, int | None]]:
 
 @pytest.mark.parametrize("delivery", ["at-least-once", "exactly-once"])
 def test_a_two_way_mirror_keeps_running_with_traffic_on_both_sides(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
-                                                                    followers, delivery: str) -> None:  # noqa: F811
+                                                                    followers, delivery: str) -> None:
     """Defect 1: B's copies of A's records come back to B -> A in batches of their own, every record skipped
     by loop prevention; the byte path used to leave an empty batch behind, which the broker rejects."""
     extra = ["--exactly-once"] if delivery == "exactly-once" else []
@@ -137,7 +133,7 @@ def test_records_deleted_before_they_were_copied_are_a_reported_gap_and_exit_7(s
 
 
 def test_a_target_outage_longer_than_the_source_retention_is_a_reported_gap(src_cluster, dst_cluster,  # noqa: ANN001
-                                                                            topic_name: str, followers) -> None:  # noqa: F811
+                                                                            topic_name: str, followers) -> None:
     """The target is down longer than the source keeps data: the source's retention deletes records kmc has
     not copied. The consumer used to reset the out-of-range position to the log start without a word."""
     create_topic(src_cluster, topic_name, 1, {"segment.ms": "1000"})
@@ -263,9 +259,9 @@ def test_a_paused_exactly_once_mirror_that_resumes_copies_nothing_twice(src_clus
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(60) == 0, (tmp_path / f"{host}.err").read_text()
-            else:  # fenced by the other: one line, exit 1
+            else:  # fenced by the other: one line, exit 8 (a Kafka operation failed)
                 stderr = (tmp_path / f"{host}.err").read_text()
-                assert proc.returncode == 1 and "fenced" in stderr, stderr
+                assert proc.returncode == 8 and "fenced" in stderr, stderr
                 assert "Traceback" not in stderr and "report it" not in stderr, stderr
         assert any(proc.returncode == 0 for proc in procs.values()), [
             (tmp_path / f"{host}.err").read_text()[-1500:] for host in procs]
@@ -303,11 +299,11 @@ def test_a_failed_batch_before_an_acknowledged_one_is_never_counted_as_copied(sr
         client.produce(topic_name, key=b"k", value=b"small-%d" % index, partition=0)
     client.flush(30)
     result = kmc("mirror", "src", "dst", "--topics", topic_name, "--once", *extra, expect=None)
-    assert result.code == 1, result.stderr
+    assert result.code == 8, result.stderr
     assert "MessageSizeTooLarge" in result.stderr and "Traceback" not in result.stderr
     # nothing claims the large record was copied: the next run fails on it again, never "complete"
     again = kmc("mirror", "src", "dst", "--topics", topic_name, "--once", *extra, expect=None)
-    assert again.code == 1 and "MessageSizeTooLarge" in again.stderr
+    assert again.code == 8 and "MessageSizeTooLarge" in again.stderr
 
 
 # ------------------------------------------------------------------------------------ 6: recreated topics
@@ -353,7 +349,7 @@ def test_a_target_topic_recreated_under_the_mirror_is_filled_again(src_cluster, 
 
 
 def test_partitions_found_while_checkpoints_cannot_be_written_are_copied_later(src_cluster, dst_cluster,  # noqa: ANN001
-                                                                               topic_name: str, followers) -> None:  # noqa: F811
+                                                                               topic_name: str, followers) -> None:
     """Defect 7: a new topic's partitions used to be marked known before their first checkpoint was written;
     when that write failed, they were never copied. kmc.checkpoints refuses the writes here because its
     max.message.bytes is lowered below a checkpoint's size for a while."""
@@ -455,7 +451,7 @@ def test_a_record_that_fits_compressed_at_the_source_fits_at_the_target(src_clus
 
 
 def test_the_lock_follows_what_is_copied_not_how_it_was_spelled(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
-                                                                followers) -> None:  # noqa: F811
+                                                                followers) -> None:
     one, two = f"{topic_name}-1", f"{topic_name}-2"
     for name in (one, two):
         create_topic(src_cluster, name, 1)

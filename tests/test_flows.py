@@ -13,14 +13,13 @@ import pytest
 
 from kmc import sandbox
 from tests.conftest import sandboxes
-from tests.helpers import kmc
-from tests.test_mirror import (
+from tests.helpers import (
     Rec,
-    _drop_admin_clients,  # noqa: F401 - autouse: closes the cached admin clients with this module
     assert_exact_copy,
     cluster_id,
     count,
     create_topic,
+    kmc,
     numbered,
     produce,
     read_all,

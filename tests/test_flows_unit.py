@@ -9,18 +9,11 @@ from pathlib import Path
 import pytest
 
 from kmc.errors import ConfigError, ExitCode, LockedError, PartialFailure, UnreachableError, UsageError
-from kmc.flows import (
-    JobOutcome,
-    MirrorJob,
-    aggregate_jobs,
-    check_flows,
-    flow_spec,
-    job_waves,
-    merge_conflicts,
-    outcome_failure,
-    pattern_strings,
-)
+from kmc.flows import aggregate_jobs, check_flows, flow_spec, pattern_strings
 from kmc.mirror import MirrorSpec, lock_identity
+from kmc.mirror.jobs import MirrorJob, job_waves
+from kmc.mirror.preflight import merge_conflicts
+from kmc.mirror.runner import JobOutcome, RunReport
 from kmc.profiles import Cluster, adhoc_cluster, load_config
 from tests.helpers import kmc
 
@@ -396,14 +389,14 @@ def test_failures_combine_naming_each_mirror() -> None:
     dc1, dc2, central = _cluster("dc1", 1), _cluster("dc2", 2), _cluster("central", 3)
     ok = JobOutcome(MirrorJob(dc1, central, MirrorSpec()), result=object())  # type: ignore[arg-type]
     down = JobOutcome(MirrorJob(dc2, central, MirrorSpec()), error=UnreachableError("dc2: cannot reach 127.0.0.1:2"))
-    assert outcome_failure([ok]) is None
-    partial = outcome_failure([ok, down])
+    assert RunReport("follow", [ok]).failure() is None
+    partial = RunReport("follow", [ok, down]).failure()
     assert isinstance(partial, PartialFailure) and partial.exit_code == ExitCode.PARTIAL == 6
     assert partial.message == "1 of 2 mirrors failed: dc2 -> central: dc2: cannot reach 127.0.0.1:2"
-    assert outcome_failure([down]) is down.error
+    assert RunReport("follow", [down]).failure() is down.error
     locked = [JobOutcome(MirrorJob(cluster, central, MirrorSpec(flow="agg")), error=LockedError("held"))
               for cluster in (dc1, dc2)]
-    both = outcome_failure(locked)
+    both = RunReport("follow", locked).failure()
     assert isinstance(both, LockedError) and both.exit_code == 75
     assert both.message == "all 2 mirrors failed: agg: dc1 -> central: held; agg: dc2 -> central: held"
 

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from kmc import sandbox
 from kmc.cli.inventory import _exit_status, human_bytes
@@ -18,7 +17,7 @@ from kmc.client import KafkaSession, Outcome
 from kmc.errors import PartialFailure, UnreachableError
 from kmc.inventory import ClusterInventory, cluster_rows, group_rows, inventory_cluster, version_label
 from kmc.profiles import adhoc_cluster
-from tests.helpers import kmc
+from tests.helpers import admin, bootstrap, cluster_id, commit, create_topic, filled, kmc, produce
 
 CLUSTER_KEYS = ["cluster", "status", "error", "cluster_id", "controller", "brokers", "fenced_brokers",
                 "kafka_version", "topics", "partitions", "under_replicated", "offline", "under_min_isr", "bytes",
@@ -28,51 +27,7 @@ CELL_KEYS = ["partitions", "records", "bytes"]
 BROKER_KEYS = ["cluster", "status", "error", "broker", "host", "port", "rack", "fenced", "controller",
                "kafka_version", "leaders", "replicas", "bytes", "log_dirs", "disk_total", "disk_usable"]
 GROUP_KEYS = ["cluster", "status", "error", "group", "state", "protocol_type", "members", "topics", "lag"]
-COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                         KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._WAIT_COORD}
-
-
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def bootstrap(cluster) -> str:  # noqa: ANN001 - a SandboxCluster
-    return ",".join(cluster.bootstrap)
-
-
-def create_topics(cluster, *topics: NewTopic) -> None:  # noqa: ANN001
-    admin = AdminClient({"bootstrap.servers": bootstrap(cluster)})
-    for future in admin.create_topics(list(topics)).values():
-        future.result(30)
-
-
-def produce(cluster, topic: str, per_partition: dict[int, int], size: int = 100) -> None:  # noqa: ANN001
-    producer = Producer({"bootstrap.servers": bootstrap(cluster), "linger.ms": 5})
-    for partition, count in per_partition.items():
-        for index in range(count):
-            producer.produce(topic, key=f"k{index}".encode(), value=b"v" * size, partition=partition)
-    assert producer.flush(30) == 0
-
-
-def commit(cluster, group: str, offsets: dict[tuple[str, int], int]) -> None:  # noqa: ANN001
-    """Commit offsets for ``group``, retrying while a fresh cluster's group coordinator is still loading."""
-    consumer = Consumer({"bootstrap.servers": bootstrap(cluster), "group.id": group, "enable.auto.commit": False})
-    partitions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                consumer.commit(offsets=partitions, asynchronous=False)
-                return
-            except KafkaException as exc:
-                if exc.args[0].code() not in COORDINATOR_NOT_READY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-    finally:
-        consumer.close()
-
-
-def cluster_id(cluster) -> str:  # noqa: ANN001
-    return AdminClient({"bootstrap.servers": bootstrap(cluster)}).list_topics(timeout=10).cluster_id
 
 
 def segment_bytes(cluster, topic: str) -> int:  # noqa: ANN001
@@ -148,8 +103,8 @@ def test_human_bytes(value: int | None, text: str | None) -> None:
 @pytest.mark.kafka
 def test_counts_equal_what_was_produced(src_cluster, topic_name: str) -> None:  # noqa: ANN001
     group = f"{topic_name}-group"
-    create_topics(src_cluster, NewTopic(topic_name, 3, 1))
-    produce(src_cluster, topic_name, {0: 10, 1: 7, 2: 0})
+    create_topic(src_cluster, topic_name, 3)
+    produce(src_cluster, topic_name, filled({0: 10, 1: 7, 2: 0}, value_size=100))
     commit(src_cluster, group, {(topic_name, 0): 4, (topic_name, 1): 7})
 
     result = kmc("inventory", "src", "--topics", topic_name, "-o", "json")
@@ -187,7 +142,8 @@ def test_counts_equal_what_was_produced(src_cluster, topic_name: str) -> None:  
 
 @pytest.mark.kafka
 def test_topics_filter_and_internal_topics(src_cluster, topic_name: str) -> None:  # noqa: ANN001
-    create_topics(src_cluster, NewTopic(f"{topic_name}-a", 2, 1), NewTopic(f"{topic_name}-b", 1, 1))
+    create_topic(src_cluster, f"{topic_name}-a", 2)
+    create_topic(src_cluster, f"{topic_name}-b", 1)
     [row] = inventory_json("src", "--topics", f"{topic_name}-.*")
     assert (row["topics"], row["partitions"]) == (2, 3)
     [row] = inventory_json("src", "--topics", f"{topic_name}-a")  # anchored: -a only
@@ -200,7 +156,8 @@ def test_topics_filter_and_internal_topics(src_cluster, topic_name: str) -> None
 
 @pytest.mark.kafka
 def test_requests_do_not_grow_with_topics_or_partitions(src_cluster, topic_name: str) -> None:  # noqa: ANN001
-    create_topics(src_cluster, *(NewTopic(f"{topic_name}-{index}", 4, 1) for index in range(12)))
+    for index in range(12):
+        create_topic(src_cluster, f"{topic_name}-{index}", 4)
     cluster = adhoc_cluster(bootstrap(src_cluster))
 
     def inventory(pattern: str) -> ClusterInventory:
@@ -225,10 +182,11 @@ def test_requests_do_not_grow_with_topics_or_partitions(src_cluster, topic_name:
 @pytest.mark.kafka
 def test_topics_view_shows_where_a_topic_is_missing(src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
     both, only_src = f"{topic_name}-both", f"{topic_name}-src"
-    create_topics(src_cluster, NewTopic(both, 2, 1), NewTopic(only_src, 1, 1))
-    create_topics(dst_cluster, NewTopic(both, 3, 1))
-    produce(src_cluster, both, {0: 5, 1: 1})
-    produce(src_cluster, only_src, {0: 2})
+    create_topic(src_cluster, both, 2)
+    create_topic(src_cluster, only_src, 1)
+    create_topic(dst_cluster, both, 3)
+    produce(src_cluster, both, filled({0: 5, 1: 1}, value_size=100))
+    produce(src_cluster, only_src, filled({0: 2}, value_size=100))
 
     rows = inventory_json("src", "dst", "--view", "topics", "--topics", f"{topic_name}-.*")
     assert [row["topic"] for row in rows] == [both, only_src]
@@ -251,7 +209,7 @@ def test_topics_view_shows_where_a_topic_is_missing(src_cluster, dst_cluster, to
 
 @pytest.mark.kafka
 def test_unreachable_cluster_is_an_error_row_and_exit_6(src_cluster, topic_name: str) -> None:  # noqa: ANN001
-    create_topics(src_cluster, NewTopic(topic_name, 1, 1))
+    create_topic(src_cluster, topic_name)
     result = kmc("inventory", "src", "--bootstrap", "127.0.0.1:1", "--timeout", "2", "--topics", topic_name,
                  "-o", "json", expect=6)
     ok, failed = result.json()
@@ -276,7 +234,7 @@ def test_unreachable_cluster_is_an_error_row_and_exit_6(src_cluster, topic_name:
 
 @pytest.mark.kafka
 def test_no_cluster_named_means_every_configured_one(src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
-    create_topics(dst_cluster, NewTopic(topic_name, 1, 1))
+    create_topic(dst_cluster, topic_name)
     # other sandboxes of the test session may be stopped (error rows, exit 6): only src and dst matter here
     for args in ((), ("--all",)):
         rows = {row["cluster"]: row for row in kmc("inventory", *args, "--topics", topic_name, "-o", "json",
@@ -315,14 +273,15 @@ def test_stopped_broker_shows_under_replicated_offline_and_under_min_isr(three_b
                                                                           topic_name: str) -> None:
     name = three_broker_cluster.name
     default_rf3, strict_rf3, default_rf2, single = (f"{topic_name}-{suffix}" for suffix in "abcd")
-    create_topics(
-        three_broker_cluster,
+    new_topics = [
         NewTopic(default_rf3, 2, 3),  # min.insync.replicas 2 (the sandbox's broker default)
         NewTopic(strict_rf3, 2, 3, config={"min.insync.replicas": "3"}),  # the topic's own setting
         NewTopic(default_rf2, 2, replica_assignment=[[3, 1], [1, 3]]),  # broker default 2 with RF 2
         # its only replica on the broker to stop (min.insync.replicas 1, or it is under min ISR from the start)
         NewTopic(single, 1, replica_assignment=[[3]], config={"min.insync.replicas": "1"}),
-    )
+    ]
+    for future in admin(three_broker_cluster).create_topics(new_topics).values():
+        future.result(30)
     selection = ("--topics", f"{topic_name}-.*")
     [healthy] = inventory_json(name, *selection)
     assert (healthy["brokers"], healthy["topics"], healthy["partitions"]) == (3, 4, 7)

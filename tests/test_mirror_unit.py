@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from kmc.cli import mirror as cli_mirror
+from kmc.cli import _run as cli_run
 from kmc.cli.context import AppContext
 from kmc.errors import ExitCode, LockedError, UsageError
 from kmc.mirror import (
@@ -126,11 +126,11 @@ class _Terminal(io.StringIO):
 @pytest.mark.parametrize(("stream", "quiet"), [(io.StringIO, False), (_Terminal, False), (_Terminal, True)])
 def test_progress_is_bars_on_a_terminal_a_line_elsewhere_and_nothing_with_quiet(
         stream: type[io.StringIO], quiet: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_mirror, "LOG_INTERVAL", 0.0)
+    monkeypatch.setattr(cli_run, "LOG_INTERVAL", 0.0)
     app_ctx = AppContext(quiet=quiet)
     err = stream()
     app_ctx.messages = Messages(quiet=quiet, err=err)
-    with cli_mirror.progress_display(app_ctx) as callback:
+    with cli_run.progress_display(app_ctx) as callback:
         if quiet:
             assert callback is None
             return

@@ -1,5 +1,5 @@
 """`kmc mirror --workers N`: one mirror's partitions sharded over N processes, against real sandboxes.
-Data is produced and every copy verified with confluent-kafka (the helpers of tests/test_mirror.py)."""
+Data is produced and every copy verified with confluent-kafka (the helpers of tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,16 @@ import signal
 
 import pytest
 
-from kmc.flows import merge_results
 from kmc.mirror import MirrorResult, MirrorSpec, TopicResult, hold_lock, mirror_identity
-from tests.helpers import kmc
-from tests.test_mirror import (  # noqa: F401 - followers is a fixture
+from kmc.mirror.runner import merge_results
+from tests.helpers import (
     RESULT_KEYS,
     RESULT_TOPIC_KEYS,
     assert_exact_copy,
     cluster_id,
     count,
     create_topic,
-    followers,
+    kmc,
     mirror_json,
     numbered,
     produce,
@@ -56,7 +55,7 @@ def test_two_workers_copy_every_partition_exactly_once_in_the_single_worker_shap
     assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name), cluster_id(src_cluster))
 
 
-def test_the_run_holds_the_unsharded_lock(src_cluster, dst_cluster, topic_name: str, followers) -> None:  # noqa: ANN001, F811
+def test_the_run_holds_the_unsharded_lock(src_cluster, dst_cluster, topic_name: str, followers) -> None:  # noqa: ANN001
     create_topic(src_cluster, topic_name, 2)
     produce(src_cluster, topic_name, numbered(40, 2))
     selection = ["src", "dst", "--topics", topic_name]

@@ -22,13 +22,13 @@ from kmc.profiles import (
     Secret,
     add_cluster,
     adhoc_cluster,
+    compile_regexes,
     config_path,
     interpolate,
     load_config,
     parse_bootstrap,
     remove_cluster,
     resolve_cluster,
-    validate_regexes,
     validate_rename,
 )
 
@@ -421,10 +421,10 @@ def test_flow_name_must_be_valid(tmp_path: Path) -> None:
     assert "'flows.a b': name must be letters" in config_error(tmp_path, '[flows."a b"]\nfrom = "a"\nto = "b"\n')
 
 
-def test_validate_regexes_and_rename_raise_the_given_error() -> None:
-    validate_regexes(["a.*", "b|c"], "w")
+def test_compile_regexes_and_rename_raise_the_given_error() -> None:
+    compile_regexes(["a.*", "b|c"], "w")
     with pytest.raises(UsageError, match="--topics: bad regex"):
-        validate_regexes(["("], "--topics", UsageError)
+        compile_regexes(["("], "--topics", UsageError)
     validate_rename("{source}.{topic}", "w")
     validate_rename("{topic}", "w")
     with pytest.raises(UsageError, match="unknown placeholder '{x}'"):

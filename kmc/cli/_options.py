@@ -1,10 +1,19 @@
 """Arguments and options shared by the commands that pair clusters (`kmc diff`, `kmc mirror`,
 `kmc aggregate`, `kmc flow run`). One definition each, so the commands cannot drift apart in defaults,
-limits or help."""
+limits or help; the run options are one group (:func:`run_options`), declared once for the three
+commands that run mirrors."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import typer
+
+from kmc.cli._typer_internals import with_parameters
+from kmc.errors import UsageError
 
 SOURCE = typer.Argument(..., metavar="SRC", help="Source cluster: a profile name, or host:port.")
 TARGET = typer.Argument(..., metavar="DST", help="Target cluster: a profile name, or host:port.")
@@ -22,6 +31,7 @@ START = typer.Option("earliest", "--from", metavar="earliest|latest|TIMESTAMP",
 REPLICATION_FACTOR = typer.Option(None, "--replication-factor", min=1, metavar="N",
                                   help="Replication factor of created topics [default: the source's, at most the "
                                        "target's brokers].")
+SYNC_CONFIGS = typer.Option(False, "--sync-configs", help="Make existing target topics' configs equal to the source's.")
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan and change nothing.")
 REFRESH = typer.Option(30.0, "--refresh", min=1.0, metavar="SECONDS",
                        help="--follow: how often to look for new topics and partitions.")
@@ -38,3 +48,49 @@ DELIVERY_TIMEOUT = typer.Option(300.0, "--delivery-timeout", min=2.0, metavar="S
                                 help="How long a batch is retried before kmc rewinds to the last acknowledged "
                                      "offsets and sends it again.")
 
+
+
+# ------------------------------------------------------------------------------------------ the run options
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of every command that runs mirrors (`kmc mirror`, `kmc aggregate`, `kmc flow run`): how to
+    run (``mode``, ``dry_run``) and the MirrorSpec fields they set (``spec``); the library validates those."""
+
+    mode: str
+    dry_run: bool
+    spec: dict[str, Any]
+
+    @classmethod
+    def collect(cls, once: bool, follow: bool, start: str, replication_factor: int | None, dry_run: bool,
+                refresh: float, checkpoint_interval: float, compression: str, delivery_timeout: float) -> RunOptions:
+        if once and follow:
+            raise UsageError("give --once or --follow, not both")
+        return cls("follow" if follow else "once", dry_run,
+                   {"start": start, "replication_factor": replication_factor, "refresh_interval": refresh,
+                    "checkpoint_interval": checkpoint_interval, "compression": compression,
+                    "delivery_timeout": delivery_timeout})
+
+
+def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+RUN_PARAMETERS = (
+    _option("once", bool, ONCE),
+    _option("follow", bool, FOLLOW),
+    _option("start", str, START),
+    _option("replication_factor", int | None, REPLICATION_FACTOR),
+    _option("dry_run", bool, DRY_RUN),
+    _option("refresh", float, REFRESH),
+    _option("checkpoint_interval", float, CHECKPOINT_INTERVAL),
+    _option("compression", str, COMPRESSION),
+    _option("delivery_timeout", float, DELIVERY_TIMEOUT),
+)
+
+
+def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` the run options (:data:`RUN_PARAMETERS`) in place of its ``run: RunOptions``
+    parameter."""
+    return with_parameters(command, "run", RUN_PARAMETERS, RunOptions.collect)

@@ -7,10 +7,11 @@ import typer
 from kmc.cli import _options as options
 from kmc.cli import _run, context
 from kmc.errors import UsageError
-from kmc.flows import MERGE_RENAME, PARTITIONERS, PREFIX_RENAME, aggregate_jobs
+from kmc.flows import MERGE_RENAME, PREFIX_RENAME, aggregate_jobs
 from kmc.mirror import DEFAULT_FLOW, MirrorSpec
 
 
+@options.run_options
 def aggregate(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(..., metavar="SRC", help="Source clusters: profile names, or host:port."),
@@ -29,18 +30,9 @@ def aggregate(
     flow: str = typer.Option(DEFAULT_FLOW, "--flow", metavar="NAME",
                              help="Name in checkpoint keys and locks; the default is kmc mirror's, so "
                                   "`kmc mirror SRC DST` with the same options shares checkpoints and lock."),
-    sync_configs: bool = typer.Option(False, "--sync-configs",
-                                      help="Make existing target topics' configs equal to the source's."),
-    once: bool = options.ONCE,
-    follow: bool = options.FOLLOW,
-    start: str = options.START,
-    replication_factor: int | None = options.REPLICATION_FACTOR,
-    dry_run: bool = options.DRY_RUN,
-    refresh: float = options.REFRESH,
-    checkpoint_interval: float = options.CHECKPOINT_INTERVAL,
-    compression: str = options.COMPRESSION,
-    delivery_timeout: float = options.DELIVERY_TIMEOUT,
+    sync_configs: bool = options.SYNC_CONFIGS,
     exactly_once: bool = options.EXACTLY_ONCE,
+    run: options.RunOptions = None,
 ) -> None:
     """Copy the topics of every SRC into DST at once, each source with its own checkpoints and lock.
 
@@ -63,22 +55,15 @@ def aggregate(
     source, target, source_topic, target_topic, partitions, records, bytes, skipped, redelivered, lag.
     """
     app_ctx = context.get(ctx)
-    run_mode = _run.mode(once, follow)
     if merge and rename is not None:
         raise UsageError("give --merge or --rename, not both")
-    if partitioner not in PARTITIONERS:
-        raise UsageError(f"--partitioner: '{partitioner}' is not 'same' or 'key'")
-    spec = MirrorSpec(
-        topics=tuple(topics or ()), exclude=tuple(exclude or ()),
-        rename=MERGE_RENAME if merge else rename or PREFIX_RENAME, flow=flow, sync_configs=sync_configs,
-        partitioner=partitioner, exactly_once=exactly_once,
-        **_run.run_options(start, replication_factor, refresh, checkpoint_interval, compression, delivery_timeout),
-    )
-    spec.validate()
+    spec = MirrorSpec(topics=tuple(topics or ()), exclude=tuple(exclude or ()),
+                      rename=MERGE_RENAME if merge else rename or PREFIX_RENAME, flow=flow, sync_configs=sync_configs,
+                      partitioner=partitioner, exactly_once=exactly_once, **run.spec)
     target = app_ctx.cluster(into)
     jobs = aggregate_jobs([app_ctx.cluster(source) for source in sources], target, spec)
     title = f"aggregate {', '.join(job.source.name for job in jobs)} -> {target.name}"
-    _run.execute(app_ctx, jobs, run_mode=run_mode, dry_run=dry_run, title=title, by_flow=False)
+    _run.execute(app_ctx, jobs, run, title=title)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from enum import Enum
 
 import typer
 
-from kmc.cli import context
+from kmc.cli import _typer_internals, context
 
 COMPLETE_VAR = "_KMC_COMPLETE"
 
@@ -18,9 +18,7 @@ class Shell(str, Enum):
 
 
 def completion_script(shell: str) -> str:
-    from typer._completion_shared import get_completion_script
-
-    return get_completion_script(prog_name="kmc", complete_var=COMPLETE_VAR, shell=shell) + "\n"
+    return _typer_internals.completion_script("kmc", COMPLETE_VAR, shell) + "\n"
 
 
 def completion(ctx: typer.Context, shell: Shell = typer.Argument(..., help="bash, zsh or fish.")) -> None:
@@ -29,7 +27,5 @@ def completion(ctx: typer.Context, shell: Shell = typer.Argument(..., help="bash
 
 
 def register(app: typer.Typer) -> None:
-    from typer._completion_classes import completion_init
-
-    completion_init()  # typer registers its shell classes only with add_completion=True
+    _typer_internals.init_completion()  # typer registers its shell classes only with add_completion=True
     app.command("completion")(completion)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import typer
 
-from kmc.client import DEFAULT_TIMEOUT, KafkaSession
+from kmc.client import DEFAULT_TIMEOUT
 from kmc.errors import UsageError
 from kmc.output import Messages, OutputFormat, Renderer
 from kmc.profiles import Cluster, Config, adhoc_cluster, load_config, looks_like_bootstrap
@@ -62,10 +62,6 @@ class AppContext:
         if not reference:
             raise UsageError("missing cluster name", hint="give a profile name or --bootstrap host:port")
         return self.cluster(reference)
-
-    def session(self, cluster: Cluster, timeout: float | None = None) -> KafkaSession:
-        """A client session closed automatically when the command ends."""
-        return self._cleanup.enter_context(KafkaSession(cluster, self.timeout if timeout is None else timeout))
 
     def call_on_close(self, callback) -> None:  # noqa: ANN001 - any callable
         self._cleanup.callback(callback)

@@ -12,7 +12,7 @@ from kmc.cli import _options as options
 from kmc.cli import context
 from kmc.diff import ConfigSelection, DataProgress, Difference, DiffOptions, DiffReport, diff_clusters, validate_options
 from kmc.errors import ExitCode
-from kmc.output import Column, OutputFormat, columns
+from kmc.output import Column, columns
 
 ABSENT = "(absent)"
 UNSET = "(unset)"
@@ -42,8 +42,9 @@ def diff(
     --strict), topic-level configs, per-partition record counts (offset spans; with --data the records
     actually read) and, with --data, content. Raw offsets are never compared: a mirror's differ by nature.
 
-    Exit status: 0 no differences, 1 differences, 2 bad option, unknown cluster, bad regex or rename
-    template, 4 a cluster unreachable, 5 authentication failed.
+    Exit status: 0 no differences, 1 differences (and only then), 2 bad option, unknown cluster, bad regex
+    or rename template, 4 a cluster unreachable, 5 authentication or authorization failed, 8 the comparison
+    failed (a broker refused a request, a read failed): a script can tell "different" from "could not tell".
 
     JSON (-o json): source, target, rename, configs, strict, data, equal,
     topics[] {topic, target_topic, status (equal|different|missing|extra), partitions, replication_factor,
@@ -58,11 +59,10 @@ def diff(
     app_ctx = context.get(ctx)
     options = DiffOptions(topics=tuple(topics or ()), exclude=tuple(exclude or ()), rename=rename,
                           configs=ConfigSelection.parse(configs), data=data, strict=strict)
-    validate_options(options)
+    validate_options(options)  # before the config file is read: a bad option is exit 2 whatever the file holds
     source_cluster, target_cluster = app_ctx.cluster(src), app_ctx.cluster(dst)
-    source_session, target_session = app_ctx.session(source_cluster), app_ctx.session(target_cluster)
     with _progress(app_ctx, data) as progress:
-        report = diff_clusters(source_session, target_session, options, progress)
+        report = diff_clusters(source_cluster, target_cluster, options, timeout=app_ctx.timeout, progress=progress)
     _render(app_ctx, report)
     _summarize(app_ctx, report)
     if not report.equal:
@@ -90,11 +90,8 @@ def _progress(app_ctx: context.AppContext, data: bool) -> Iterator[Any]:
 
 def _render(app_ctx: context.AppContext, report: DiffReport) -> None:
     render = app_ctx.render
-    if render.fmt is OutputFormat.json:
-        render.document(report.to_dict())
-        return
     if render.machine:
-        render.rows([difference.to_dict() for difference in report.differences], columns(*DIFFERENCE_KEYS))
+        render.report(report, columns(*DIFFERENCE_KEYS))
         return
     if report.differences:
         table_columns = columns(Column("change", " "), "topic", "key", Column("source", report.source),

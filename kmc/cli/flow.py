@@ -89,19 +89,12 @@ def check(
 
 
 @app.command("run")
-def run(
+@options.run_options
+def run_flows(
     ctx: typer.Context,
     names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows to run."),
     every: bool = typer.Option(False, "--all", help="Run every flow of the config file."),
-    once: bool = options.ONCE,
-    follow: bool = options.FOLLOW,
-    start: str = options.START,
-    replication_factor: int | None = options.REPLICATION_FACTOR,
-    dry_run: bool = options.DRY_RUN,
-    refresh: float = options.REFRESH,
-    checkpoint_interval: float = options.CHECKPOINT_INTERVAL,
-    compression: str = options.COMPRESSION,
-    delivery_timeout: float = options.DELIVERY_TIMEOUT,
+    run: options.RunOptions = None,
 ) -> None:
     """Run named flows, all at once in this process: one mirror per flow and source.
 
@@ -117,14 +110,11 @@ def run(
     JSON (-o json): as kmc aggregate: mode, complete, elapsed_seconds, records, bytes, runs[], failures[].
     """
     app_ctx = context.get(ctx)
-    run_mode = _run.mode(once, follow)
     if names and every:
         raise UsageError("give flow names or --all, not both")
     flows = _flows(app_ctx, names, every=every)
-    options = _run.run_options(start, replication_factor, refresh, checkpoint_interval, compression, delivery_timeout)
-    jobs = [job for flow in flows for job in flow_jobs(app_ctx.config(), flow, **options)]
-    title = f"flow {', '.join(flow.name for flow in flows)}"
-    _run.execute(app_ctx, jobs, run_mode=run_mode, dry_run=dry_run, title=title, by_flow=True)
+    jobs = [job for flow in flows for job in flow_jobs(app_ctx.config(), flow, **run.spec)]
+    _run.execute(app_ctx, jobs, run, title=f"flow {', '.join(flow.name for flow in flows)}", by_flow=True)
 
 
 @app.command("status")

@@ -12,8 +12,8 @@ import typer
 
 from kmc import __version__
 from kmc.cli import context
-from kmc.cli._click import ABORT_EXCEPTIONS, EXIT_EXCEPTIONS, NoArgsIsHelpError, UsageError
-from kmc.client import DEFAULT_TIMEOUT, RedactSecrets
+from kmc.cli._typer_internals import ABORT_EXCEPTIONS, EXIT_EXCEPTIONS, NoArgsIsHelpError, UsageError
+from kmc.client import DEFAULT_TIMEOUT, configure_logging
 from kmc.errors import ExitCode, KmcError
 from kmc.output import OutputFormat, color_enabled
 
@@ -69,11 +69,8 @@ def root(
 
 def _configure_logging(verbose: int, debug: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose >= 2 else logging.WARNING
-    logging.basicConfig(level=level, format="kmc: %(name)s: %(message)s", stream=sys.stderr, force=True)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactSecrets())
     # kafka-python logs connection failures as errors; kmc reports them itself, once.
-    logging.getLogger("kafka").setLevel(logging.DEBUG if debug else logging.INFO if verbose >= 2 else logging.CRITICAL)
+    configure_logging(level, logging.DEBUG if debug else logging.INFO if verbose >= 2 else logging.CRITICAL)
 
 
 def _register_commands() -> None:
@@ -168,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         _error_line(f"internal error: {type(exc).__name__}: {exc} (run again with --debug and report it)")
-        return int(ExitCode.DIFFERENCES)
+        return int(ExitCode.FAILED)
 
 
 def _discard_stdout() -> None:

@@ -7,7 +7,7 @@ import re
 import typer
 
 from kmc.cli import context
-from kmc.client import KafkaSession, Outcome, gather_clusters
+from kmc.client import Outcome, probe_clusters
 from kmc.errors import UsageError, combined_failure
 from kmc.output import Column, columns
 from kmc.profiles import (
@@ -128,12 +128,6 @@ def remove(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster nam
     app_ctx.messages.info(f"removed cluster '{name}' from {path}")
 
 
-def _probe(session: KafkaSession) -> dict:
-    info = session.describe()
-    return {"cluster_id": info.cluster_id, "brokers": len(info.brokers), "controller": info.controller_id,
-            "rtt_ms": round(info.round_trip_ms, 1)}
-
-
 @app.command("test")
 def test(
     ctx: typer.Context,
@@ -154,7 +148,7 @@ def test(
         clusters = app_ctx.all_clusters()
         if not clusters and not app_ctx.config().unresolved:
             raise UsageError("no clusters configured", hint="add one with 'kmc profile add' or 'kmc sandbox up'")
-    outcomes = gather_clusters(clusters, _probe, app_ctx.timeout) if clusters else []
+    outcomes = probe_clusters(clusters, app_ctx.timeout) if clusters else []
     if not (bootstrap or names):  # a cluster that cannot be resolved fails its test too
         outcomes += [Outcome(Cluster(name=name, bootstrap=()), error=error)
                      for name, error in sorted(app_ctx.config().unresolved.items())]

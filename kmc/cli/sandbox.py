@@ -80,9 +80,9 @@ def seed(
     """
     app_ctx = context.get(ctx)
     target = app_ctx.cluster(cluster)
-    results = seed_sample_data(app_ctx.session(target), [t.strip() for t in topics.split(",") if t.strip()],
-                               records, origin=target.name)
-    app_ctx.render.rows([vars(result) for result in results],
+    results = seed_sample_data(target, [t.strip() for t in topics.split(",") if t.strip()], records,
+                               origin=target.name, timeout=app_ctx.timeout)
+    app_ctx.render.rows([result.to_dict() for result in results],
                         columns("topic", Column("partitions", numeric=True), Column("records", numeric=True)))
 
 

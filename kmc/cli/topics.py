@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from kmc.cli import context
-from kmc.metadata import compile_patterns, describe_groups, describe_topics
+from kmc.metadata import cluster_groups, cluster_topics, compile_patterns
 from kmc.output import Column, columns
 
 TOPIC_COLUMNS = columns(
@@ -40,14 +40,9 @@ def topics(
     app_ctx = context.get(ctx)
     cluster, pattern = _cluster_and_pattern(cluster, pattern, bootstrap)
     include = compile_patterns([pattern] if pattern else [], "PATTERN")
-    session = app_ctx.session(app_ctx.one_cluster(cluster, bootstrap))
-    rows = [
-        {"topic": topic.name, "partitions": len(topic.partitions), "replication_factor": topic.replication_factor,
-         "records": topic.records, "under_replicated": sum(p.under_replicated for p in topic.partitions),
-         "internal": topic.internal}
-        for topic in describe_topics(session, include, include_internal=include_internal)
-    ]
-    app_ctx.render.rows(rows, TOPIC_COLUMNS)
+    found = cluster_topics(app_ctx.one_cluster(cluster, bootstrap), include, include_internal=include_internal,
+                           timeout=app_ctx.timeout)
+    app_ctx.render.rows([topic.to_dict() for topic in found], TOPIC_COLUMNS)
 
 
 def groups(
@@ -65,13 +60,8 @@ def groups(
     app_ctx = context.get(ctx)
     cluster, pattern = _cluster_and_pattern(cluster, pattern, bootstrap)
     include = compile_patterns([pattern] if pattern else [], "PATTERN")
-    session = app_ctx.session(app_ctx.one_cluster(cluster, bootstrap))
-    rows = [
-        {"group": group.group_id, "state": group.state, "protocol_type": group.protocol_type,
-         "members": group.members, "topics": list(group.topics), "lag": group.lag}
-        for group in describe_groups(session, include)
-    ]
-    app_ctx.render.rows(rows, GROUP_COLUMNS)
+    found = cluster_groups(app_ctx.one_cluster(cluster, bootstrap), include, timeout=app_ctx.timeout)
+    app_ctx.render.rows([group.to_dict() for group in found], GROUP_COLUMNS)
 
 
 def register(app: typer.Typer) -> None:

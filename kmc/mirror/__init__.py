@@ -8,6 +8,9 @@
     result = run_mirror(src, dst, spec, mode="once") # or mode="follow", stop_event=threading.Event()
     result.records, result.to_dict()
 
+    report = runner.run([MirrorJob(src, dst, spec, workers=2)], mode="once")  # any set of jobs, one call
+    report.failure(), report.to_dict(), report.rows()
+
 Library code: it never prints; progress and notices arrive through callbacks.
 """
 
@@ -31,8 +34,10 @@ from kmc.mirror.engine import (
     mirror_lock,
     run_mirror,
 )
+from kmc.mirror.jobs import MirrorJob
 from kmc.mirror.lock import hold_lock, lock_dir, lock_identity, lock_path
 from kmc.mirror.plan import DEFAULT_FLOW, MirrorSpec, Plan, TopicPlan, apply_plan, parse_start, plan_mirror
+from kmc.mirror.runner import JobOutcome, RunReport
 
 __all__ = [
     "CHECKPOINT_TOPIC",
@@ -42,6 +47,8 @@ __all__ = [
     "CheckpointStore",
     "CopyPath",
     "Gap",
+    "JobOutcome",
+    "MirrorJob",
     "MirrorProgress",
     "MirrorResult",
     "MirrorSpec",
@@ -49,6 +56,7 @@ __all__ = [
     "Plan",
     "ProgressCallback",
     "RecordCopyPath",
+    "RunReport",
     "TopicPlan",
     "TopicProgress",
     "TopicResult",

@@ -12,6 +12,9 @@ Faults (docs/mirror.md, "Faults"): a send that fails for good rewinds to what wa
 before they were copied, and topics recreated or truncated on either side, are found by offsets and topic
 ids and reported as :class:`Gap` entries, never skipped silently. Library code: it reports through
 callbacks and returns a :class:`MirrorResult`; it never prints.
+
+Longer than 600 lines: the loop, its recovery from send failures and the transaction handling share one
+:class:`_Engine`'s per-partition state; the faults issue (10) is reshaping it.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from kmc.errors import (
     UnreachableError,
     UsageError,
 )
-from kmc.metadata import describe_topics
+from kmc.errors import describe_exception as _describe
+from kmc.metadata import describe_topics, list_offsets
 from kmc.mirror import producer_hooks
 from kmc.mirror.batchpath import BatchCopyPath, fetch_batches
 from kmc.mirror.checkpoints import MAX_GAPS, Checkpoint, CheckpointStore, ensure_checkpoint_topic
@@ -220,6 +224,10 @@ class MirrorResult:
             "gaps": [gap.to_dict() for gap in self.gaps],
             "topics": [topic.to_dict() for topic in self.topics],
         }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per source topic (``-o ndjson`` and ``-o csv``): the ``topics`` of :meth:`to_dict`."""
+        return [topic.to_dict() for topic in self.topics]
 
 
 @dataclass(frozen=True)
@@ -680,11 +688,7 @@ class _Engine:
 
     def _offsets(self, session: KafkaSession, specs: dict[TopicPartition, Any],
                  isolation: str = "read_uncommitted") -> dict[TopicPartition, int]:
-        if not specs:
-            return {}
-        with translate_errors(session.cluster, "list offsets"):
-            answer = session.admin.list_partition_offsets(specs, isolation_level=isolation)
-        return {tp: value.offset for tp, value in answer.items()}
+        return list_offsets(session, specs, isolation)
 
     # ------------------------------------------------------------------------------------ the loop
 
@@ -1261,9 +1265,3 @@ def _cause(error: BaseException) -> BaseException:
 def _retriable(error: BaseException | None) -> bool:
     return isinstance(error, (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError)) or bool(
         getattr(error, "retriable", False))
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error).strip()
-    name = type(error).__name__
-    return name if not text or text == name else f"{name}: {text}"

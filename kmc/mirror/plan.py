@@ -5,7 +5,6 @@ must be created, which partitions added, which configs drift. :func:`plan_mirror
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,16 +21,16 @@ from kmc.metadata import (
     describe_topics,
     effective_topic_configs,
     is_internal,
+    is_valid_topic_name,
     render_topic_name,
     topic_configs,
 )
-from kmc.profiles import NAME_RE, validate_rename
+from kmc.profiles import NAME_RE, PARTITIONERS, validate_rename
 
 DEFAULT_FLOW = "mirror"
 """The flow name of an ad-hoc ``kmc mirror`` (checkpoint keys and the lock include it)."""
 
 DEFAULT_MAX_MESSAGE_BYTES = 1048588  # Kafka's default max.message.bytes
-_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +64,12 @@ class MirrorSpec:
     # records and their checkpoints in one target transaction per checkpoint interval (--exactly-once)
     exactly_once: bool = False
 
+    def __post_init__(self) -> None:
+        # as typed on a command line: any case, "none" for uncompressed
+        if isinstance(self.compression, str):
+            codec = self.compression.strip().lower()
+            object.__setattr__(self, "compression", None if codec == "none" else codec)
+
     def owns(self, partition: int) -> bool:
         """Whether this spec's shard copies source partition ``partition``."""
         return self.shard is None or partition % self.shard[1] == self.shard[0]
@@ -83,7 +88,7 @@ class MirrorSpec:
                              hint="use keep, none, gzip, snappy, lz4 or zstd")
         if self.delivery_timeout < 2:
             raise UsageError("--delivery-timeout must be at least 2 seconds")
-        if self.partitioner not in ("same", "key"):
+        if self.partitioner not in PARTITIONERS:
             raise UsageError(f"--partitioner: '{self.partitioner}' is not 'same' or 'key'")
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
             raise UsageError(f"shard {self.shard[0]} of {self.shard[1]} does not exist")
@@ -172,6 +177,10 @@ class Plan:
             "warnings": list(self.warnings),
         }
 
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per source topic (``-o ndjson`` and ``-o csv``): the ``topics`` of :meth:`to_dict`."""
+        return [topic.to_dict() for topic in self.topics]
+
 
 def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) -> Plan:
     """Read both clusters and work out what the target needs; changes nothing."""
@@ -251,7 +260,7 @@ def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) ->
 def _check_target_names(mapping: dict[str, str], template: str) -> None:
     seen: dict[str, str] = {}
     for source_name, target_name in mapping.items():
-        if not _TOPIC_NAME.fullmatch(target_name) or target_name in (".", ".."):
+        if not is_valid_topic_name(target_name):
             raise UsageError(f"--rename '{template}' maps {source_name} to '{target_name}', not a valid topic name",
                              hint="topic names use letters, digits, '.', '_' and '-' (a host:port source "
                                   "cannot be {source}; use a profile name)")

@@ -14,6 +14,10 @@ new ports when its old ones were taken meanwhile. Ports are picked below the ker
 the many client connections of a test run cannot take them between our check and the broker's bind.
 With 3 brokers, topics default to replication factor 3 and min.insync.replicas is 2.
 
+Longer than 600 lines: a sandbox's life cycle (ports, formatting, starting, probing, restarting and stopping
+JVMs, and the state file all of them read and write) is one piece; kmc/sandbox/runtime.py holds what is not
+about one cluster (Java, Maven, the Kafka jars).
+
 The JVMs run detached (their own session), so they outlive the process that started them; ``down`` stops
 them by the pids recorded in the state file, after checking that each pid still is the java process of
 that node. They share a class-data-sharing archive in the cache (see below; ``KMC_SANDBOX_CDS=0`` turns

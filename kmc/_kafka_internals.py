@@ -1,0 +1,131 @@
+"""Every use kmc makes of kafka-python's internals outside the copy engine, in one place.
+
+kmc is pinned to kafka-python 3.0.x; each function here states the internal it relies on, and
+tests/test_internals.py has a test per assumption that fails on a release that changes it. The copy
+engine's own hooks (the fetcher's PartitionRecords, the accumulator's batches, the sender and the
+transaction manager, in kmc/mirror/engine.py and kmc/mirror/batchpath.py) are listed in
+docs/design-notes.md and join this module when the engine is next reshaped.
+
+Assumptions, by name (the tests use the same names):
+
+- ``kafka_client_hook``: KafkaAdminClient, KafkaConsumer and KafkaProducer take a ``kafka_client`` setting, a
+  callable called with the client's settings that returns the KafkaNetClient they use.
+- ``net_client_parts``: ``kafka.net.compat.KafkaNetClient(net=NetworkSelector, manager=KafkaConnectionManager,
+  **configs)``; ``NetworkSelector(**configs)`` has ``stop(timeout_ms=...)``.
+- ``manager_get_connection``: ``KafkaConnectionManager.get_connection(node_id, ...)`` returns the connection
+  for every request; a connection has ``close_future`` (errbacks get the closing error), ``init_future``
+  (``failed()``), ``sasl_enabled`` and ``broker_version_data`` (None until ApiVersions answered).
+- ``admin_manager_send``: every admin request goes through ``admin._manager.send(request, ...)``.
+- ``request_api_key``: a request has ``API_KEY``, which ``kafka.protocol.api_key.ApiKey`` names.
+- ``broker_api_versions``: ``kafka.protocol.broker_version_data.BROKER_API_VERSIONS`` is keyed by the version
+  tuples kafka-python can tell apart.
+- ``broker_version_data``: ``admin.get_broker_version_data(broker_id).broker_version`` is that broker's tuple.
+- ``default_config``: each client class lists its settings in ``DEFAULT_CONFIG`` (unknown keys are errors).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import kafka.errors as kafka_errors
+from kafka.net.compat import KafkaNetClient
+from kafka.net.manager import KafkaConnectionManager
+from kafka.net.selector import NetworkSelector
+from kafka.protocol.api_key import ApiKey
+from kafka.protocol.broker_version_data import BROKER_API_VERSIONS
+
+# kafka-python infers a broker's version from the protocol versions it supports, and knows them up to
+# this release: a newer broker looks exactly like it.
+NEWEST_KNOWN_BROKER_VERSION: tuple[int, ...] = max(BROKER_API_VERSIONS)
+
+
+def known_settings(client_class: type) -> frozenset[str]:
+    """The settings a kafka-python client class accepts (``default_config``)."""
+    return frozenset(client_class.DEFAULT_CONFIG)
+
+
+class ConnectionWatch:
+    """Remembers why a client's connections closed while it bootstraps, and keeps its IO loop.
+
+    kafka-python 3.0 retries a bootstrap connection whose SASL authentication failed until the bootstrap
+    timeout, then raises a bare KafkaTimeoutError: a wrong password would look like an unreachable cluster.
+    Worse, the broker closes the connection right after its error response, and kafka-python drops data
+    that arrives together with the close, so the error often shows only as "socket disconnected". Passed
+    as ``kafka_client=watch.client`` (``kafka_client_hook``), this supplies the connection manager, which
+    notes an authentication error, or a connection the broker answered (ApiVersions) and then closed
+    during SASL authentication (``manager_get_connection``). ``stop_io`` stops the IO thread of a client
+    that failed to start (``net_client_parts``).
+    """
+
+    def __init__(self) -> None:
+        self.failure: Exception | None = None
+        self._net: NetworkSelector | None = None
+
+    def client(self, **configs: Any) -> KafkaNetClient:
+        self._net = NetworkSelector(**configs)
+        return KafkaNetClient(net=self._net, manager=_WatchingManager(self._net, self, **configs), **configs)
+
+    def stop_io(self, timeout_ms: int = 1000) -> None:
+        if self._net is not None:
+            self._net.stop(timeout_ms=timeout_ms)
+
+    def note(self, connection: Any, error: BaseException) -> None:
+        if isinstance(error, (kafka_errors.SaslAuthenticationFailedError, kafka_errors.AuthorizationError)):
+            self.failure = error
+        elif (self.failure is None and getattr(connection, "sasl_enabled", False)
+              and getattr(connection, "broker_version_data", None) is not None
+              and connection.init_future.failed()):
+            self.failure = kafka_errors.SaslAuthenticationFailedError(
+                "the broker answered, then closed the connection during SASL authentication")
+
+
+class _WatchingManager(KafkaConnectionManager):
+    def __init__(self, net: NetworkSelector, watch: ConnectionWatch, **configs: Any) -> None:
+        super().__init__(net, **configs)
+        self._watch = watch
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def get_connection(self, node_id: Any, **kwargs: Any) -> Any:
+        connection = super().get_connection(node_id, **kwargs)
+        if connection not in self._watched:  # once per connection: get_connection runs for every request
+            self._watched.add(connection)
+            connection.close_future.add_errback(self._watch.note, connection)
+        return connection
+
+
+def on_admin_request(admin: Any, callback: Callable[[str], None]) -> bool:
+    """Call ``callback(api name)`` for every request ``admin`` sends from now on (``admin_manager_send``,
+    ``request_api_key``); the connection handshakes (ApiVersions, the bootstrap Metadata) are not seen.
+    False, and nothing changed, when this kafka-python has no such path."""
+    manager = getattr(admin, "_manager", None)
+    send = getattr(manager, "send", None)
+    if manager is None or not callable(send):
+        return False
+
+    def counting_send(request: Any, *args: Any, **kwargs: Any) -> Any:
+        callback(api_name(request))
+        return send(request, *args, **kwargs)
+
+    manager.send = counting_send
+    return True
+
+
+def api_name(request: Any) -> str:
+    """The Kafka API a request belongs to: ``Metadata``, ``ListOffsets``..."""
+    try:
+        return ApiKey(request.API_KEY).name
+    except (AttributeError, ValueError):
+        return type(request).__name__.removesuffix("Request")
+
+
+def broker_version(admin: Any, broker_id: int) -> tuple[int, ...] | None:
+    """The version kafka-python inferred from the broker's ApiVersions answer (``broker_version_data``);
+    None when there is no connection to that broker."""
+    try:
+        data = admin.get_broker_version_data(broker_id)
+    except kafka_errors.KafkaError:
+        return None
+    version = getattr(data, "broker_version", None)
+    return tuple(version) if version else None

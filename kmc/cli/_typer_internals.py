@@ -1,0 +1,73 @@
+"""Every use kmc makes of typer's (and its click's) internals, in one place.
+
+kmc is pinned to typer 0.29.x; tests/test_internals.py has a test per assumption, named as here:
+
+- ``click_exceptions``: click's exception classes (UsageError, Exit, Abort, NoArgsIsHelpError) are in
+  ``typer._click.exceptions`` where typer vendors click, else in ``click.exceptions``;
+- ``completion_script``: ``typer._completion_shared.get_completion_script(prog_name=, complete_var=, shell=)``
+  returns a shell's completion script;
+- ``completion_init``: ``typer._completion_classes.completion_init()`` registers typer's shell classes (typer
+  does so itself only with ``add_completion=True``, which kmc turns off for its own ``kmc completion``);
+- ``signature``: typer builds a command's parameters from ``inspect.signature(function)``, which honours a
+  ``__signature__`` attribute, and calls the function with keyword arguments (:func:`with_parameters`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import typer
+
+try:
+    from typer._click import exceptions as _exceptions
+except ImportError:  # typer releases that depend on the click package
+    from click import exceptions as _exceptions
+
+UsageError = _exceptions.UsageError
+# `kmc` or `kmc flow` alone: click raises this carrying the help text (older click has no such class)
+NoArgsIsHelpError = getattr(_exceptions, "NoArgsIsHelpError", ())
+EXIT_EXCEPTIONS = tuple({typer.Exit, getattr(_exceptions, "Exit", typer.Exit)})
+ABORT_EXCEPTIONS = tuple({typer.Abort, getattr(_exceptions, "Abort", typer.Abort)})
+
+
+def completion_script(prog_name: str, complete_var: str, shell: str) -> str:
+    """The completion script of ``shell`` (bash, zsh, fish) for the command ``prog_name``."""
+    from typer._completion_shared import get_completion_script
+
+    return get_completion_script(prog_name=prog_name, complete_var=complete_var, shell=shell)
+
+
+def init_completion() -> None:
+    """Register typer's shell completion classes (``completion_init``)."""
+    from typer._completion_classes import completion_init
+
+    completion_init()
+
+
+def with_parameters(function: Callable[..., Any], name: str, parameters: Sequence[inspect.Parameter],
+                    collect: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, whose parameter ``name`` stands for a group of options, as a typer command with the
+    group's ``parameters`` in its place: typer sees them (``signature``), and ``function`` gets
+    ``name=collect(**their values)``. The group is declared once and shared by several commands, as
+    pipx's ``add_pip_venv_args`` shares argparse arguments."""
+    signature = inspect.signature(function, eval_str=True)
+    names = [parameter.name for parameter in parameters]
+
+    @functools.wraps(function)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        kwargs[name] = collect(**{key: kwargs.pop(key) for key in names})
+        return function(*args, **kwargs)
+
+    kept = [parameter for parameter in signature.parameters.values() if parameter.name != name]
+    grouped = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in parameters]
+    after = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+             for parameter in kept[list(signature.parameters).index(name):]]
+    before = kept[:list(signature.parameters).index(name)]
+    command.__signature__ = signature.replace(parameters=[*before, *grouped, *after])  # type: ignore[attr-defined]
+    command.__annotations__ = {parameter.name: parameter.annotation
+                               for parameter in command.__signature__.parameters.values()}  # type: ignore[attr-defined]
+    del command.__wrapped__  # inspect.signature stops at __signature__ anyway; nothing should see the original
+    return command

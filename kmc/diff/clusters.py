@@ -1,0 +1,150 @@
+"""``kmc diff`` as one call: :func:`diff_clusters` compares the selected topics of a source cluster with
+their renamed counterparts in a target: metadata, record counts, and with ``data`` their content.
+Library code: no printing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from kafka import TopicPartition
+from kafka.admin import OffsetSpec
+
+from kmc.client import DEFAULT_TIMEOUT, KafkaSession
+from kmc.diff.compare import compare_topic, map_topics, reverse_topic_name
+from kmc.diff.model import Difference, DiffOptions, DiffReport, SequenceComparison, TopicComparison
+from kmc.diff.stream import DataProgress, PartitionJob, compare_partitions
+from kmc.errors import KafkaOperationError, KmcError, UsageError
+from kmc.metadata import TopicInfo, compile_patterns, describe_topics, list_offsets, matches, topic_configs
+from kmc.profiles import Cluster, validate_rename
+
+
+def _committed_ends(session: KafkaSession, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """The last stable offset of each partition: the end of what read_committed consumers can read."""
+    wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
+    found = list_offsets(session, dict.fromkeys(wanted, OffsetSpec.LATEST), "read_committed")
+    return {(tp.topic, tp.partition): offset for tp, offset in found.items()}
+
+
+def validate_options(options: DiffOptions) -> tuple[list[re.Pattern[str]], list[re.Pattern[str]]]:
+    """Check the options before any cluster is contacted; returns the compiled patterns."""
+    validate_rename(options.rename, "--rename", UsageError)
+    return compile_patterns(options.topics, "--topics"), compile_patterns(options.exclude, "--exclude")
+
+
+def diff_clusters(source: Cluster, target: Cluster, options: DiffOptions, *, timeout: float = DEFAULT_TIMEOUT,
+                  progress: Callable[[DataProgress], None] | None = None) -> DiffReport:
+    """Compare the selected topics of the source cluster with their renamed counterparts in the target.
+
+    UsageError for bad options, before any cluster is contacted; the errors of the client layer
+    (unreachable, authentication...) for a cluster that cannot be read. ``progress`` hears about each batch
+    of records compared with ``options.data``.
+    """
+    started = time.monotonic()
+    include, exclude = validate_options(options)
+    with KafkaSession(source, timeout) as source_session, KafkaSession(target, timeout) as target_session:
+        report = _compare(source_session, target_session, options, include, exclude, progress)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _compare(source_session: KafkaSession, target_session: KafkaSession, options: DiffOptions,
+             include: list[re.Pattern[str]], exclude: list[re.Pattern[str]],
+             progress: Callable[[DataProgress], None] | None) -> DiffReport:
+    source_name = source_session.cluster.name
+
+    def target_wanted(name: str) -> bool:
+        origin = reverse_topic_name(options.rename, name, source_name)
+        return origin is not None and matches(origin, include, exclude)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        source_future = pool.submit(describe_topics, source_session, include, exclude)
+        target_future = pool.submit(describe_topics, target_session, wanted=target_wanted)
+        failures = []
+        for future in (source_future, target_future):
+            try:
+                future.result()
+            except KmcError as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]  # the source's, when both fail
+        source_topics = {topic.name: topic for topic in source_future.result()}
+        target_topics = {topic.name: topic for topic in target_future.result()}
+        mapping = map_topics(source_topics, target_topics, options.rename, source_name, include, exclude)
+        if options.configs.mode != "none" and mapping.pairs:
+            source_configs_future = pool.submit(topic_configs, source_session, [pair[0] for pair in mapping.pairs])
+            target_configs_future = pool.submit(topic_configs, target_session, [pair[1] for pair in mapping.pairs])
+            source_configs, target_configs = source_configs_future.result(), target_configs_future.result()
+        else:
+            source_configs, target_configs = {}, {}
+
+    report = DiffReport(source_name, target_session.cluster.name, options)
+    data: dict[tuple[str, int], SequenceComparison] = {}
+    if options.data and mapping.pairs:
+        jobs = _partition_jobs(source_session, target_session, mapping.pairs, source_topics, target_topics)
+        data = compare_partitions(source_session, target_session, jobs, progress)
+        report.records_compared = sum(max(r.source_records, r.target_records) for r in data.values())
+        report.bytes_compared = sum(r.source_bytes + r.target_bytes for r in data.values())
+
+    entries: list[tuple[str, TopicComparison, list[Difference]]] = []
+    for topic, target_topic in mapping.missing:
+        info = source_topics[topic]
+        entries.append((topic, TopicComparison(topic, target_topic, "missing", (len(info.partitions), None),
+                                               (info.replication_factor, None), (info.records, None)),
+                        [Difference("missing_topic", topic, target_topic, source=topic)]))
+    for origin, target_topic in mapping.extra:
+        info = target_topics[target_topic]
+        entries.append((origin, TopicComparison(origin, target_topic, "extra", (None, len(info.partitions)),
+                                                (None, info.replication_factor), (None, info.records)),
+                        [Difference("extra_topic", origin, target_topic, target=target_topic)]))
+    for topic, target_topic in mapping.pairs:
+        source_info, target_info = source_topics[topic], target_topics[target_topic]
+        topic_data = None
+        records = (source_info.records, target_info.records)
+        if options.data:
+            topic_data = {partition: result for (name, partition), result in data.items() if name == topic}
+            records = (_total(r.source_records for r in topic_data.values()),
+                       _total(r.target_records for r in topic_data.values()))
+        found = compare_topic(source_info, target_info, source_configs.get(topic, {}),
+                              target_configs.get(target_topic, {}), options, topic_data)
+        entries.append((topic, TopicComparison(
+            topic, target_topic, "different" if found else "equal",
+            (len(source_info.partitions), len(target_info.partitions)),
+            (source_info.replication_factor, target_info.replication_factor), records), found))
+    entries.sort(key=lambda entry: (entry[0], entry[1].target_topic or ""))
+    for _, comparison, found in entries:
+        report.topics.append(comparison)
+        report.differences.extend(found)
+    return report
+
+
+def _total(counts: Iterable[int]) -> int | None:
+    counts = list(counts)
+    return sum(counts) if counts else None
+
+
+def _partition_jobs(source_session: KafkaSession, target_session: KafkaSession, pairs: Sequence[tuple[str, str]],
+                    source_topics: Mapping[str, TopicInfo], target_topics: Mapping[str, TopicInfo],
+                    ) -> list[PartitionJob]:
+    """The common, online partitions of each pair, with end offsets captured now on both sides."""
+    common = []
+    for topic, target_topic in pairs:
+        source_info, target_info = source_topics[topic], target_topics[target_topic]
+        for partition in sorted(set(source_info.latest) & set(target_info.latest)):
+            common.append((topic, target_topic, partition))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        source_ends = pool.submit(_committed_ends, source_session, [(t, p) for t, _, p in common])
+        target_ends = pool.submit(_committed_ends, target_session, [(t, p) for _, t, p in common])
+        source_end, target_end = source_ends.result(), target_ends.result()
+    jobs = []
+    for topic, target_topic, partition in common:
+        if (topic, partition) not in source_end or (target_topic, partition) not in target_end:
+            raise KafkaOperationError(f"no end offset for {topic}[{partition}]")
+        jobs.append(PartitionJob(
+            topic, target_topic, partition,
+            (source_topics[topic].earliest.get(partition, 0), source_end[(topic, partition)]),
+            (target_topics[target_topic].earliest.get(partition, 0), target_end[(target_topic, partition)])))
+    return jobs

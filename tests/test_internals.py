@@ -1,0 +1,207 @@
+"""One test per assumption kmc makes about the internals of kafka-python (kmc/_kafka_internals.py), CPython's
+regular-expression parser (kmc/_re_internals.py) and typer (kmc/cli/_typer_internals.py). Each test is named
+after the assumption it pins, as the modules' docstrings name them: an upgrade that breaks one fails here,
+by name, before it fails somewhere less obvious."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any
+
+import pytest
+import typer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.net.compat import KafkaNetClient
+from kafka.net.manager import KafkaConnectionManager
+from kafka.net.selector import NetworkSelector
+
+from kmc import _kafka_internals as kafka_internals
+from kmc import _re_internals as sre
+from kmc.cli import _typer_internals as typer_internals
+from kmc.errors import UsageError
+from tests.helpers import bootstrap
+
+CLIENT_CLASSES = (KafkaAdminClient, KafkaConsumer, KafkaProducer)
+
+# ------------------------------------------------------------------------------------ kafka-python
+
+
+@pytest.mark.parametrize("client_class", CLIENT_CLASSES, ids=lambda cls: cls.__name__)
+def test_kafka_default_config(client_class: type) -> None:
+    settings = kafka_internals.known_settings(client_class)
+    assert {"bootstrap_servers", "security_protocol", "sasl_plain_password", "request_timeout_ms"} <= settings
+
+
+@pytest.mark.parametrize("client_class", CLIENT_CLASSES, ids=lambda cls: cls.__name__)
+def test_kafka_client_hook_is_a_setting(client_class: type) -> None:
+    assert "kafka_client" in kafka_internals.known_settings(client_class)
+
+
+def test_kafka_net_client_parts() -> None:
+    assert {"net", "manager"} <= set(inspect.signature(KafkaNetClient.__init__).parameters)
+    assert "timeout_ms" in inspect.signature(NetworkSelector.stop).parameters
+    assert "node_id" in inspect.signature(KafkaConnectionManager.get_connection).parameters
+
+
+@pytest.mark.kafka
+def test_kafka_client_hook_and_manager_get_connection(src_cluster) -> None:  # noqa: ANN001
+    """A consumer built with ``kafka_client=watch.client`` bootstraps through kmc's connection manager, whose
+    connections have what the watch reads."""
+    watch = kafka_internals.ConnectionWatch()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap(src_cluster), kafka_client=watch.client)
+    try:
+        consumer.topics()  # a request to a broker: through get_connection
+        manager = consumer._client._manager  # noqa: SLF001 - checking the hook took
+        assert isinstance(manager, kafka_internals._WatchingManager)  # noqa: SLF001
+        connections = list(manager._watched)  # noqa: SLF001 - get_connection ran for the bootstrap
+        assert connections
+        for connection in connections:
+            assert callable(connection.close_future.add_errback) and callable(connection.init_future.failed)
+            assert connection.sasl_enabled is False and connection.broker_version_data is not None
+        assert watch.failure is None
+    finally:
+        consumer.close()
+
+
+@pytest.mark.kafka
+def test_kafka_admin_manager_send_and_request_api_key(src_cluster) -> None:  # noqa: ANN001
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap(src_cluster))
+    try:
+        seen: list[str] = []
+        assert kafka_internals.on_admin_request(admin, seen.append)
+        admin.describe_cluster()
+        admin.list_topics()
+        assert "DescribeCluster" in seen and "Metadata" in seen
+    finally:
+        admin.close()
+
+
+def test_kafka_broker_api_versions() -> None:
+    newest = kafka_internals.NEWEST_KNOWN_BROKER_VERSION
+    assert isinstance(newest, tuple) and all(isinstance(part, int) for part in newest) and newest >= (4, 0)
+
+
+@pytest.mark.kafka
+def test_kafka_broker_version_data(src_cluster) -> None:  # noqa: ANN001
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap(src_cluster))
+    try:
+        broker_id = admin.describe_cluster()["brokers"][0]["broker_id"]
+        version = kafka_internals.broker_version(admin, broker_id)
+        # the sandbox runs Kafka 4.4; kafka-python tells versions apart up to its newest known one
+        assert version == min((4, 4), kafka_internals.NEWEST_KNOWN_BROKER_VERSION)
+    finally:
+        admin.close()
+
+
+# ------------------------------------------------------------------------------------ CPython's re parser
+
+
+def test_re_parse_items() -> None:
+    items = sre.parse("ab")
+    assert [(op, argument) for op, argument in items] == [(sre.LITERAL, ord("a")), (sre.LITERAL, ord("b"))]
+    assert items[0][0] is sre.LITERAL
+    with pytest.raises(re.error):
+        sre.parse("(")
+
+
+def test_re_literal() -> None:
+    [(op, argument)] = sre.parse("[^x]")  # a negated one-character class is NOT_LITERAL
+    assert op is sre.NOT_LITERAL and argument == ord("x")
+    [(op, _)] = sre.parse(".")
+    assert op is sre.ANY
+
+
+def test_re_at() -> None:
+    assert [op for op, _ in sre.parse(r"^a\b$")] == [sre.AT, sre.LITERAL, sre.AT, sre.AT]
+
+
+def test_re_subpattern() -> None:
+    [(op, argument)] = sre.parse("(ab)")
+    assert op is sre.SUBPATTERN
+    assert [(inner, value) for inner, value in argument[-1]] == [(sre.LITERAL, ord("a")), (sre.LITERAL, ord("b"))]
+
+
+def test_re_branch() -> None:
+    [(op, argument)] = sre.parse("ab|cd")
+    assert op is sre.BRANCH and argument[0] is None
+    assert [[value for _, value in branch] for branch in argument[1]] == [[ord("a"), ord("b")], [ord("c"), ord("d")]]
+
+
+def test_re_repeat() -> None:
+    [(op, (low, high, items))] = sre.parse("x{2,3}")
+    assert op is sre.MAX_REPEAT and (low, high) == (2, 3) and list(items) == [(sre.LITERAL, ord("x"))]
+    [(op, (low, high, _))] = sre.parse("x*")
+    assert op is sre.MAX_REPEAT and low == 0 and high is sre.MAXREPEAT
+    [(op, (low, high, _))] = sre.parse("x+?")
+    assert op is sre.MIN_REPEAT and low == 1 and high is sre.MAXREPEAT
+
+
+def test_re_class() -> None:
+    [(op, items)] = sre.parse(r"[a0-9\d]")
+    assert op is sre.IN
+    assert list(items) == [(sre.LITERAL, ord("a")), (sre.RANGE, (ord("0"), ord("9"))),
+                           (sre.CATEGORY, sre.CATEGORY_DIGIT)]
+    [(op, items)] = sre.parse(r"[^ab\w]")
+    assert op is sre.IN and items[0] == (sre.NEGATE, None) and (sre.CATEGORY, sre.CATEGORY_WORD) in list(items)
+
+
+# ------------------------------------------------------------------------------------ typer
+
+
+def test_typer_click_exceptions() -> None:
+    app = typer.Typer()
+
+    @app.command()
+    def only(count: int = typer.Option(1, "--count")) -> None:  # noqa: ARG001
+        raise typer.Exit(3)
+
+    command = typer.main.get_command(app)
+    with pytest.raises(typer_internals.UsageError):
+        command.main(["--count", "x"], standalone_mode=False)
+    assert command.main([], standalone_mode=False) == 3  # an Exit's status comes back (kmc main returns it)
+    assert typer.Exit in typer_internals.EXIT_EXCEPTIONS
+    assert typer.Abort in typer_internals.ABORT_EXCEPTIONS
+    assert issubclass(typer_internals.NoArgsIsHelpError, typer_internals.UsageError)
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_typer_completion_script(shell: str) -> None:
+    script = typer_internals.completion_script("kmc", "_KMC_COMPLETE", shell)
+    assert "_KMC_COMPLETE" in script and "kmc" in script
+
+
+def test_typer_completion_init() -> None:
+    from typer._click.shell_completion import get_completion_class
+
+    typer_internals.init_completion()
+    for shell in ("bash", "zsh", "fish"):
+        assert get_completion_class(shell).__module__ == "typer._completion_classes"
+
+
+def test_typer_signature() -> None:
+    """A command whose parameter stands for a group gets the group's options from ``__signature__``, and its
+    function is called with the collected group."""
+    seen: dict[str, Any] = {}
+
+    def command(name: str = typer.Argument(...), group: Any = None, *, last: bool = typer.Option(False, "--last")
+                ) -> None:
+        seen.update(name=name, group=group, last=last)
+
+    parameters = [inspect.Parameter("size", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                                    default=typer.Option(1, "--size")),
+                  inspect.Parameter("dry", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                    default=typer.Option(False, "--dry"))]
+    app = typer.Typer()
+    app.command()(typer_internals.with_parameters(command, "group", parameters, lambda size, dry: (size, dry)))
+    typer.main.get_command(app).main(["n", "--size", "5", "--dry", "--last"], standalone_mode=False)
+    assert seen == {"name": "n", "group": (5, True), "last": True}
+    with pytest.raises(typer_internals.UsageError):
+        typer.main.get_command(app).main(["n", "--group", "x"], standalone_mode=False)
+
+
+def test_the_run_options_group_rejects_once_with_follow() -> None:
+    from kmc.cli._options import RunOptions
+
+    with pytest.raises(UsageError, match="give --once or --follow, not both"):
+        RunOptions.collect(True, True, "earliest", None, False, 30.0, 1.0, "lz4", 300.0)
