@@ -55,8 +55,8 @@ def kmc_once(source: str, target: str) -> dict[str, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if run.returncode != 0:
         raise SystemExit(f"kmc mirror exited {run.returncode}: {run.stderr}")
-    return {"wall_s": round(wall, 2), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
-                                                      2), "peak_rss_mib": round(after.ru_maxrss / 1024)}
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mib": round(after.ru_maxrss / 1024)}
 
 
 def checkpoint_log(cluster: sandbox.SandboxCluster) -> tuple[int, float]:

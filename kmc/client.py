@@ -189,6 +189,16 @@ class ClusterInfo:
     round_trip_ms: float
 
 
+def is_transient(error: BaseException | None) -> bool:
+    """A failure that asking again (another broker, a moment later) can mend: a broker that refuses or
+    drops connections or left the metadata, or an error the protocol calls retriable. Not a timeout: the
+    call already waited."""
+    if isinstance(error, kafka_errors.KafkaTimeoutError):
+        return False
+    return isinstance(error, (kafka_errors.KafkaConnectionError, kafka_errors.NodeNotReadyError,
+                              kafka_errors.UnknownBrokerIdError)) or bool(getattr(error, "retriable", False))
+
+
 class _PatientAdmin:
     """A KafkaAdminClient whose requests are asked again, of another broker, while the one kafka-python
     picked cannot be reached or answers with a retriable error (a broker killed or restarting, a leader
@@ -211,11 +221,8 @@ class _PatientAdmin:
             while True:
                 try:
                     return attribute(*args, **kwargs)
-                except kafka_errors.KafkaTimeoutError:
-                    raise
                 except kafka_errors.KafkaError as exc:
-                    transient = isinstance(exc, (kafka_errors.KafkaConnectionError, kafka_errors.NodeNotReadyError))
-                    if not (transient or getattr(exc, "retriable", False)) or time.monotonic() + delay > deadline:
+                    if not is_transient(exc) or time.monotonic() + delay > deadline:
                         raise
                 time.sleep(delay)
                 delay = min(2 * delay, 1.0)

@@ -29,7 +29,7 @@ from typing import Any
 
 import kafka.errors as kafka_errors
 
-from kmc.client import KafkaSession, broker_error, translate_errors
+from kmc.client import KafkaSession, broker_error, is_transient, translate_errors
 from kmc.errors import KafkaOperationError, KmcError
 from kmc.mirror import producer_hooks
 from kmc.mirror.logreader import read_latest
@@ -131,10 +131,7 @@ class CheckpointStore:
                     values = read_latest(consumer, CHECKPOINT_TOPIC, lambda key: key.startswith(prefix), stall=stall)
                 break
             except KmcError as exc:
-                cause = exc.__cause__
-                transient = isinstance(cause, (kafka_errors.KafkaConnectionError, kafka_errors.NodeNotReadyError)) or (
-                    getattr(cause, "retriable", False) and not isinstance(cause, kafka_errors.KafkaTimeoutError))
-                if not transient or time.monotonic() > deadline:
+                if not is_transient(exc.__cause__) or time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)
             finally:

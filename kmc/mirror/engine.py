@@ -35,7 +35,7 @@ import kafka.errors as kafka_errors
 from kafka import TopicPartition
 from kafka.admin import OffsetSpec, OffsetTimestamp
 
-from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
+from kmc.client import DEFAULT_TIMEOUT, KafkaSession, is_transient, translate_errors
 from kmc.errors import (
     AuthorizationError,
     DataGapError,
@@ -1263,5 +1263,5 @@ def _cause(error: BaseException) -> BaseException:
 
 
 def _retriable(error: BaseException | None) -> bool:
-    return isinstance(error, (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError)) or bool(
-        getattr(error, "retriable", False))
+    """Sending again can mend it: a timeout (here: the target did not answer in time) or a transient error."""
+    return isinstance(error, kafka_errors.KafkaTimeoutError) or is_transient(error)
