@@ -21,6 +21,10 @@ Assumptions, by name (the tests use the same names):
   tuples kafka-python can tell apart.
 - ``broker_version_data``: ``admin.get_broker_version_data(broker_id).broker_version`` is that broker's tuple.
 - ``default_config``: each client class lists its settings in ``DEFAULT_CONFIG`` (unknown keys are errors).
+- ``transactional_request_wrapper``: a transactional request (InitProducerId, AddPartitionsToTxn, EndTxn) that
+  fails with a client-side exception other than a dropped connection (a request timeout) ends in a generic
+  ``KafkaError("Could not execute transactional request for unknown reasons: <error>")``, which kafka-python
+  treats as fatal for that producer although the cause was transient.
 """
 
 from __future__ import annotations
@@ -39,6 +43,17 @@ from kafka.protocol.broker_version_data import BROKER_API_VERSIONS
 # kafka-python infers a broker's version from the protocol versions it supports, and knows them up to
 # this release: a newer broker looks exactly like it.
 NEWEST_KNOWN_BROKER_VERSION: tuple[int, ...] = max(BROKER_API_VERSIONS)
+
+
+_TRANSACTIONAL_WRAPPER = "Could not execute transactional request for unknown reasons: "
+_TRANSIENT_CAUSES = ("RequestTimedOutError", "KafkaTimeoutError", "KafkaConnectionError", "NodeNotReadyError")
+
+
+def transient_transactional_failure(error: BaseException | None) -> bool:
+    """Whether ``error`` is kafka-python's generic wrapper of a transactional request that failed for a
+    transient reason (``transactional_request_wrapper``): a new producer may succeed where this one gave up."""
+    text = str(error) if isinstance(error, kafka_errors.KafkaError) else ""
+    return _TRANSACTIONAL_WRAPPER in text and any(name in text for name in _TRANSIENT_CAUSES)
 
 
 def known_settings(client_class: type) -> frozenset[str]:

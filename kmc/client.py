@@ -19,7 +19,7 @@ from typing import Any
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from kmc._kafka_internals import ConnectionWatch, known_settings
+from kmc._kafka_internals import ConnectionWatch, known_settings, transient_transactional_failure
 from kmc.errors import (
     AuthError,
     AuthorizationError,
@@ -195,8 +195,9 @@ def is_transient(error: BaseException | None) -> bool:
     call already waited."""
     if isinstance(error, kafka_errors.KafkaTimeoutError):
         return False
-    return isinstance(error, (kafka_errors.KafkaConnectionError, kafka_errors.NodeNotReadyError,
-                              kafka_errors.UnknownBrokerIdError)) or bool(getattr(error, "retriable", False))
+    return (isinstance(error, (kafka_errors.KafkaConnectionError, kafka_errors.NodeNotReadyError,
+                               kafka_errors.UnknownBrokerIdError)) or bool(getattr(error, "retriable", False))
+            or transient_transactional_failure(error))
 
 
 class _PatientAdmin:

@@ -9,6 +9,7 @@ import inspect
 import re
 from typing import Any
 
+import kafka.errors as kafka_errors
 import pytest
 import typer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -205,3 +206,21 @@ def test_the_run_options_group_rejects_once_with_follow() -> None:
 
     with pytest.raises(UsageError, match="give --once or --follow, not both"):
         RunOptions.collect(True, True, "earliest", None, False, 30.0, 1.0, "lz4", 300.0)
+
+
+def test_transactional_request_wrapper() -> None:
+    """kafka-python's words for a transactional request that failed client-side (a request timeout), which
+    kmc reads as transient: found in its source, so a release that rewords it fails here."""
+    import inspect
+
+    from kafka.producer import transaction_manager
+
+    from kmc._kafka_internals import transient_transactional_failure
+
+    assert "Could not execute transactional request for unknown reasons: %s" in inspect.getsource(transaction_manager)
+    wrapped = kafka_errors.KafkaError("Could not execute transactional request for unknown reasons: "
+                                      "[Error 7] RequestTimedOutError: Request timed out after 7499 ms")
+    assert transient_transactional_failure(wrapped)
+    assert not transient_transactional_failure(kafka_errors.KafkaError("Could not execute transactional request "
+                                                                        "for unknown reasons: RuntimeError"))
+    assert not transient_transactional_failure(kafka_errors.ProducerFencedError())

@@ -437,8 +437,12 @@ class _Engine:
             self.notice("info", "created kmc.checkpoints")
         self.store = CheckpointStore(self.target, self.spec.flow, plan.source_cluster_id)
         # With --exactly-once the producer's init_transactions() fences an earlier run and aborts its open
-        # transaction before the checkpoints are read.
-        self._new_producer()
+        # transaction before the checkpoints are read. A service (--follow) that starts while the target is
+        # away (a broker restarting, its transaction coordinator moving) waits for it; --once fails (exit 4).
+        if self.once:
+            self._new_producer()
+        elif self._until_target_answers(lambda: self._new_producer() or True, False) is False:
+            return self._result(False)  # stopped before the target answered: nothing was copied
         self.loaded = self.store.load(self._warn)
         self.consumer = self.source.consumer(
             isolation_level="read_committed",
@@ -468,6 +472,10 @@ class _Engine:
         lag = self._lags()
         for name, topic in self.topics.items():
             topic.lag = lag.get(name)
+        return self._result(complete)
+
+    def _result(self, complete: bool) -> MirrorResult:
+        plan = self.plan
         return MirrorResult(
             flow=self.spec.flow, source=plan.source, target=plan.target,
             source_cluster_id=plan.source_cluster_id, target_cluster_id=plan.target_cluster_id,
@@ -508,9 +516,14 @@ class _Engine:
         )
         self.failed_batches = producer_hooks.FailedBatches(self.producer)
         if spec.exactly_once:
-            with translate_errors(self.target.cluster, "start a transaction"):
-                self.producer.init_transactions()
-                self.producer.begin_transaction()
+            try:
+                with translate_errors(self.target.cluster, "start a transaction"):
+                    self.producer.init_transactions()
+                    self.producer.begin_transaction()
+            except KmcError:
+                with contextlib.suppress(Exception):
+                    self.producer.close(timeout=0)
+                raise
             self.store.use_producer(self.producer)
         # (the byte path is never on with --partitioner key: see _byte_path)
         if self.byte_path:
