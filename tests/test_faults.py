@@ -29,6 +29,7 @@ from tests.helpers import (
     ORIGIN,
     admin,
     bootstrap,
+    cluster_id,
     count,
     create_topic,
     kmc,
@@ -534,3 +535,23 @@ def _isr(cluster, topic: str) -> list[int]:  # noqa: ANN001
 
 def _leader_of(cluster, topic: str) -> int:  # noqa: ANN001
     return admin(cluster).list_topics(topic, timeout=30).topics[topic].partitions[0].leader
+
+
+# ------------------------------------------------------------------------------------ the offset map's anchors
+
+
+def test_anchors_mark_where_each_stretch_of_the_copy_starts(src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
+    """A clean resume continues the last stretch (no new anchor); a gap starts a new one at the new start."""
+    create_topic(src_cluster, topic_name, 1)
+    produce(src_cluster, topic_name, numbered(10, 1))
+    mirror_json("src", "dst", "--topics", topic_name, "--once")
+    produce(src_cluster, topic_name, numbered(10, 1, start=10))
+    mirror_json("src", "dst", "--topics", topic_name, "--once")  # a clean resume
+    produce(src_cluster, topic_name, numbered(10, 1, start=20))
+    delete_records(src_cluster, topic_name, {0: 25})
+    kmc("mirror", "src", "dst", "--topics", topic_name, "--once", expect=7)  # a gap: 20-24 never copied
+    key = f"anchors/mirror/{cluster_id(src_cluster)}/{topic_name}/0".encode()
+    records = [r for rs in read_all(dst_cluster, "kmc.checkpoints").values() for r in rs if r.key == key]
+    anchors = json.loads(records[-1].value)
+    assert [anchor[:2] for anchor in anchors] == [[0, 0], [25, 20]]  # source 25 went to target offset 20
+    assert [v.decode() for v in values(read_all(dst_cluster, topic_name))[0]][20] == "r-25"

@@ -14,6 +14,17 @@ recreated under the mirror from the one that was copied; ``gaps`` lists the most
 on the partition (docs/mirror.md). Older checkpoints without ids or gaps are read as they are. The
 source is never written to.
 
+Anchors, for translating consumer-group offsets (the offset map): a second record per partition,
+
+    key   "anchors/{flow}/{source_cluster_id}/{source_topic}/{partition}"
+    value [[next_offset, target_next_offset, updated_ms], ...]   (oldest first, at most MAX_ANCHORS)
+
+each pair a checkpoint at which the copy (re)started or that was kept as a waypoint: from an anchor on, the
+target partition holds this mirror's copies of the source's records from ``next_offset`` in order, starting
+at ``target_next_offset`` (plus any other writer's records and transaction markers). A source offset
+translates exactly by counting the records copied since the nearest anchor before it (kmc/mirror/offsets).
+Written only when the copy restarts, rewinds or finds a gap, and every ANCHOR_INTERVAL while it moves.
+
 Reading: :meth:`CheckpointStore.load` reads to the high watermark and applies read_committed itself
 (kmc/mirror/logreader.py), so an open transaction of another writer never hides newer checkpoints.
 """
@@ -46,6 +57,8 @@ CHECKPOINT_CONFIGS = {
     "max.compaction.lag.ms": str(5 * 60 * 1000),
 }
 MAX_GAPS = 10  # recent gaps kept in a checkpoint
+MAX_ANCHORS = 200  # offset-map anchors kept per partition (the oldest go first)
+ANCHOR_INTERVAL = 600.0  # seconds between waypoint anchors of a partition that is copying
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,10 @@ def checkpoint_key(flow: str, source_cluster_id: str, topic: str, partition: int
     return f"{flow}/{source_cluster_id}/{topic}/{partition}"
 
 
+def anchor_key(flow: str, source_cluster_id: str, topic: str, partition: int) -> str:
+    return f"anchors/{checkpoint_key(flow, source_cluster_id, topic, partition)}"
+
+
 def ensure_checkpoint_topic(target: KafkaSession) -> bool:
     """Create ``kmc.checkpoints`` on the target unless it exists; True when this call created it."""
     admin = target.admin
@@ -117,18 +134,23 @@ class CheckpointStore:
         self._producer = None
         self._own_producer = False
         self._failed: list[tuple[str, BaseException]] = []
+        # the anchors the last load() found, per (source topic, partition): [[next_offset, target_next, ms]]
+        self.anchors: dict[tuple[str, int], list[list[int]]] = {}
 
     def load(self, warn: Callable[[str], None] = lambda message: None) -> dict[tuple[str, int], Checkpoint]:
         """Every committed checkpoint of this flow and source, read to the end offsets seen at the start
-        (past any open transaction: kmc/mirror/logreader.py)."""
+        (past any open transaction: kmc/mirror/logreader.py); their anchors land in :attr:`anchors`."""
         prefix = self.prefix.encode()
+        anchor_prefix = b"anchors/" + prefix
         stall = max(30.0, 3 * self.target.timeout)
         deadline = time.monotonic() + stall
         while True:  # a broker down (its partitions' leadership moving) is asked again, with a new reader
             consumer = self.target.consumer(isolation_level="read_uncommitted")
             try:
                 with translate_errors(self.target.cluster, f"read {CHECKPOINT_TOPIC}"):
-                    values = read_latest(consumer, CHECKPOINT_TOPIC, lambda key: key.startswith(prefix), stall=stall)
+                    values = read_latest(consumer, CHECKPOINT_TOPIC,
+                                         lambda key: key.startswith(prefix) or key.startswith(anchor_prefix),
+                                         stall=stall)
                 break
             except KmcError as exc:
                 if not is_transient(exc.__cause__) or time.monotonic() > deadline:
@@ -137,15 +159,24 @@ class CheckpointStore:
             finally:
                 consumer.close()
         found: dict[tuple[str, int], Checkpoint] = {}
+        self.anchors = {}
         for key, value in values.items():
             text = key.decode("utf-8", "replace")
-            topic, _, partition = text[len(self.prefix):].rpartition("/")
+            is_anchor = key.startswith(anchor_prefix)
+            topic, _, partition = text[len(anchor_prefix if is_anchor else prefix):].rpartition("/")
             if not topic or not partition.isdigit():
                 continue
             try:
-                found[(topic, int(partition))] = Checkpoint.from_json(value)
+                if is_anchor:
+                    anchors = json.loads(value)
+                    if not all(isinstance(a, list) and len(a) == 3 and all(isinstance(n, int) for n in a)
+                               for a in anchors):
+                        raise TypeError("not a list of [next_offset, target_next_offset, updated_ms]")
+                    self.anchors[(topic, int(partition))] = anchors
+                else:
+                    found[(topic, int(partition))] = Checkpoint.from_json(value)
             except (ValueError, KeyError, TypeError):
-                warn(f"{CHECKPOINT_TOPIC}: ignoring unreadable checkpoint {text}")
+                warn(f"{CHECKPOINT_TOPIC}: ignoring unreadable {'anchors' if is_anchor else 'checkpoint'} {text}")
         return found
 
     def use_producer(self, producer) -> None:  # noqa: ANN001 - a kafka-python KafkaProducer
@@ -162,17 +193,25 @@ class CheckpointStore:
             self._own_producer = True
         return self._producer
 
-    def write(self, checkpoints: Iterable[tuple[str, int, Checkpoint]]) -> int:
-        """Send checkpoints without waiting for them; :meth:`flush` waits. Returns how many were sent."""
+    def write(self, checkpoints: Iterable[tuple[str, int, Checkpoint]],
+              anchors: Iterable[tuple[str, int, list[list[int]]]] = ()) -> int:
+        """Send checkpoints (and anchor lists) without waiting for them; :meth:`flush` waits. Returns how
+        many checkpoints were sent."""
         producer = self._producer_client()
         sent = 0
         with translate_errors(self.target.cluster, f"write {CHECKPOINT_TOPIC}"):
             for topic, partition, checkpoint in checkpoints:
                 key = checkpoint_key(self.flow, self.source_cluster_id, topic, partition)
-                future = producer.send(CHECKPOINT_TOPIC, key=key.encode(), value=checkpoint.to_json())
-                future.add_errback(self._record_failure, key)
+                self._send(producer, key, checkpoint.to_json())
                 sent += 1
+            for topic, partition, points in anchors:
+                key = anchor_key(self.flow, self.source_cluster_id, topic, partition)
+                self._send(producer, key, json.dumps(points[-MAX_ANCHORS:], separators=(",", ":")).encode())
         return sent
+
+    def _send(self, producer: Any, key: str, value: bytes) -> None:
+        future = producer.send(CHECKPOINT_TOPIC, key=key.encode(), value=value)
+        future.add_errback(self._record_failure, key)
 
     def _record_failure(self, key: str, exc: BaseException) -> None:
         self._failed.append((key, exc))  # called on the producer's thread; list.append is atomic

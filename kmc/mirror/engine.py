@@ -48,7 +48,14 @@ from kmc.errors import describe_exception as _describe
 from kmc.metadata import describe_topics, list_offsets
 from kmc.mirror import producer_hooks
 from kmc.mirror.batchpath import BatchCopyPath, fetch_batches
-from kmc.mirror.checkpoints import MAX_GAPS, Checkpoint, CheckpointStore, ensure_checkpoint_topic
+from kmc.mirror.checkpoints import (
+    ANCHOR_INTERVAL,
+    MAX_ANCHORS,
+    MAX_GAPS,
+    Checkpoint,
+    CheckpointStore,
+    ensure_checkpoint_topic,
+)
 from kmc.mirror.copypath import ORIGIN_HEADER, KeyedCopyPath, RecordCopyPath
 from kmc.mirror.lock import hold_lock, lock_identity
 from kmc.mirror.plan import MirrorSpec, TopicPlan, apply_plan, parse_start, plan_mirror
@@ -291,7 +298,7 @@ class _Partition:
 
     __slots__ = ("source", "target", "stats", "start", "position", "end", "done", "pending", "acked",
                  "acked_target", "written", "committed", "committed_target", "txn_records", "txn_bytes",
-                 "source_topic_id", "target_topic_id", "gaps")
+                 "source_topic_id", "target_topic_id", "gaps", "anchors", "anchor_due", "anchor_at")
 
     def __init__(self, source: TopicPartition, target: TopicPartition, stats: TopicResult, start: int,
                  end: int | None, acked_target: int, written: int | None, source_topic_id: str | None,
@@ -315,10 +322,29 @@ class _Partition:
         self.source_topic_id = source_topic_id
         self.target_topic_id = target_topic_id
         self.gaps = gaps  # the checkpoint's recent gaps (dicts), newest last
+        # the offset map's anchors (checkpoints.py): [[next_offset, target_next_offset, ms]], oldest first;
+        # anchor_due: the copy restarted (or rewound) since the last, so the next checkpoint is an anchor too
+        self.anchors: list[list[int]] = []
+        self.anchor_due = True
+        self.anchor_at = time.monotonic()
 
     def checkpoint(self, now_ms: int) -> Checkpoint:
         return Checkpoint(self.acked, self.target.topic, self.acked_target, now_ms, self.source_topic_id,
                           self.target_topic_id, self.gaps)
+
+    def take_anchor(self, now: float, now_ms: int) -> list[list[int]] | None:
+        """The anchor list to write when this checkpoint must be an anchor (the copy restarted or rewound
+        since the last one, or ANCHOR_INTERVAL passed while it moved); None when nothing changes."""
+        if not self.anchor_due and (self.acked == self.written or now - self.anchor_at < ANCHOR_INTERVAL):
+            return None
+        self.anchor_due = False
+        self.anchor_at = now
+        point = [self.acked, self.acked_target, now_ms]
+        if self.anchors and self.anchors[-1][:2] == point[:2]:
+            return None
+        self.anchors.append(point)
+        del self.anchors[:-MAX_ANCHORS]
+        return list(self.anchors)
 
 
 @dataclass
@@ -595,6 +621,9 @@ class _Engine:
             gaps = (checkpoint.gaps if checkpoint is not None else ()) + tuple(gap.to_dict() for gap in found.gaps)
             part = _Partition(source_tp, target_tp, stats, found.offset, last if self.once else None,
                               found.target_end, found.offset, topic.source_topic_id, target_id, gaps[-MAX_GAPS:])
+            part.anchors = list(self.store.anchors.get((topic.source_topic, p), []))
+            # a clean resume continues the copy the last anchor describes; anything else starts a new stretch
+            part.anchor_due = not part.anchors or found.repin or bool(found.gaps) or checkpoint is None
             new_parts[source_tp] = part
             found_gaps.extend(found.gaps)
             if found.repin or found.gaps or checkpoint is None or (
@@ -605,7 +634,10 @@ class _Engine:
         if initial:
             # Pin the starting points before copying: a crash before the first regular checkpoint then
             # resumes from here (not from a new "latest"), and duplicates stay countable.
-            self.store.write(initial)
+            now = time.monotonic()
+            anchors = [(part.source.topic, part.source.partition, points) for part in new_parts.values()
+                       if (points := part.take_anchor(now, now_ms)) is not None]
+            self.store.write(initial, anchors)
             if self.spec.exactly_once:
                 self._commit(force=True, parts=new_parts)  # the open transaction must not stay open
             else:
@@ -855,6 +887,7 @@ class _Engine:
             self._rewind(part, resume, forward=True)
 
     def _record_gap(self, part: _Partition, gap: Gap) -> None:
+        part.anchor_due = True
         part.gaps = (part.gaps + (gap.to_dict(),))[-MAX_GAPS:]
         part.written = None  # the next checkpoint carries it
         self._gap(gap)
@@ -936,13 +969,18 @@ class _Engine:
             for part in self.parts.values():
                 part.written = None
         now_ms = int(time.time() * 1000)
+        now = time.monotonic()
         changed = []
+        anchors = []
         for part in self.parts.values():
+            points = part.take_anchor(now, now_ms)
+            if points is not None:
+                anchors.append((part.source.topic, part.source.partition, points))
             if part.acked != part.written:
                 changed.append((part.source.topic, part.source.partition, part.checkpoint(now_ms)))
                 part.written = part.acked
-        if changed:
-            self.store.write(changed)
+        if changed or anchors:
+            self.store.write(changed, anchors)
         return len(changed) + len(parts or ())
 
     def _commit(self, force: bool = False, parts: dict[TopicPartition, _Partition] | None = None) -> None:
@@ -1092,6 +1130,7 @@ class _Engine:
                     self.notice("info", f"resending {part.source.topic}[{part.source.partition}]: {again} records "
                                         f"that reached {part.target.topic} unacknowledged will be copied again "
                                         "(redelivered)")
+                part.anchor_due = True
                 self._rewind(part, part.acked)
 
     def _target_went_back(self, part: _Partition, end: int) -> None:
@@ -1153,6 +1192,7 @@ class _Engine:
                 if end is not None and end < part.committed_target:
                     self._target_went_back(part, end)
                     continue
+                part.anchor_due = True
                 self._rewind(part, part.committed)
 
     def _rewind(self, part: _Partition, offset: int, forward: bool = False) -> None:
