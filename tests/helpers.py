@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -213,12 +214,51 @@ def without_origin(record: Got) -> tuple:
     return (record.key, record.value, [h for h in record.headers if h[0] != ORIGIN], record.timestamp)
 
 
-def assert_exact_copy(source: dict[int, list[Got]], target: dict[int, list[Got]], origin: str) -> None:
+def assert_exact_copy(source: dict[int, list[Got]], target: dict[int, list[Got]], origin: str | None = None) -> None:
+    """Every source record in the target, in order. Without ``origin``, exactly as produced (records of the
+    source's own producers are copied unstamped); with it, each also carries ``kmc-origin: origin`` last."""
     assert set(target) >= set(source)
     for partition, records in source.items():
         copied = target[partition]
+        if origin is None:
+            assert [(r.key, r.value, r.headers, r.timestamp) for r in copied] == [
+                (r.key, r.value, r.headers, r.timestamp) for r in records], f"partition {partition}"
+            continue
         assert [without_origin(r) for r in copied] == [without_origin(r) for r in records], f"partition {partition}"
         assert all(r.headers[-1] == (ORIGIN, origin.encode()) for r in copied), f"partition {partition}: origin"
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """A record batch as the broker stored it (read from its log segment files, not through any client)."""
+
+    base_offset: int
+    size: int  # bytes on disk, header included
+    codec: int  # 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd
+    control: bool
+    producer_id: int
+    records: int
+
+
+def log_batches(cluster, topic: str, partition: int) -> list[LogBatch]:  # noqa: ANN001
+    """Every batch of the partition, from the first broker that holds its log segments."""
+    found = []
+    for broker in cluster.brokers:
+        folder = Path(broker.log_dir) / f"{topic}-{partition}"
+        for segment in sorted(folder.glob("*.log")) if folder.is_dir() else []:
+            data = segment.read_bytes()
+            position = 0
+            while position + 61 <= len(data):
+                base, length = struct.unpack_from(">qi", data, position)
+                attributes = struct.unpack_from(">h", data, position + 21)[0]
+                producer_id = struct.unpack_from(">q", data, position + 43)[0]
+                count = struct.unpack_from(">i", data, position + 57)[0]
+                found.append(LogBatch(base, 12 + length, attributes & 0x07, bool(attributes & 0x20), producer_id,
+                                      count))
+                position += 12 + length
+        if found:
+            return found
+    return found
 
 
 def produce_slowly(cluster, topic: str, total: int, partitions: int, pause: float = 0.04) -> threading.Event:  # noqa: ANN001

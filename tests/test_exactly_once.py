@@ -19,7 +19,6 @@ from kmc import sandbox
 from tests.helpers import (
     admin,
     assert_exact_copy,
-    cluster_id,
     count,
     create_topic,
     kmc,
@@ -61,13 +60,13 @@ def test_once_with_exactly_once_copies_each_record_once(src_cluster, dst_cluster
     result = kmc("mirror", "src", "dst", "--topics", topic_name, "--exactly-once", "-o", "json").json()
     assert (result["records"], result["redelivered"], result["complete"]) == (3000, 0, True)
     source = read_all(src_cluster, topic_name)
-    assert_exact_copy(source, read_all(dst_cluster, topic_name), cluster_id(src_cluster))
+    assert_exact_copy(source, read_all(dst_cluster, topic_name))
     # the checkpoints were committed with the records: a second run has nothing to copy
     again = kmc("mirror", "src", "dst", "--topics", topic_name, "--exactly-once", "-o", "json").json()
     assert again["records"] == 0
     produce(src_cluster, topic_name, numbered(30, 3, start=3000))
     assert kmc("mirror", "src", "dst", "--topics", topic_name, "--exactly-once", "-o", "json").json()["records"] == 30
-    assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name), cluster_id(src_cluster))
+    assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name))
     assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")
 
 
@@ -96,7 +95,7 @@ def test_kill_9_with_exactly_once_shows_read_committed_readers_each_record_once(
     assert final["redelivered"] == 0
     source, target = read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name)
     assert sum(map(len, source.values())) == total
-    assert_exact_copy(source, target, cluster_id(src_cluster))  # once each, in order, for read_committed
+    assert_exact_copy(source, target)  # once each, in order, for read_committed
     # the aborted copies are still in the log, invisible to read_committed readers
     assert uncommitted(dst_cluster, topic_name) > total
     assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")
@@ -111,8 +110,7 @@ def test_an_aggregate_flow_with_exactly_once_runs(src_cluster, dst_cluster, topi
                       f'rename = "{{source}}.{{topic}}"\nexactly_once = true\n')
     assert kmc("flow", "check", "--config", str(config)).code == 0
     kmc("flow", "run", "eos", "--once", "--config", str(config))
-    assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, f"src.{topic_name}"),
-                      cluster_id(src_cluster))
+    assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, f"src.{topic_name}"))
 
 
 def test_workers_with_exactly_once_each_commit_their_own_shard(src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
@@ -120,7 +118,7 @@ def test_workers_with_exactly_once_each_commit_their_own_shard(src_cluster, dst_
     produce(src_cluster, topic_name, numbered(2000, 4))
     result = kmc("mirror", "src", "dst", "--topics", topic_name, "--exactly-once", "--workers", "2", "-o", "json")
     assert result.json()["records"] == 2000
-    assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name), cluster_id(src_cluster))
+    assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name))
     assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")
 
 
@@ -149,6 +147,6 @@ def test_a_target_outage_aborts_the_transaction_and_loses_nothing(src_cluster, d
     assert "aborting it and copying again from the last commit" in follower.stderr
     result = json.loads(follower.stdout)
     source = read_all(src_cluster, topic_name)
-    assert_exact_copy(source, read_all(dst_cluster, topic_name), cluster_id(src_cluster))
+    assert_exact_copy(source, read_all(dst_cluster, topic_name))
     assert (result["records"], result["redelivered"]) == (300, 0)
     assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")

@@ -40,6 +40,9 @@ def aggregate_jobs(sources: Sequence[Cluster], target: Cluster, spec: MirrorSpec
             raise UsageError(f"{source.name} is both a source and the target",
                              hint="a cluster aggregated into itself would copy its copies again at every run")
         check_source_name(source, spec.rename, "--rename")
+    if len(sources) > 1 and is_merge(spec.rename):
+        # one target topic for several sources: every record says where it came from (kmc-origin)
+        spec = dataclasses.replace(spec, stamp_records=True)
     return [MirrorJob(source, target, spec) for source in sources]
 
 

@@ -1,100 +1,75 @@
-"""The byte-level copy path: record batches forwarded as bytes, with one header added to each record.
+"""The byte-level copy path: record batches forwarded whole where they can be, walked as bytes where not.
 
 The record path (:class:`~kmc.mirror.copypath.RecordCopyPath`) lets kafka-python decode every fetched
 record into a ``ConsumerRecord`` and re-encode it in the producer: on small records that is four fifths
-of a mirror's CPU. This path skips both. The consumer's fetcher hands over each v2 record batch as a
-:class:`RawBatch` (its decompressed record bytes); :func:`encode_records` walks those bytes once, reading
-only the varints that locate each record's key, value and header count, and writes each record straight
-into the target producer's open batch with three things changed:
+of a mirror's CPU. This path does neither. For each fetched v2 batch (a :class:`~kmc.mirror.fetch.RawBatch`):
 
-- the offset delta, renumbered from 0 in the target batch (the broker assigns offsets; a compacted
-  source leaves gaps that a produced batch must not have);
-- the timestamp delta, re-based on the target batch's first timestamp (the CreateTime is kept);
-- the headers: ``kmc-origin`` appended when the record has none, the record skipped when its origin is
-  the target cluster (two-way mirrors), kept as they are otherwise.
+- **Whole** (:meth:`BatchCopyPath._send_whole`): a batch a local producer of the source wrote (no kmc
+  mirror: kmc/mirror/provenance.py), with consecutive offsets and CreateTime, goes to the target as it was
+  fetched, still compressed: :class:`_WholeBatch` stands in the producer's batch for it, and only the batch
+  header fields the target needs are rewritten when the producer sends it (base offset 0, producer id,
+  epoch and base sequence of kmc's idempotent or transactional producer, the transactional bit) with the
+  CRC. Not one record is read: no decompression, no recompression. This needs ``--compression keep``
+  (the default) and no per-record stamp (merge mode stamps every record: ``MirrorSpec.stamp_records``).
+- **Walked** (:func:`encode_records`): any other batch is decompressed and its bytes walked once, reading
+  only the varints that locate each record's key, value and header count; each record goes straight into
+  the target producer's open batch with its offset delta renumbered from 0 (a compacted source leaves gaps
+  a produced batch must not have), its timestamp delta re-based on the target batch's first timestamp
+  (the CreateTime is kept), and ``kmc-origin`` appended when it has none (the record skipped when its
+  origin is the target cluster). Key, value and every other header pass through byte for byte
+  (including null header values, which kafka-python's producer cannot write).
+- **Skipped**: a batch a kmc mirror wrote into the source with data from the target cluster (two-way and
+  ring mirrors), found by its producer id, is not copied at all.
 
-Key, value and every other header pass through untouched, byte for byte (including null header values,
-which kafka-python's producer cannot write). Compression, producer ids, sequence numbers, retries,
-ordering and acknowledgements stay kafka-python's: the bytes go into the same ``ProducerBatch`` objects
-its accumulator drains, so idempotence and the copy loop's checkpoint logic are unchanged.
+Batches the fetcher decodes (kmc/mirror/fetch.py: a fetch that starts mid-batch, v0/v1, LogAppendTime) go
+through the record path in the same poll. Producer ids, sequence numbers, retries, ordering and
+acknowledgements stay kafka-python's: the bytes go into the ``ProducerBatch`` objects its accumulator
+drains, so idempotence, transactions and the copy loop's checkpoint logic are unchanged.
 
-Batches this path does not take fall back to decoded records, in the same poll: message format v0/v1,
-LogAppendTime batches (their records' CreateTime deltas are not what a consumer sees), and the batch
-a fetch starts in the middle of (records before the fetch offset must be dropped one by one).
-Aborted transactions and control batches are filtered exactly as kafka-python does (read_committed).
-
-kafka-python is pinned to 3.x (pyproject.toml): this module uses its fetcher's ``PartitionRecords``,
-its record batch classes and its accumulator's internals. Every fidelity, kill -9 and broker-restart
-test in the suite runs through it.
+kafka-python is pinned to 3.x (pyproject.toml): this module uses its record batch classes and its
+accumulator's internals; tests/test_engine_internals.py checks each, and every fidelity, kill -9,
+broker-restart and chaos test in the suite runs through it.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import struct
 import time
 from typing import Any
 
 import kafka.errors as kafka_errors
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.codec import gzip_decode, lz4_decode, snappy_decode, zstd_decode
-from kafka.consumer.fetcher import ConsumerRecord, Fetcher
+from kafka import KafkaProducer, TopicPartition
 from kafka.producer.future import FutureRecordMetadata
 from kafka.producer.producer_batch import ProducerBatch
-from kafka.protocol.consumer import IsolationLevel
-from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from kafka.record.default_records import DefaultRecordBatch
 from kafka.record.memory_records import MemoryRecordsBuilder
+from kafka.record.util import calc_crc32c
 
 from kmc.mirror.copypath import ORIGIN_HEADER, RecordCopyPath
+from kmc.mirror.fetch import RawBatch
+from kmc.mirror.provenance import ProvenanceMap
 
 log = logging.getLogger(__name__)
 
 _ORIGIN_NAME = ORIGIN_HEADER.encode()
-_LOG_APPEND_TIME = DefaultRecordBatch.TIMESTAMP_TYPE_MASK
-_CONTROL = DefaultRecordBatch.CONTROL_MASK
-_CODEC_MASK = DefaultRecordBatch.CODEC_MASK
-_CODEC_NONE = DefaultRecordBatch.CODEC_NONE
-_BATCH_HEADER_SIZE = DefaultRecordBatchBuilder.HEADER_STRUCT.size
+# The v2 batch header fields a whole batch gets anew (byte positions from the protocol's RecordBatch):
+# base offset (0), batch length (4), partition leader epoch (4) | magic | CRC | attributes | ... | producer id,
+# producer epoch, base sequence | records count.
+_BASE = struct.Struct(">qii")
+_AFTER_LENGTH = 12  # the batch length counts from the partition leader epoch on
+_CRC = struct.Struct(">I")
+_CRC_AT = DefaultRecordBatch.CRC_OFFSET
+_ATTRIBUTES = struct.Struct(">h")
+_ATTRIBUTES_AT = DefaultRecordBatch.ATTRIBUTES_OFFSET
+_PRODUCER_STATE = struct.Struct(">qhi")
+_PRODUCER_STATE_AT = 43
+_TRANSACTIONAL = DefaultRecordBatch.TRANSACTIONAL_MASK
+_DELETE_HORIZON = 0x40
 # The varint bytes of every zigzag-encoded value below 2**14 (1 or 2 bytes), looked up instead of encoded.
 _VARINTS = tuple(bytes((z,)) if z < 0x80 else bytes((0x80 | (z & 0x7F), z >> 7)) for z in range(1 << 14))
 _SMALL = len(_VARINTS)
-
-
-class RawBatch:
-    """One fetched v2 record batch, as stored (still compressed). ``offset`` is its last offset (what the
-    copy loop reads from the last item of a poll to know where the partition continues).
-
-    The records are decompressed only when :attr:`body` is read, by the copy path as it sends them, and
-    the result is not kept: a poll's worth of batches stays at its compressed size in memory, and the
-    decompressed bytes of one batch live only while it is copied."""
-
-    __slots__ = ("offset", "base_offset", "count", "first_timestamp", "codec", "raw")
-
-    def __init__(self, offset: int, base_offset: int, count: int, first_timestamp: int, codec: int,
-                 raw: bytearray) -> None:
-        self.offset = offset
-        self.base_offset = base_offset
-        self.count = count
-        self.first_timestamp = first_timestamp
-        self.codec = codec  # DefaultRecordBatch.CODEC_* of the source batch
-        self.raw = raw  # the whole batch: header and (compressed) records
-
-    @property
-    def body(self) -> bytes:
-        """The records section, decompressed."""
-        data = memoryview(self.raw)[_BATCH_HEADER_SIZE:]
-        codec = self.codec
-        if codec == _CODEC_NONE:
-            return data.tobytes()
-        if codec == DefaultRecordBatch.CODEC_LZ4:
-            return lz4_decode(data.tobytes())
-        if codec == DefaultRecordBatch.CODEC_ZSTD:
-            return zstd_decode(data.tobytes())
-        if codec == DefaultRecordBatch.CODEC_GZIP:
-            return gzip_decode(data)
-        if codec == DefaultRecordBatch.CODEC_SNAPPY:
-            return snappy_decode(data.tobytes())
-        raise kafka_errors.UnsupportedCodecError(f"unknown compression codec {codec}")
 
 
 # ---------------------------------------------------------------------------------------- varints
@@ -247,7 +222,7 @@ def encode_records(out: bytearray, body: bytes, pos: int, first_timestamp: int, 
         timestamp_bytes = varints[z] if z < small else _varint_bytes(z)
         z = next_delta << 1
         offset_bytes = varints[z] if z < small else _varint_bytes(z)
-        if origin is None:
+        if origin is None and origin_size:  # stamped: kmc-origin appended
             z = (header_count + 1) << 1
             count_bytes = varints[z] if z < small else _varint_bytes(z)
             z = (1 + len(timestamp_bytes) + len(offset_bytes) + headers_at - content + len(count_bytes)
@@ -260,7 +235,7 @@ def encode_records(out: bytearray, body: bytes, pos: int, first_timestamp: int, 
             out += count_bytes
             out += body[at:record_end]
             out += origin_header
-        else:  # it has an origin (an earlier hop): kept
+        else:  # it has an origin (an earlier hop), or it needs none: headers kept as they are
             z = (1 + len(timestamp_bytes) + len(offset_bytes) + record_end - content) << 1
             out += varints[z] if z < small else _varint_bytes(z)
             out.append(0)
@@ -274,75 +249,6 @@ def encode_records(out: bytearray, body: bytes, pos: int, first_timestamp: int, 
             max_timestamp = timestamp
         pos = record_end
     return pos, written, skipped, payload, base_timestamp, max_timestamp
-
-
-# ---------------------------------------------------------------------------------------- fetching
-
-
-class _BatchPartitionRecords(Fetcher.PartitionRecords):
-    """kafka-python's fetched partition data, yielding :class:`RawBatch` items where it can.
-
-    The batch loop is kafka-python 3.0's ``_unpack_records`` (CRC check, read_committed filtering of
-    aborted transactions, control batches skipped) with one branch added: an eligible batch is yielded
-    whole instead of record by record.
-    """
-
-    def _unpack_records(self, tp, records, key_deserializer, value_deserializer):  # noqa: ANN001, ANN202, C901
-        isolation_committed = self.isolation_level == IsolationLevel.READ_COMMITTED
-        batch = records.next_batch()
-        last_batch = None
-        while batch is not None:
-            last_batch = batch
-            if self.check_crcs and not batch.validate_crc():
-                raise kafka_errors.CorruptRecordError(
-                    f"Record batch for partition {self.topic_partition} at offset {batch.base_offset} failed crc check")
-            if batch.magic == 2:
-                self.leader_epoch = batch.leader_epoch
-                if isolation_committed and batch.has_producer_id():
-                    self._consume_aborted_transactions_up_to(batch.last_offset)
-                    if self._contains_abort_marker(batch):
-                        self.aborted_producer_ids.discard(batch.producer_id)
-                    elif self._is_batch_aborted(batch):
-                        self.next_fetch_offset = batch.next_offset
-                        batch = records.next_batch()
-                        continue
-                attributes = batch.attributes
-                if attributes & _CONTROL:
-                    self.next_fetch_offset = batch.next_offset
-                    batch = records.next_batch()
-                    continue
-                if not attributes & _LOG_APPEND_TIME and batch.base_offset >= self.fetch_offset:
-                    count = batch.records_count
-                    self.records_read += count
-                    self.bytes_read += batch.size_in_bytes
-                    self.next_fetch_offset = batch.next_offset
-                    yield RawBatch(batch.last_offset, batch.base_offset, count, batch.first_timestamp,
-                                   attributes & _CODEC_MASK, batch._buffer)  # noqa: SLF001 - the batch's bytes
-                    batch = records.next_batch()
-                    continue
-            for record in batch:
-                key_size = len(record.key) if record.key is not None else -1
-                value_size = len(record.value) if record.value is not None else -1
-                headers = record.headers
-                header_size = sum(len(name.encode()) + (len(value) if value is not None else 0)
-                                  for name, value in headers) if headers else -1
-                self.records_read += 1
-                self.bytes_read += record.size_in_bytes
-                self.next_fetch_offset = record.offset + 1
-                yield ConsumerRecord(tp.topic, tp.partition, self.leader_epoch, record.offset, record.timestamp,
-                                     record.timestamp_type, record.key, record.value, headers, record.checksum,
-                                     key_size, value_size, header_size)
-            batch = records.next_batch()
-        # v2 keeps a batch's last offset even when compaction removed its last record: continue after it
-        if last_batch is not None and last_batch.magic == 2:
-            self.next_fetch_offset = last_batch.next_offset
-        self.drain()
-
-
-def fetch_batches(consumer: KafkaConsumer) -> None:
-    """Make ``consumer`` return :class:`RawBatch` items for the batches the byte path takes (its
-    ``poll()`` then mixes them with ConsumerRecords; only :class:`BatchCopyPath` can consume that)."""
-    consumer._fetcher.PartitionRecords = _BatchPartitionRecords  # noqa: SLF001
 
 
 # ---------------------------------------------------------------------------------------- sending
@@ -361,40 +267,124 @@ class _NoRebind:
 _NO_FUTURE = _NoRebind()
 
 
+class _WholeBatch:
+    """Stands in kafka-python's ``MemoryRecordsBuilder`` in a ``ProducerBatch`` for one source batch sent as
+    it was fetched. The sender sets the producer state when it drains the batch (``set_producer_state``)
+    and closes it; closing writes that state into the batch header, with base offset 0 and the CRC. The
+    records, compressed or not, are not touched. A batch the broker refuses as too large is split by
+    kafka-python like any other (it decodes ``buffer()``)."""
+
+    __slots__ = ("_raw", "_count", "_producer_id", "_producer_epoch", "_base_sequence", "_transactional",
+                 "_closed")
+
+    def __init__(self, raw: bytearray, count: int) -> None:
+        self._raw = raw
+        self._count = count
+        self._producer_id = -1
+        self._producer_epoch = -1
+        self._base_sequence = -1
+        self._transactional = False
+        self._closed = False
+
+    def append(self, *args: Any, **kwargs: Any) -> None:  # noqa: ARG002 - nothing is added to a whole batch
+        return None
+
+    def is_full(self) -> bool:
+        return True
+
+    def next_offset(self) -> int:
+        return self._count  # the sender advances the partition's sequence by this many
+
+    def set_producer_state(self, producer_id: int, producer_epoch: int, base_sequence: int,
+                           is_transactional: bool) -> None:
+        if self._closed:
+            raise kafka_errors.IllegalStateError("Trying to set producer state of an already closed batch")
+        self._producer_id, self._producer_epoch = producer_id, producer_epoch
+        self._base_sequence, self._transactional = base_sequence, is_transactional
+
+    @property
+    def producer_id(self) -> int:
+        return self._producer_id
+
+    @property
+    def producer_epoch(self) -> int:
+        return self._producer_epoch
+
+    @property
+    def base_sequence(self) -> int:
+        return self._base_sequence
+
+    def close(self) -> None:
+        if self._closed:
+            return  # a retry sends the same bytes, state and all
+        raw = self._raw
+        attributes = (_ATTRIBUTES.unpack_from(raw, _ATTRIBUTES_AT)[0] & ~(_TRANSACTIONAL | _DELETE_HORIZON)
+                      | (_TRANSACTIONAL if self._transactional else 0))
+        _BASE.pack_into(raw, 0, 0, len(raw) - _AFTER_LENGTH, -1)  # base offset, length, partition leader epoch
+        _ATTRIBUTES.pack_into(raw, _ATTRIBUTES_AT, attributes)
+        _PRODUCER_STATE.pack_into(raw, _PRODUCER_STATE_AT, self._producer_id, self._producer_epoch,
+                                  self._base_sequence)
+        _CRC.pack_into(raw, _CRC_AT, calc_crc32c(memoryview(raw)[_ATTRIBUTES_AT:]))
+        self._closed = True
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def size_in_bytes(self) -> int:
+        return len(self._raw)
+
+    def compression_rate(self) -> float:
+        return 1.0
+
+    def buffer(self) -> bytearray:
+        return self._raw
+
+
 class BatchCopyPath(RecordCopyPath):
-    """Partition i to partition i, :class:`RawBatch` items as bytes and any ConsumerRecords in between
-    through the record path (both append to the same producer accumulator, in order)."""
+    """Partition i to partition i: fetched batches whole, walked as bytes, or skipped (module docstring);
+    decoded batches in between through the record path (all append to the same producer accumulator, in
+    order)."""
 
     def __init__(self, producer: KafkaProducer, source_cluster_id: str, target_cluster_id: str,
-                 keep_codec: bool = False) -> None:
-        super().__init__(producer, source_cluster_id, target_cluster_id)
+                 provenance: ProvenanceMap | None = None, keep_codec: bool = False, whole: bool = False,
+                 stamp_records: bool = False) -> None:
+        super().__init__(producer, source_cluster_id, target_cluster_id, provenance, stamp_records)
         self._keep_codec = keep_codec  # each target batch compressed as its source batch was
+        self._whole = whole and keep_codec  # batches of local producers forwarded whole
         self._accumulator = producer._accumulator  # noqa: SLF001
         config = self._accumulator.config
         self._magic = config["message_version"]
         self._compression = config["compression_attrs"]
         self._batch_size = config["batch_size"]
-        self._origin_bytes = origin_header_bytes(source_cluster_id)
-        self.raw_batches = 0  # source batches forwarded as bytes (for tests and --debug)
+        # the kmc-origin header bytes per origin; records of the source's own producers get none (loop
+        # prevention goes by producer id) unless every record is stamped (merge mode)
+        self._origin_bytes = {None: origin_header_bytes(source_cluster_id) if stamp_records else b""}
+        self.whole_batches = 0  # source batches forwarded whole (for tests and --debug)
+        self.walked_batches = 0  # source batches walked record by record as bytes
 
-    def send_batch(self, target: TopicPartition, records: list[Any]) -> tuple[Any, int, int, int]:
+    def send_batch(self, target: TopicPartition, items: list[Any]) -> tuple[Any, int, int, int]:
         if self._transaction is not None:
             self._transaction.maybe_add_partition_to_transaction(target)
+        origins = self.origins(items)
+        target_id = self._target_id
         future = None
         sent = skipped = size = 0
-        start = 0
-        count = len(records)
-        while start < count:
-            item = records[start]
+        for item in items:
+            origin = origins.get(item.producer_id)
+            if origin == target_id:  # a mirror wrote it with the target's data: never back
+                skipped += item.count
+                continue
             if type(item) is RawBatch:
-                run_future, run_sent, run_skipped, run_size = self._send_raw(target, item)
-                start += 1
+                if origin is None and self._whole and item.passable:
+                    run_future, run_sent, run_skipped, run_size = self._send_whole(target, item)
+                else:
+                    header = self._origin_bytes.get(origin)
+                    if header is None:
+                        header = self._origin_bytes[origin] = origin_header_bytes(origin)
+                    run_future, run_sent, run_skipped, run_size = self._send_raw(target, item, header)
             else:
-                stop = start + 1
-                while stop < count and type(records[stop]) is not RawBatch:
-                    stop += 1
-                run_future, run_sent, run_skipped, run_size = self._send_records(target, records[start:stop])
-                start = stop
+                header = self._origin_header if origin is None else (ORIGIN_HEADER, origin.encode())
+                run_future, run_sent, run_skipped, run_size = self._send_records(target, item.records, header)
             if run_future is not None:
                 future = run_future
             sent += run_sent
@@ -402,7 +392,31 @@ class BatchCopyPath(RecordCopyPath):
             size += run_size
         return future, sent, skipped, size
 
-    def _send_raw(self, tp: TopicPartition, item: RawBatch) -> tuple[Any, int, int, int]:
+    def _send_whole(self, tp: TopicPartition, item: RawBatch) -> tuple[Any, int, int, int]:
+        """Queue ``item`` as a producer batch of its own, its bytes as fetched (:class:`_WholeBatch`)."""
+        accumulator = self._accumulator
+        count = item.count
+        now = time.monotonic()
+        accumulator._appends_in_progress.increment()  # noqa: SLF001 - close() waits for appends in progress
+        try:
+            with accumulator._tp_lock(tp):  # noqa: SLF001
+                if accumulator._closed:  # noqa: SLF001
+                    raise kafka_errors.IllegalStateError("RecordAccumulator is closed")
+                batch = ProducerBatch(tp, _WholeBatch(item.raw, count), now=now)
+                future = FutureRecordMetadata(batch.produce_future, count - 1, item.max_timestamp, None, -1, -1, -1)
+                futures = batch._record_futures  # noqa: SLF001 - rebound by record index if the batch is split
+                futures.extend(itertools.repeat(_NO_FUTURE, count - 1))
+                futures.append(future)
+                accumulator._batches[tp].append(batch)  # noqa: SLF001
+                accumulator._incomplete.add(batch)  # noqa: SLF001
+        finally:
+            accumulator._appends_in_progress.decrement()  # noqa: SLF001
+        self.whole_batches += 1
+        self._wakeup()
+        return future, count, 0, item.size
+
+    def _send_raw(self, tp: TopicPartition, item: RawBatch, origin_bytes: bytes) -> tuple[Any, int, int, int]:
+        """Walk ``item``'s records into the partition's open producer batch (module docstring)."""
         accumulator = self._accumulator
         body = item.body
         check_origin = _ORIGIN_NAME in body
@@ -441,7 +455,7 @@ class BatchCopyPath(RecordCopyPath):
                     first_delta = records._next_offset  # noqa: SLF001
                     pos, written, dropped, payload, base, highest = encode_records(
                         builder._buffer, body, pos, item.first_timestamp, builder._first_timestamp,  # noqa: SLF001
-                        first_delta, limit, self._origin_bytes, self._target_origin, check_origin)
+                        first_delta, limit, origin_bytes, self._target_origin, check_origin)
                     skipped += dropped
                     if not written:
                         # Every remaining record came from the target (loop prevention). A batch opened for
@@ -467,7 +481,7 @@ class BatchCopyPath(RecordCopyPath):
                     full = len(queue) > 1 or len(builder._buffer) >= limit  # noqa: SLF001
         finally:
             accumulator._appends_in_progress.decrement()  # noqa: SLF001
-        self.raw_batches += 1
+        self.walked_batches += 1
         if new_batch or full:
             self._wakeup()
         return future, sent, skipped, size

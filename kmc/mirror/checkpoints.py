@@ -33,17 +33,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import kafka.errors as kafka_errors
 
-from kmc.client import KafkaSession, broker_error, is_transient, translate_errors
-from kmc.errors import KafkaOperationError, KmcError
+from kmc.client import KafkaSession, broker_error, translate_errors
+from kmc.errors import KafkaOperationError
 from kmc.mirror import producer_hooks
-from kmc.mirror.logreader import read_latest
+from kmc.mirror.logreader import read_topic
 
 CHECKPOINT_TOPIC = "kmc.checkpoints"
 CHECKPOINT_PARTITIONS = 3
@@ -142,22 +141,8 @@ class CheckpointStore:
         (past any open transaction: kmc/mirror/logreader.py); their anchors land in :attr:`anchors`."""
         prefix = self.prefix.encode()
         anchor_prefix = b"anchors/" + prefix
-        stall = max(30.0, 3 * self.target.timeout)
-        deadline = time.monotonic() + stall
-        while True:  # a broker down (its partitions' leadership moving) is asked again, with a new reader
-            consumer = self.target.consumer(isolation_level="read_uncommitted")
-            try:
-                with translate_errors(self.target.cluster, f"read {CHECKPOINT_TOPIC}"):
-                    values = read_latest(consumer, CHECKPOINT_TOPIC,
-                                         lambda key: key.startswith(prefix) or key.startswith(anchor_prefix),
-                                         stall=stall)
-                break
-            except KmcError as exc:
-                if not is_transient(exc.__cause__) or time.monotonic() > deadline:
-                    raise
-                time.sleep(1.0)
-            finally:
-                consumer.close()
+        values = read_topic(self.target, CHECKPOINT_TOPIC,
+                            lambda key: key.startswith(prefix) or key.startswith(anchor_prefix))
         found: dict[tuple[str, int], Checkpoint] = {}
         self.anchors = {}
         for key, value in values.items():

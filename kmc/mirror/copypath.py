@@ -1,14 +1,16 @@
-"""How records get from a source poll batch into the target producer: the per-record hot path.
+"""How records get from a source poll into the target producer: the copy paths.
 
-The copy loop hands a :class:`CopyPath` one partition's records at a time (``send_batch``) and gets back
-the future of the last record it sent, which the loop uses to know when that batch is acknowledged.
-:class:`RecordCopyPath` re-produces decoded records; a byte-level path (forwarding raw record batches
-without decoding them) can implement the same interface later.
+The copy loop hands a :class:`CopyPath` one partition's fetched batches at a time (``send_batch``; items of
+kmc/mirror/fetch.py) and gets back the future of the last record it sent, which the loop uses to know when
+they are acknowledged. :class:`RecordCopyPath` re-produces decoded records; the byte path
+(kmc/mirror/batchpath.py) forwards batches whole where it can and walks their bytes where it cannot.
 
-Provenance: every copied record carries a ``kmc-origin`` header naming the cluster where it was first
-produced. A record without one gets the source cluster id; a record with one keeps it (dc1 -> central
--> dr keeps dc1); a record whose origin is the target cluster is not sent at all, so two-way mirrors do
-not loop.
+Provenance and loops: a batch written by a kmc mirror whose data came from the target cluster is never
+copied back (kmc/mirror/provenance.py: looked up by the batch's producer id). Records a copy path writes one
+by one carry a ``kmc-origin`` header naming the cluster where they were first produced: a record that has
+one keeps it (dc1 -> central -> dr keeps dc1), one without gets the cluster its batch's data came from
+(the source cluster, unless a mirror wrote the batch into it); a record whose ``kmc-origin`` is the target
+cluster is not sent at all.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from typing import Any, Protocol
 from kafka import KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 
+from kmc.mirror.provenance import ProvenanceMap
+
 ORIGIN_HEADER = "kmc-origin"
 
 
 class CopyPath(Protocol):
-    def send_batch(self, target: TopicPartition, records: list[Any]) -> tuple[Any, int, int, int]:
-        """Send one partition's records in order; returns (future of the last record sent or None,
-        records sent, records skipped, payload bytes sent)."""
+    def send_batch(self, target: TopicPartition, items: list[Any]) -> tuple[Any, int, int, int]:
+        """Send one partition's fetched batches in order; returns (future of the last record sent or None,
+        records sent, records skipped, bytes sent)."""
         ...
 
     def target_partition(self, topic: str, source_partition: int) -> int:
@@ -35,7 +39,8 @@ class CopyPath(Protocol):
 
 
 class RecordCopyPath:
-    """Copies kafka-python ConsumerRecords through a KafkaProducer, partition i to partition i.
+    """Copies decoded records (:class:`~kmc.mirror.fetch.DecodedBatch` items) through a KafkaProducer,
+    partition i to partition i.
 
     It appends straight to the producer's record accumulator instead of calling ``send()``: ``send()``
     re-validates, re-serializes and re-partitions every record (a third of the copy loop's time), and it
@@ -46,12 +51,18 @@ class RecordCopyPath:
     every header's length): such values are sent as empty values and counted in ``null_header_records``.
     """
 
-    def __init__(self, producer: KafkaProducer, source_cluster_id: str, target_cluster_id: str) -> None:
+    def __init__(self, producer: KafkaProducer, source_cluster_id: str, target_cluster_id: str,
+                 provenance: ProvenanceMap | None = None, stamp_records: bool = False) -> None:
         self.producer = producer
-        self._append = producer._accumulator.append
-        self._wakeup = producer._sender.wakeup
-        self._origin_header = (ORIGIN_HEADER, source_cluster_id.encode())
+        self._append = producer._accumulator.append  # noqa: SLF001
+        self._wakeup = producer._sender.wakeup  # noqa: SLF001
+        self._source_id = source_cluster_id
+        self._target_id = target_cluster_id
+        # records of the source's own producers get no kmc-origin (loop prevention goes by producer id)
+        # unless every record is stamped (merge mode); None: no header
+        self._origin_header = (ORIGIN_HEADER, source_cluster_id.encode()) if stamp_records else None
         self._target_origin = target_cluster_id.encode()
+        self._provenance = provenance
         self.null_header_records = 0  # records whose null header values were sent as empty values
         # A transactional producer (--exactly-once) sends to a partition only once it is added to the open
         # transaction, which send() does and the direct appends here must do themselves.
@@ -65,15 +76,38 @@ class RecordCopyPath:
     def target_partition(self, topic: str, source_partition: int) -> int:  # noqa: ARG002 - the CopyPath interface
         return source_partition
 
-    def send_batch(self, target: TopicPartition, records: list[Any]) -> tuple[Any, int, int, int]:
+    def origins(self, items: list[Any]) -> dict[int, str | None]:
+        """Where the data of each item's producer came from (None: the source cluster's own producers)."""
+        if self._provenance is None:
+            return {}
+        return self._provenance.origins({item.producer_id for item in items})
+
+    def send_batch(self, target: TopicPartition, items: list[Any]) -> tuple[Any, int, int, int]:
         if self._transaction is not None:
             self._transaction.maybe_add_partition_to_transaction(target)
-        return self._send_records(target, records)
+        origins = self.origins(items)
+        future = None
+        sent = skipped = size = 0
+        for item in items:
+            origin = origins.get(item.producer_id)
+            if origin == self._target_id:  # a mirror wrote it with the target's data: never back
+                skipped += item.count
+                continue
+            header = self._origin_header if origin is None else (ORIGIN_HEADER, origin.encode())
+            run_future, run_sent, run_skipped, run_size = self._send_records(target, item.records, header)
+            if run_future is not None:
+                future = run_future
+            sent += run_sent
+            skipped += run_skipped
+            size += run_size
+        return future, sent, skipped, size
 
-    def _send_records(self, target: TopicPartition, records: list[Any]) -> tuple[Any, int, int, int]:
-        """send_batch's work, once ``target`` is in the open transaction (if any)."""
+    def _send_records(self, target: TopicPartition, records: list[Any],
+                      origin_header: tuple[str, bytes] | None) -> tuple[Any, int, int, int]:
+        """Append ``records`` to ``target`` (in the open transaction, if any), each stamped with
+        ``origin_header`` (when not None) unless it has a ``kmc-origin``; those whose origin is the target
+        are skipped."""
         append = self._append
-        origin_header = self._origin_header
         target_origin = self._target_origin
         now = time.monotonic()  # the accumulator's linger clock; one reading per batch is enough
         future = None
@@ -91,7 +125,8 @@ class RecordCopyPath:
                 elif name == ORIGIN_HEADER and origin is None:
                     origin = header_value
             if origin is None:
-                headers.append(origin_header)
+                if origin_header is not None:
+                    headers.append(origin_header)
             elif origin == target_origin:  # it came from the target cluster: copying it back would loop
                 skipped += 1
                 continue
@@ -121,8 +156,9 @@ class KeyedCopyPath(RecordCopyPath):
     last record sent to each of them is (:class:`_AllAcknowledged`).
     """
 
-    def __init__(self, producer: KafkaProducer, source_cluster_id: str, target_cluster_id: str) -> None:
-        super().__init__(producer, source_cluster_id, target_cluster_id)
+    def __init__(self, producer: KafkaProducer, source_cluster_id: str, target_cluster_id: str,
+                 provenance: ProvenanceMap | None = None, stamp_records: bool = False) -> None:
+        super().__init__(producer, source_cluster_id, target_cluster_id, provenance, stamp_records)
         self._partitions: dict[str, list[TopicPartition]] = {}
 
     def prepare(self, topic: str) -> None:
@@ -134,23 +170,39 @@ class KeyedCopyPath(RecordCopyPath):
             self.prepare(topic)
         return source_partition % len(self._partitions[topic])
 
-    def send_batch(self, target: TopicPartition, records: list[Any]) -> tuple[Any, int, int, int]:
+    def send_batch(self, target: TopicPartition, items: list[Any]) -> tuple[Any, int, int, int]:
         partitions = self._partitions[target.topic]
         count = len(partitions)
-        groups: dict[int, list[Any]] = {}
-        for record in records:
-            key = record.key
-            partition = (murmur2(key) & 0x7FFFFFFF) % count if key is not None else target.partition
-            groups.setdefault(partition, []).append(record)
+        origins = self.origins(items)
+        # per target partition, runs of records that share an origin header, in order
+        groups: dict[int, list[tuple[tuple[str, bytes], list[Any]]]] = {}
+        skipped = 0
+        for item in items:
+            origin = origins.get(item.producer_id)
+            if origin == self._target_id:
+                skipped += item.count
+                continue
+            header = self._origin_header if origin is None else (ORIGIN_HEADER, origin.encode())
+            for record in item.records:
+                key = record.key
+                partition = (murmur2(key) & 0x7FFFFFFF) % count if key is not None else target.partition
+                runs = groups.setdefault(partition, [])
+                if not runs or runs[-1][0] is not header:
+                    runs.append((header, []))
+                runs[-1][1].append(record)
         futures: dict[int, Any] = {}
-        sent = skipped = size = 0
-        for partition, group in groups.items():  # each group keeps its records' order
-            future, group_sent, group_skipped, group_size = super().send_batch(partitions[partition], group)
-            if future is not None:
-                futures[partition] = future
-            sent += group_sent
-            skipped += group_skipped
-            size += group_size
+        sent = size = 0
+        for partition, runs in groups.items():  # each group keeps its records' order
+            tp = partitions[partition]
+            if self._transaction is not None:
+                self._transaction.maybe_add_partition_to_transaction(tp)
+            for header, records in runs:
+                future, run_sent, run_skipped, run_size = self._send_records(tp, records, header)
+                if future is not None:
+                    futures[partition] = future
+                sent += run_sent
+                skipped += run_skipped
+                size += run_size
         return (_AllAcknowledged(futures, target.partition) if futures else None), sent, skipped, size
 
 

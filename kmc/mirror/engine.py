@@ -47,7 +47,7 @@ from kmc.errors import (
 from kmc.errors import describe_exception as _describe
 from kmc.metadata import describe_topics, list_offsets
 from kmc.mirror import producer_hooks
-from kmc.mirror.batchpath import BatchCopyPath, fetch_batches
+from kmc.mirror.batchpath import BatchCopyPath
 from kmc.mirror.checkpoints import (
     ANCHOR_INTERVAL,
     MAX_ANCHORS,
@@ -57,8 +57,10 @@ from kmc.mirror.checkpoints import (
     ensure_checkpoint_topic,
 )
 from kmc.mirror.copypath import ORIGIN_HEADER, KeyedCopyPath, RecordCopyPath
+from kmc.mirror.fetch import fetch_batches
 from kmc.mirror.lock import hold_lock, lock_identity
 from kmc.mirror.plan import MirrorSpec, TopicPlan, apply_plan, parse_start, plan_mirror
+from kmc.mirror.provenance import PROVENANCE_TOPIC, ProvenanceMap, announce, ensure_provenance_topic
 from kmc.profiles import Cluster
 
 MODES = ("once", "follow")
@@ -73,21 +75,27 @@ SEND_CHUNK = 16
 REAP_INTERVAL = 0.05  # seconds between looks at which sends are acknowledged
 POLL_TIMEOUT_MS = 200  # the longest a stop request waits for the loop to notice it
 MiB = 1024 * 1024
-# KMC_COPY_PATH=records turns the byte-level path off (decoded records only): for comparisons and as an
-# escape hatch; see docs/mirror.md.
-COPY_PATHS = ("batches", "records")
+# KMC_COPY_PATH: "batches" (the default: whole batches where possible, the byte walk elsewhere), "walk" (the
+# byte walk for every batch) or "records" (decoded records only): for comparisons and as an escape hatch;
+# see docs/mirror.md.
+COPY_PATHS = ("batches", "walk", "records")
 KEEP_CODEC = "keep"  # MirrorSpec.compression: each batch keeps its source codec (the default)
 
 GAP_KINDS = ("expired", "source-recreated", "source-truncated", "target-recreated", "target-truncated")
 
 
-def _byte_path(spec: MirrorSpec) -> bool:
-    """Whether this mirror forwards record batches as bytes (kmc/mirror/batchpath.py): yes unless records
-    are re-partitioned by key (each record's key must be read) or KMC_COPY_PATH=records."""
+def _copy_path(spec: MirrorSpec) -> str:
+    """How this mirror copies (kmc/mirror/batchpath.py, copypath.py): "whole" (whole batches where it can,
+    the byte walk elsewhere), "walk" or "records". Records re-partitioned by key are always read one by one;
+    batches stay whole only with --compression keep and unstamped records (not merge mode)."""
     chosen = os.environ.get("KMC_COPY_PATH", "batches").strip().lower() or "batches"
     if chosen not in COPY_PATHS:
         raise UsageError(f"KMC_COPY_PATH={chosen!r}: expected one of {', '.join(COPY_PATHS)}")
-    return chosen == "batches" and spec.partitioner != "key"
+    if chosen == "records" or spec.partitioner == "key":
+        return "records"
+    if chosen == "walk" or spec.compression != KEEP_CODEC or spec.stamp_records:
+        return "walk"
+    return "whole"
 
 
 ProgressCallback = Callable[["MirrorProgress"], None]
@@ -399,7 +407,7 @@ def run_mirror(
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     spec.validate()
-    _byte_path(spec)  # a bad KMC_COPY_PATH is a usage error before any connection
+    _copy_path(spec)  # a bad KMC_COPY_PATH is a usage error before any connection
     stop_event = stop_event or threading.Event()
     with KafkaSession(source_cluster, timeout) as source, KafkaSession(target_cluster, timeout) as target:
         identity = mirror_identity(source.cluster_id(), target.cluster_id(), spec)
@@ -418,7 +426,7 @@ class _Engine:
         self.target = target
         self.spec = spec
         self.identity = identity
-        self.byte_path = _byte_path(spec)
+        self.copy_path = _copy_path(spec)
         self.once = mode == "once"
         self.mode = mode
         self.stop_event = stop_event
@@ -461,6 +469,11 @@ class _Engine:
             self.notice("info", change)
         if ensure_checkpoint_topic(self.target):
             self.notice("info", "created kmc.checkpoints")
+        if ensure_provenance_topic(self.target):
+            self.notice("info", f"created {PROVENANCE_TOPIC}")
+        # which of the source's producers are kmc mirrors, and from where (loop prevention by batch)
+        self.provenance = ProvenanceMap(self.source, self._warn)
+        self.provenance.load()
         self.store = CheckpointStore(self.target, self.spec.flow, plan.source_cluster_id)
         # With --exactly-once the producer's init_transactions() fences an earlier run and aborts its open
         # transaction before the checkpoints are read. A service (--follow) that starts while the target is
@@ -480,8 +493,7 @@ class _Engine:
             max_poll_records=2000,
             fetch_max_wait_ms=200,
         )
-        if self.byte_path:
-            fetch_batches(self.consumer)
+        fetch_batches(self.consumer, raw=self.copy_path != "records")
         try:
             self._add_partitions(plan.topics, self.spec.start)
         except _SendFailed as failure:  # --exactly-once: the starting points did not commit
@@ -551,16 +563,33 @@ class _Engine:
                     self.producer.close(timeout=0)
                 raise
             self.store.use_producer(self.producer)
-        # (the byte path is never on with --partitioner key: see _byte_path)
-        if self.byte_path:
-            self.path = BatchCopyPath(self.producer, self.plan.source_cluster_id, self.plan.target_cluster_id,
-                                      keep_codec=keep_codec)
+        self._announce()
+        ids = (self.plan.source_cluster_id, self.plan.target_cluster_id)
+        if self.copy_path != "records":
+            self.path = BatchCopyPath(self.producer, *ids, self.provenance, keep_codec=keep_codec,
+                                      whole=self.copy_path == "whole", stamp_records=spec.stamp_records)
         else:
             path_class = KeyedCopyPath if spec.partitioner == "key" else RecordCopyPath
-            self.path = path_class(self.producer, self.plan.source_cluster_id, self.plan.target_cluster_id)
+            self.path = path_class(self.producer, *ids, self.provenance, spec.stamp_records)
         with translate_errors(self.target.cluster, "load topic metadata"):
             for name in {part.target.topic for part in self.parts.values()}:
                 self.path.prepare(name)
+
+    def _announce(self) -> None:
+        """Announce the new producer in the target's kmc.provenance (kmc/mirror/provenance.py) before it
+        writes any record: acknowledged, or with --exactly-once committed in a transaction of its own."""
+        timeout = max(30.0, self.target.timeout)
+        try:
+            with translate_errors(self.target.cluster, f"write {PROVENANCE_TOPIC}"):
+                future = announce(self.producer, self.plan.source_cluster_id, self.spec.flow)
+                producer_hooks.flush(self.producer, timeout)
+                future.get(timeout=0)
+                if self.spec.exactly_once:
+                    producer_hooks.commit_transaction(self.producer, timeout)
+        except KmcError:
+            with contextlib.suppress(Exception):
+                self.producer.close(timeout=0)
+            raise
 
     def _add_partitions(self, topics: tuple[TopicPlan, ...] | list[TopicPlan], start_from: str | int) -> None:
         """Start copying the given topics' partitions that are not being copied yet. They join the copy

@@ -21,6 +21,9 @@ import kafka.errors as kafka_errors
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import Fetcher
 
+from kmc.client import KafkaSession, is_transient, translate_errors
+from kmc.errors import KmcError
+
 # The longest a read may go without progress before it fails (it may take longer in all while it moves).
 DEFAULT_STALL = 30.0
 
@@ -78,11 +81,32 @@ class _LogPartitionRecords(Fetcher.PartitionRecords):
         self.drain()
 
 
+def read_topic(session: KafkaSession, topic: str, wanted: Callable[[bytes], bool],
+               producers: dict[bytes, int] | None = None) -> dict[bytes, bytes]:
+    """:func:`read_latest` of ``topic`` on ``session``'s cluster, asked again with a new reader while a broker
+    is down (its partitions' leadership moving); it fails when it makes no progress for 30 s (or 3 times
+    the session's timeout), however long it takes in all."""
+    stall = max(30.0, 3 * session.timeout)
+    deadline = time.monotonic() + stall
+    while True:
+        consumer = session.consumer(isolation_level="read_uncommitted")
+        try:
+            with translate_errors(session.cluster, f"read {topic}"):
+                return read_latest(consumer, topic, wanted, stall=stall, producers=producers)
+        except KmcError as exc:
+            if not is_transient(exc.__cause__) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+        finally:
+            consumer.close()
+
+
 def read_latest(consumer: KafkaConsumer, topic: str, wanted: Callable[[bytes], bool],
-                stall: float = DEFAULT_STALL) -> dict[bytes, bytes]:
+                stall: float = DEFAULT_STALL, producers: dict[bytes, int] | None = None) -> dict[bytes, bytes]:
     """The latest committed value of every key of ``topic`` that ``wanted`` accepts (tombstones remove
     keys), read to the high watermarks seen at the start. ``consumer`` must be fresh, read uncommitted,
-    and is used up. Raises KafkaTimeoutError when ``stall`` seconds pass without progress."""
+    and is used up. Raises KafkaTimeoutError when ``stall`` seconds pass without progress. ``producers``,
+    when given, receives the producer id (-1: none) of the batch each returned value came in."""
     if consumer.config["isolation_level"] != "read_uncommitted":
         raise ValueError("read_latest needs a read_uncommitted consumer")
     consumer._fetcher.PartitionRecords = _LogPartitionRecords  # noqa: SLF001 - see the module docstring
@@ -93,14 +117,14 @@ def read_latest(consumer: KafkaConsumer, topic: str, wanted: Callable[[bytes], b
     consumer.assign(tps)
     ends = consumer.end_offsets(tps)
     consumer.seek_to_beginning(*tps)
-    latest: dict[bytes, tuple[int, bytes | None]] = {}
+    latest: dict[bytes, tuple[int, bytes | None, int]] = {}
     # per partition and producer id: the values of its open transaction, kept until its marker
     open_transactions: dict[tuple[TopicPartition, int], list[tuple[int, bytes, bytes | None]]] = {}
 
-    def keep(offset: int, key: bytes, value: bytes | None) -> None:
+    def keep(offset: int, key: bytes, value: bytes | None, producer_id: int) -> None:
         current = latest.get(key)
         if current is None or offset > current[0]:
-            latest[key] = (offset, value)
+            latest[key] = (offset, value, producer_id)
 
     remaining = {tp for tp in tps if ends[tp] > 0}
     positions = {tp: -1 for tp in remaining}
@@ -112,7 +136,7 @@ def read_latest(consumer: KafkaConsumer, topic: str, wanted: Callable[[bytes], b
                     values = open_transactions.pop((tp, item.producer_id), ())
                     if item.control == "commit":
                         for offset, key, value in values:
-                            keep(offset, key, value)
+                            keep(offset, key, value, item.producer_id)
                     continue
                 for offset, key, value in item.records:
                     if offset >= ends[tp] or key is None or not wanted(key):
@@ -120,7 +144,7 @@ def read_latest(consumer: KafkaConsumer, topic: str, wanted: Callable[[bytes], b
                     if item.transactional:
                         open_transactions.setdefault((tp, item.producer_id), []).append((offset, key, value))
                     else:
-                        keep(offset, key, value)
+                        keep(offset, key, value, item.producer_id)
         now = time.monotonic()
         for tp in list(remaining):
             position = consumer.position(tp)
@@ -134,5 +158,7 @@ def read_latest(consumer: KafkaConsumer, topic: str, wanted: Callable[[bytes], b
                                for tp in sorted(remaining))
             raise kafka_errors.KafkaTimeoutError(f"no progress for {stall:g}s reading {behind}")
     # whatever is still in open_transactions was not committed when the read started: it does not count
-    return {key: value for key, (_, value) in latest.items() if value is not None}
+    if producers is not None:
+        producers.update({key: producer_id for key, (_, value, producer_id) in latest.items() if value is not None})
+    return {key: value for key, (_, value, _) in latest.items() if value is not None}
 

@@ -63,6 +63,9 @@ class MirrorSpec:
     shard: tuple[int, int] | None = None
     # records and their checkpoints in one target transaction per checkpoint interval (--exactly-once)
     exactly_once: bool = False
+    # every record stamped with kmc-origin (merge mode: consumers of a merged topic tell sources apart by
+    # it); otherwise batches of the source's own producers are forwarded whole, unstamped
+    stamp_records: bool = False
 
     def __post_init__(self) -> None:
         # as typed on a command line: any case, "none" for uncompressed
