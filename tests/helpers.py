@@ -63,7 +63,7 @@ RESULT_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_
                "topics"}
 RESULT_TOPIC_KEYS = {"source_topic", "target_topic", "partitions", "records", "bytes", "skipped", "redelivered",
                      "lag", "gaps"}
-PLAN_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_id", "checkpoint_topic", "topics",
+PLAN_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_id", "checkpoint_topic", "copy", "topics",
              "warnings"}
 PLAN_TOPIC_KEYS = {"source_topic", "target_topic", "partitions", "target_partitions", "replication_factor",
                    "configs", "config_drift", "actions"}

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.producer.producer_batch import FinalState
 
 from kmc.mirror import producer_hooks
-from kmc.mirror.batchpath import RawBatch, fetch_batches
+from kmc.mirror.fetch import RawBatch, fetch_batches
 from kmc.mirror.logreader import read_latest
 from tests.helpers import bootstrap, create_topic, read_all, wait_for
 

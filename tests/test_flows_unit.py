@@ -242,7 +242,7 @@ def test_flow_check_lists_every_error_then_exits_3(tmp_path: Path) -> None:
         f"kmc: error: 2 error(s) in the flows of {path}",
     ]
     document = kmc("flow", "check", "--offline", "--config", path, "-o", "json", expect=3).json()
-    assert set(document) == {"ok", "flows", "errors", "warnings", "live_clusters"}
+    assert set(document) == {"ok", "flows", "errors", "warnings", "live_clusters", "copy_modes"}
     assert document["ok"] is False and document["flows"] == ["a", "b"]
     assert set(document["errors"][0]) == {"flows", "key", "message", "line"}
     assert document["errors"][1]["flows"] == ["a", "b"] and document["errors"][1]["key"] == "topics"

@@ -94,6 +94,7 @@ def _render_plan(app_ctx: context.AppContext, plan: Plan) -> None:
         return
     for warning in plan.warnings:
         app_ctx.messages.warn(warning)
+    app_ctx.messages.info(f"copy mode: {plan.copy[0]}: {plan.copy[1]}")
     count = len(plan.topics)
     app_ctx.messages.info(f"dry run: nothing changed ({count} topic{'' if count == 1 else 's'} planned)")
 
@@ -118,6 +119,8 @@ def _render_plans(app_ctx: context.AppContext, report: runner.RunReport) -> None
     for outcome in report.outcomes:
         for warning in outcome.plan.warnings if outcome.plan is not None else ():
             app_ctx.messages.warn(f"{outcome.job.label}: {warning}")
+        if outcome.plan is not None:
+            app_ctx.messages.info(f"{outcome.job.label}: copy mode {outcome.plan.copy[0]}: {outcome.plan.copy[1]}")
     app_ctx.messages.info(f"dry run: nothing changed ({sum(len(plan.topics) for plan in report.plans)} topics "
                           f"planned)")
 

@@ -84,6 +84,8 @@ def check(
         app_ctx.messages.error(error.line())
     if report.errors:
         raise ConfigError(f"{len(report.errors)} error(s) in the flows of {config.path}", hint="")
+    for name, (mode, why) in report.copy_modes.items():
+        app_ctx.messages.info(f"flow {name}: copy mode {mode}: {why}")
     live = f"; topics listed from {', '.join(report.live)}" if report.live else ""
     app_ctx.messages.info(f"{len(report.flows)} flow(s) checked, no errors{live}")
 

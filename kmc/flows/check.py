@@ -5,6 +5,7 @@ and cycles of renames that create topics without end. Library code: no printing.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,10 +14,11 @@ from typing import Any
 
 from kmc.client import DEFAULT_TIMEOUT, gather_clusters
 from kmc.errors import ConfigError, UnknownClusterError, UsageError
-from kmc.flows.jobs import MERGE_RENAME, check_source_name, unsupported_settings
+from kmc.flows.jobs import MERGE_RENAME, check_source_name, flow_spec, unsupported_settings
 from kmc.flows.patterns import pattern_strings
 from kmc.metadata import compile_patterns, describe_topics, is_internal, is_valid_topic_name, matches, render_topic_name
 from kmc.mirror.jobs import cluster_key, is_merge
+from kmc.mirror.plan import copy_mode
 from kmc.mirror.preflight import merge_conflicts
 from kmc.profiles import Cluster, Config, Flow, resolve_cluster
 
@@ -44,11 +46,13 @@ class FlowCheck:
     errors: list[FlowProblem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     live: list[str] = field(default_factory=list)  # clusters whose real topic lists were used
+    copy_modes: dict[str, tuple[str, str]] = field(default_factory=dict)  # flow -> copy_mode(): (mode, why)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``kmc flow check -o json`` document (keys in docs/flows.md)."""
         return {"ok": not self.errors, "flows": list(self.flows), "errors": [error.to_dict() for error in self.errors],
-                "warnings": list(self.warnings), "live_clusters": list(self.live)}
+                "warnings": list(self.warnings), "live_clusters": list(self.live),
+                "copy_modes": {name: {"mode": mode, "why": why} for name, (mode, why) in self.copy_modes.items()}}
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ def check_flows(config: Config, *, live: bool = True, timeout: float = DEFAULT_T
         flow = config.flows[name]
         for key, reason in unsupported_settings(flow):
             report.errors.append(FlowProblem((name,), key, reason))
+        merged = len(flow.sources) > 1 and is_merge(flow.rename)
+        report.copy_modes[name] = copy_mode(dataclasses.replace(flow_spec(flow), stamp_records=merged))
         target = _lookup(config, flow, "to", flow.target, report)
         sources = [(source_name, _lookup(config, flow, "from", source_name, report)) for source_name in flow.sources]
         if target is None:

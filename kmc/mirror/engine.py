@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import threading
 import time
 from collections import deque
@@ -59,7 +58,7 @@ from kmc.mirror.checkpoints import (
 from kmc.mirror.copypath import ORIGIN_HEADER, KeyedCopyPath, RecordCopyPath
 from kmc.mirror.fetch import fetch_batches
 from kmc.mirror.lock import hold_lock, lock_identity
-from kmc.mirror.plan import MirrorSpec, TopicPlan, apply_plan, parse_start, plan_mirror
+from kmc.mirror.plan import KEEP_CODEC, MirrorSpec, TopicPlan, apply_plan, copy_mode, parse_start, plan_mirror
 from kmc.mirror.provenance import PROVENANCE_TOPIC, ProvenanceMap, announce, ensure_provenance_topic
 from kmc.profiles import Cluster
 
@@ -75,27 +74,8 @@ SEND_CHUNK = 16
 REAP_INTERVAL = 0.05  # seconds between looks at which sends are acknowledged
 POLL_TIMEOUT_MS = 200  # the longest a stop request waits for the loop to notice it
 MiB = 1024 * 1024
-# KMC_COPY_PATH: "batches" (the default: whole batches where possible, the byte walk elsewhere), "walk" (the
-# byte walk for every batch) or "records" (decoded records only): for comparisons and as an escape hatch;
-# see docs/mirror.md.
-COPY_PATHS = ("batches", "walk", "records")
-KEEP_CODEC = "keep"  # MirrorSpec.compression: each batch keeps its source codec (the default)
 
 GAP_KINDS = ("expired", "source-recreated", "source-truncated", "target-recreated", "target-truncated")
-
-
-def _copy_path(spec: MirrorSpec) -> str:
-    """How this mirror copies (kmc/mirror/batchpath.py, copypath.py): "whole" (whole batches where it can,
-    the byte walk elsewhere), "walk" or "records". Records re-partitioned by key are always read one by one;
-    batches stay whole only with --compression keep and unstamped records (not merge mode)."""
-    chosen = os.environ.get("KMC_COPY_PATH", "batches").strip().lower() or "batches"
-    if chosen not in COPY_PATHS:
-        raise UsageError(f"KMC_COPY_PATH={chosen!r}: expected one of {', '.join(COPY_PATHS)}")
-    if chosen == "records" or spec.partitioner == "key":
-        return "records"
-    if chosen == "walk" or spec.compression != KEEP_CODEC or spec.stamp_records:
-        return "walk"
-    return "whole"
 
 
 ProgressCallback = Callable[["MirrorProgress"], None]
@@ -407,7 +387,7 @@ def run_mirror(
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     spec.validate()
-    _copy_path(spec)  # a bad KMC_COPY_PATH is a usage error before any connection
+    copy_mode(spec)  # a bad KMC_COPY_PATH is a usage error before any connection
     stop_event = stop_event or threading.Event()
     with KafkaSession(source_cluster, timeout) as source, KafkaSession(target_cluster, timeout) as target:
         identity = mirror_identity(source.cluster_id(), target.cluster_id(), spec)
@@ -426,7 +406,7 @@ class _Engine:
         self.target = target
         self.spec = spec
         self.identity = identity
-        self.copy_path = _copy_path(spec)
+        self.copy_path = copy_mode(spec)[0]
         self.once = mode == "once"
         self.mode = mode
         self.stop_event = stop_event

@@ -5,6 +5,7 @@ must be created, which partitions added, which configs drift. :func:`plan_mirror
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -98,6 +99,33 @@ class MirrorSpec:
         parse_start(self.start)
 
 
+# KMC_COPY_PATH: "batches" (the default: whole batches where possible, the byte walk elsewhere), "walk" (the
+# byte walk for every batch) or "records" (decoded records only): for comparisons and as an escape hatch;
+# see docs/mirror.md.
+COPY_PATHS = ("batches", "walk", "records")
+KEEP_CODEC = "keep"  # MirrorSpec.compression: each batch keeps its source codec (the default)
+
+
+def copy_mode(spec: MirrorSpec) -> tuple[str, str]:
+    """How a mirror copies, and why (kmc/mirror/batchpath.py, copypath.py): ``whole`` (the batches of the
+    source's own producers travel whole, still compressed; copies other mirrors wrote into the source are
+    walked and stamped with their origin), ``walk`` (every batch walked record by record as bytes) or
+    ``records`` (every record decoded and produced again)."""
+    chosen = os.environ.get("KMC_COPY_PATH", "batches").strip().lower() or "batches"
+    if chosen not in COPY_PATHS:
+        raise UsageError(f"KMC_COPY_PATH={chosen!r}: expected one of {', '.join(COPY_PATHS)}")
+    if spec.partitioner == "key":
+        return "records", "--partitioner key reads every record's key"
+    if chosen != "batches":
+        return ("records" if chosen == "records" else "walk"), f"KMC_COPY_PATH={chosen}"
+    if spec.stamp_records:
+        return "walk", "several sources merge into one topic: every record is stamped with its origin (kmc-origin)"
+    if spec.compression != KEEP_CODEC:
+        return "walk", f"--compression {spec.compression or 'none'} recompresses every batch"
+    return "whole", ("batches of the source's own producers travel whole; copies other mirrors wrote into the "
+                     "source are walked and stamped with their origin")
+
+
 def parse_start(value: str | int) -> str | int:
     """``earliest``, ``latest``, epoch milliseconds, or an ISO-8601 time (UTC unless it says otherwise)."""
     if isinstance(value, int):
@@ -160,6 +188,7 @@ class Plan:
     sync_configs: bool
     warnings: tuple[str, ...] = ()
     checkpoint_topic_exists: bool = False
+    copy: tuple[str, str] = ("whole", "")  # copy_mode(spec): (mode, why)
 
     @property
     def max_message_bytes(self) -> int:
@@ -176,6 +205,7 @@ class Plan:
             "source_cluster_id": self.source_cluster_id,
             "target_cluster_id": self.target_cluster_id,
             "checkpoint_topic": {"name": CHECKPOINT_TOPIC, "exists": self.checkpoint_topic_exists},
+            "copy": {"mode": self.copy[0], "why": self.copy[1]},
             "topics": [topic.to_dict() for topic in self.topics],
             "warnings": list(self.warnings),
         }
@@ -257,6 +287,7 @@ def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) ->
         sync_configs=spec.sync_configs,
         warnings=tuple(warnings),
         checkpoint_topic_exists=checkpoint_exists,
+        copy=copy_mode(spec),
     )
 
 
