@@ -259,7 +259,9 @@ def test_flow_check_clean_exits_0(tmp_path: Path) -> None:
         to = "dr"
     """)
     result = kmc("flow", "check", "--offline", "--config", path)
-    assert result.stderr == "2 flow(s) checked, no errors\n"
+    whole = "copy mode whole: batches of the source's own producers travel whole; copies other mirrors wrote " \
+            "into the source are walked and stamped with their origin"
+    assert result.stderr == f"flow aggregate: {whole}\nflow fanout: {whole}\n2 flow(s) checked, no errors\n"
 
 
 def test_a_bad_regex_is_a_config_error_naming_the_flow_and_key(tmp_path: Path) -> None:
