@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,11 @@ TOOL_NAMES = {
     "mm2": "MirrorMaker 2",
     "kmc": "kmc mirror --once",
     "kmc-w2": "kmc mirror --once --workers 2",
+    "kmc-walk": "kmc mirror --once, every batch walked",
     "kmc-records": "kmc mirror --once, record path",
     "floor": "kafka-python loop",
 }
-MIRROR_TOOLS = ("mm2", "kmc", "kmc-w2", "kmc-records", "floor")
+MIRROR_TOOLS = ("mm2", "kmc", "kmc-w2", "kmc-walk", "kmc-records", "floor")
 MB = 1_000_000
 
 
@@ -163,11 +165,27 @@ _PRODUCER_SUMMARY = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d
 PRODUCER_PERF_PROPS = {"batch.size": "524288", "linger.ms": "10"}
 
 
-def producer_ceiling(bench: Bench, dataset: Dataset) -> Row:
+def best_of(runner: Callable[..., Row], times: int) -> Callable[..., Row]:
+    """``runner`` ``times`` times, keeping the fastest run (the perf tools vary by a third from run to run on
+    a 2-core machine); every run's rate is kept in the row's detail."""
+
+    def run(bench: Bench, dataset: Dataset) -> Row:
+        rows = [runner(bench, dataset, attempt=attempt) for attempt in range(times)]
+        done = [row for row in rows if row.status == "ok"]
+        if not done:
+            return rows[-1]
+        best = max(done, key=lambda row: row.records_per_s or 0)
+        best.detail["runs_records_per_s"] = [round(row.records_per_s or 0) for row in done]
+        return best
+
+    return run
+
+
+def producer_ceiling(bench: Bench, dataset: Dataset, attempt: int = 0) -> Row:
     """ProducerPerformance into a fresh 12-partition topic on the target cluster, records of the dataset's
     size (value + key + header bytes, as one value: the tool cannot make keys or headers), same codec."""
     row = Row("ceiling", dataset.name, "producer-perf")
-    topic = f"ceiling-{dataset.topic}"
+    topic = f"ceiling-{dataset.topic}-{attempt}"
     workload.create_topic(bench.target, topic, dataset.compression)
     props = {**PRODUCER_PERF_PROPS, "compression.type": dataset.compression}
     cmd = bench.java(
@@ -191,7 +209,7 @@ def producer_ceiling(bench: Bench, dataset: Dataset) -> Row:
     return row
 
 
-def consumer_ceiling(bench: Bench, dataset: Dataset) -> Row:
+def consumer_ceiling(bench: Bench, dataset: Dataset, attempt: int = 0) -> Row:  # noqa: ARG001 - best_of's
     """ConsumerPerformance reading the dataset itself (keys, headers, codec) from the source cluster."""
     row = Row("ceiling", dataset.name, "consumer-perf")
     cmd = bench.java(
@@ -319,12 +337,14 @@ def kmc_executable() -> str:
 
 def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", workers: int = 1,
                copy_path: str = "batches") -> Row:
-    """``kmc mirror SRC DST --topics T --rename {topic}.kmc --once --compression C -q -o json``: start to exit.
+    """``kmc mirror SRC DST --topics T --rename {topic}.kmc --once -q -o json``: start to exit.
 
-    ``--compression`` follows the dataset (kmc's default is lz4 whatever the source), as MM2's producer is
-    set to, so every tool sends the target what the source's producer sent. With ``workers`` > 1 the
-    partitions are sharded over that many processes (MM2 runs tasks.max tasks), into its own topic and flow.
-    ``copy_path="records"`` runs it with KMC_COPY_PATH=records (decoded records instead of the byte path).
+    kmc's default ``--compression keep`` sends each batch with the codec its source batch has, as MM2's
+    producer is set to the dataset's codec, so every tool sends the target what the source's producer sent.
+    With ``workers`` > 1 the partitions are sharded over that many processes (MM2 runs tasks.max tasks),
+    into its own topic and flow. ``copy_path="walk"`` runs it with KMC_COPY_PATH=walk (every batch walked
+    record by record as bytes: the byte path before batches travelled whole), ``"records"`` with
+    KMC_COPY_PATH=records (decoded records).
     """
     tool = "kmc" if workers == 1 else f"kmc-w{workers}"
     suffix = "kmc" if workers == 1 else f"kmc{workers}"
@@ -335,8 +355,7 @@ def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", work
     target_topic = f"{dataset.topic}.{suffix}"
     cmd = [
         kmc_executable(), "mirror", bench.source, bench.target,
-        "--topics", re.escape(dataset.topic), "--rename", f"{{topic}}.{suffix}", "--once",
-        "--compression", dataset.compression, "-q", "-o", "json",
+        "--topics", re.escape(dataset.topic), "--rename", f"{{topic}}.{suffix}", "--once", "-q", "-o", "json",
     ]  # fmt: skip
     if workers > 1 or copy_path != "batches":
         cmd += ["--flow", f"bench-{suffix}"]

@@ -18,7 +18,7 @@ PARTITIONS = 12
 KEY_FORMAT = b"key-%08d"  # 12 bytes
 HEADER_NAME = "bench-trace"  # one header per record: 11-byte name, 16-byte value
 VALUE_POOL = 1009  # distinct values, cycled (a prime, so partitions do not see the same few values)
-TOPIC_CONFIG = {"none": "uncompressed", "lz4": "lz4"}
+TOPIC_CONFIG = {"none": "uncompressed", "lz4": "lz4", "zstd": "zstd", "gzip": "gzip"}
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Dataset:
     topic: str
     records: int
     value_size: int
-    compression: str  # "none" | "lz4"
+    compression: str  # "none" | "lz4" | "zstd" | "gzip"
     zeros: bool = False  # values of zero bytes: compress ~250:1 (memory under compressible data)
 
     @property
@@ -44,14 +44,16 @@ class Dataset:
 
 
 def datasets(quick: bool) -> list[Dataset]:
-    """The throughput datasets: 100 B and 1 KB values, each uncompressed and lz4; and 10 KB values of
-    zeros, lz4 (a topic that is tiny compressed and large decompressed: peak memory is the figure)."""
+    """The throughput datasets: 100 B and 1 KB values, each uncompressed and lz4; 100 B values zstd- and
+    gzip-compressed (batches kmc forwards as they are); and 10 KB values of zeros, lz4 (a topic that is tiny
+    compressed and large decompressed: peak memory is the figure)."""
     sizes = [(100, 20_000), (1000, 5_000)] if quick else [(100, 2_000_000), (1000, 500_000)]
     return [
         *(Dataset(f"{'100B' if size == 100 else '1KB'}-{codec}", f"bench-{'100b' if size == 100 else '1kb'}-{codec}",
                   records, size, codec)
           for size, records in sizes
           for codec in ("none", "lz4")),
+        *(Dataset(f"100B-{codec}", f"bench-100b-{codec}", sizes[0][1], 100, codec) for codec in ("zstd", "gzip")),
         Dataset("10KB-zeros-lz4", "bench-10kb-zeros-lz4", 2_000 if quick else 30_000, 10_000, "lz4", zeros=True),
     ]  # fmt: skip
 
