@@ -742,7 +742,16 @@ class _Engine:
 
     def _offsets(self, session: KafkaSession, specs: dict[TopicPartition, Any],
                  isolation: str = "read_uncommitted") -> dict[TopicPartition, int]:
-        return list_offsets(session, specs, isolation)
+        """Offsets by spec; asked again while partitions have no leader that answers yet (topics just
+        created, a broker restarting), for up to 3 × --timeout (at least a minute), or until a stop."""
+        deadline = time.monotonic() + max(60.0, 3 * session.timeout)
+        while True:
+            try:
+                return list_offsets(session, specs, isolation)
+            except KmcError as exc:
+                if not is_transient(exc.__cause__) or time.monotonic() > deadline or self.stop_event.is_set():
+                    raise
+                self.stop_event.wait(1.0)
 
     # ------------------------------------------------------------------------------------ the loop
 
