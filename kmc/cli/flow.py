@@ -116,7 +116,8 @@ def run_flows(
         raise UsageError("give flow names or --all, not both")
     flows = _flows(app_ctx, names, every=every)
     jobs = [job for flow in flows for job in flow_jobs(app_ctx.config(), flow, **run.spec)]
-    _run.execute(app_ctx, jobs, run, title=f"flow {', '.join(flow.name for flow in flows)}", by_flow=True)
+    _run.execute(app_ctx, jobs, run, title=f"flow {', '.join(flow.name for flow in flows)}", by_flow=True,
+                 flows=flows)
 
 
 @app.command("status")

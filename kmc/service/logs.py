@@ -23,9 +23,10 @@ def json_line(level: str, message: str, **fields: Any) -> str:
     record: dict[str, Any] = dict.fromkeys(KEYS)
     record["time"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
     record["level"] = LEVELS.get(level, level)
-    record["event"] = getattr(message, "event", None) or "message"
-    record["topic"] = getattr(message, "topic", None)
-    record["partition"] = getattr(message, "partition", None)
+    said = getattr(message, "__dict__", {})  # a Notice's event, topic and partition (a plain str has none)
+    record["event"] = said.get("event") or "message"
+    record["topic"] = said.get("topic")
+    record["partition"] = said.get("partition")
     record.update({key: value for key, value in fields.items() if value is not None or key not in record})
     record["message"] = str(message)
     return json.dumps(record, default=str)

@@ -19,6 +19,7 @@ from kmc.errors import UsageError
 from kmc.mirror.engine import MirrorProgress
 from kmc.mirror.jobs import MirrorJob
 from kmc.mirror.telemetry import RUNNER_EVENTS
+from kmc.profiles import parse_listen_address
 from kmc.service.state import Health, ServiceState
 
 DEFAULT_STALL_TIMEOUT = 300.0
@@ -40,9 +41,7 @@ class ServiceOptions:
         if self.stall_timeout <= 0:
             raise UsageError(f"the stall timeout must be positive, not {self.stall_timeout:g}")
         if self.metrics_addr is not None:
-            from kmc.service.server import parse_address
-
-            parse_address(self.metrics_addr)
+            parse_listen_address(self.metrics_addr, "--metrics-addr")
 
 
 class Service:

@@ -14,18 +14,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from kmc.errors import UsageError
+from kmc.profiles import parse_listen_address
 from kmc.service.state import Health
 
 Start = Callable[[str, list[tuple[str, str]]], Any]
-
-
-def parse_address(value: str, where: str = "--metrics-addr", error: type[Exception] = UsageError) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9464`` for IPv6; an empty host listens on every interface) as (host, port)."""
-    host, colon, port = value.rpartition(":")
-    if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise error(f"{where} '{value}' is not HOST:PORT (e.g. 127.0.0.1:9464, or :9464 for every interface)")
-    host = host.strip("[]") if host.startswith("[") else host
-    return host or "0.0.0.0", int(port)  # noqa: S104 - listening everywhere is what an empty host asks for
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
@@ -46,7 +38,7 @@ class Endpoint:
     listened on (in use, not this host's)."""
 
     def __init__(self, address: str, registry: CollectorRegistry, health: Callable[[], Health]) -> None:
-        host, port = parse_address(address)
+        host, port = parse_listen_address(address, "--metrics-addr")
         metrics = make_wsgi_app(registry)
 
         def app(environ: dict[str, Any], start: Start) -> Iterable[bytes]:
