@@ -78,7 +78,8 @@ class RunOptions:
     @classmethod
     def collect(cls, once: bool, follow: bool, start: str, replication_factor: int | None, dry_run: bool,
                 refresh: float, checkpoint_interval: float, compression: str, delivery_timeout: float,
-                metrics_addr: str | None, metrics_partitions: bool, stall_timeout: float | None) -> RunOptions:
+                metrics_addr: str | None = None, metrics_partitions: bool = False,
+                stall_timeout: float | None = None) -> RunOptions:
         if once and follow:
             raise UsageError("give --once or --follow, not both")
         service_options = [name for name, value in (("--metrics-addr", metrics_addr), ("--metrics-partitions",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from kmc.cli import _options as options
-from kmc.cli import _run, context
+from kmc.cli import _run, _watch, context
 from kmc.errors import ConfigError, UsageError, combined_failure
 from kmc.flows import GRAPH_FORMATS, check_flows, flow_graph, flow_jobs, flow_status
 from kmc.output import Column, OutputFormat, columns
@@ -124,6 +124,10 @@ def run_flows(
 def status(
     ctx: typer.Context,
     names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows [default: all]."),
+    watch: bool = typer.Option(False, "--watch", help="Look again every --interval seconds, with records/s and a "
+                                                      "lag history, until Ctrl-C."),
+    interval: float = typer.Option(5.0, "--interval", min=0.5, metavar="SECONDS",
+                                   help="--watch: seconds between looks."),
 ) -> None:
     """How far each flow is behind, per source and topic, from its checkpoints in the target.
 
@@ -138,15 +142,23 @@ def status(
     JSON (-o json): one object per flow, source and topic: flow, source, target, source_topic,
     target_topic, partitions, checkpointed_partitions, records_behind, seconds_behind (null when the
     oldest uncopied record could not be read), oldest_uncopied_ms (its timestamp; null when caught up),
-    checkpoint_ms (the newest checkpoint's time; null when none), error (null, or why this source
-    could not be asked: then the other values are null).
+    checkpoint_ms (the newest checkpoint's time; null when none), gaps, position (the next offsets to copy,
+    summed), error (null, or why this source could not be asked: then the other values are null).
+
+    --watch redraws the table in place on a terminal, prints it again after a time line elsewhere, and with
+    -o json or ndjson writes each look as NDJSON rows with time, records_per_second and lag_history added;
+    Ctrl-C ends it (exit 0). A source that cannot be asked stays a row with its error.
     """
     app_ctx = context.get(ctx)
-    report = flow_status(app_ctx.config(), _flows(app_ctx, names), app_ctx.timeout)
-    rows = report.rows
-    if not app_ctx.render.machine:
-        rows = [dict(row, checkpointed=None if row["error"] else
-                     f"{row['checkpointed_partitions']}/{row['partitions']}") for row in rows]
+    flows = _flows(app_ctx, names)
+    if watch:
+        def look() -> list[dict]:
+            return _status_rows(app_ctx, flow_status(app_ctx.config(), flows, app_ctx.timeout).rows)
+
+        _watch.watch(app_ctx, look, STATUS_COLUMNS, interval, f"flow status {', '.join(f.name for f in flows)}")
+        return
+    report = flow_status(app_ctx.config(), flows, app_ctx.timeout)
+    rows = _status_rows(app_ctx, report.rows)
     app_ctx.render.rows(rows, STATUS_COLUMNS)
     for row in rows:
         if row["error"] is not None:
@@ -154,6 +166,14 @@ def status(
     failure = combined_failure(report.errors, report.sources - len(report.errors))
     if failure is not None:
         raise failure
+
+
+def _status_rows(app_ctx: context.AppContext, rows: list[dict]) -> list[dict]:
+    """For a table: the checkpointed partitions as "3/4"."""
+    if app_ctx.render.machine:
+        return rows
+    return [dict(row, checkpointed=None if row["error"] else f"{row['checkpointed_partitions']}/{row['partitions']}")
+            for row in rows]
 
 
 @app.command("graph")
