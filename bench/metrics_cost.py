@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -63,10 +64,13 @@ def fill(bootstrap: str, topic: str, partitions: int, records: int) -> None:
     producer.flush(120)
 
 
-def end_total(admin: AdminClient, topic: str, partitions: int) -> int:
+def end_total(bootstrap: str, topic: str, partitions: int) -> int:
+    """The target topic's end offsets, summed (0 while it does not exist). A fresh admin client each time:
+    one that asked before the topic existed keeps answering that it does not."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     specs = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)}
     try:
-        answers = admin.list_offsets(specs)
+        answers = admin.list_offsets(specs, request_timeout=30)
         return sum(future.result(30).offset for future in answers.values())
     except Exception:  # noqa: BLE001 - the target topic may not exist yet
         return 0
@@ -81,7 +85,7 @@ def scrape(url: str, stop: threading.Event, counts: list[int]) -> None:
             pass
 
 
-def one_run(source: str, target: str, admin: AdminClient, topic: str, partitions: int, records: int, run: str,
+def one_run(source: str, target: str, topic: str, partitions: int, records: int, run: str,
             metrics: bool, per_partition: bool) -> tuple[float, int]:
     """Seconds until the target holds every record, and the size of the last scrape (0 without metrics)."""
     args = [sys.executable, "-m", "kmc", "mirror", source, target, "--topics", topic, "--rename",
@@ -96,10 +100,10 @@ def one_run(source: str, target: str, admin: AdminClient, topic: str, partitions
     if metrics:
         threading.Thread(target=scrape, args=(f"http://127.0.0.1:{port}/metrics", stop, scraped), daemon=True).start()
     try:
-        while end_total(admin, f"{topic}.{run}", partitions) < records:
+        while end_total(target, f"{topic}.{run}", partitions) < records:
             if process.poll() is not None:
                 raise SystemExit(f"kmc exited {process.returncode}: {process.stderr.read()}")
-            time.sleep(0.2)
+            time.sleep(0.5)
         return time.perf_counter() - started, scraped[-1] if scraped else 0
     finally:
         stop.set()
@@ -118,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", default="12,1000")
     args = parser.parse_args(argv)
     counts = [int(value) for value in args.partitions.split(",")]
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # the sandboxes stop on every exit
     try:
         clusters = sandbox.up(NAMES, timeout=180)
         source, target = (cluster.bootstrap[0] for cluster in clusters)
-        admin = AdminClient({"bootstrap.servers": target})
         rows = []
         for partitions in counts:
             topic = f"mc-{partitions}"
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             for index in range(args.runs):
                 for metrics in (False, True):
                     run = f"r{index}{'m' if metrics else 'p'}"
-                    seconds, size = one_run(source, target, admin, topic, partitions, args.records, run, metrics,
+                    seconds, size = one_run(source, target, topic, partitions, args.records, run, metrics,
                                             per_partition)
                     times[metrics].append(seconds)
                     scrape_size = max(scrape_size, size)
