@@ -25,6 +25,11 @@ Assumptions, by name (the tests use the same names):
   fails with a client-side exception other than a dropped connection (a request timeout) ends in a generic
   ``KafkaError("Could not execute transactional request for unknown reasons: <error>")``, which kafka-python
   treats as fatal for that producer although the cause was transient.
+- ``client_sensors``: a KafkaConsumer or KafkaProducer keeps its ``kafka.metrics.Metrics`` in ``_metrics`` (None
+  with ``metrics_enabled=False``); ``Metrics.sensor(name)`` gets or creates a sensor, and a stat added to it
+  (``Sensor.add(metric_name, stat)``) has ``record(config, value, time_ms)`` called with every value recorded:
+  ``request-latency`` (every request's round trip, ms; created with a client's first connection) and the
+  consumer's ``fetch-latency`` (every fetch's round trip, ms).
 """
 
 from __future__ import annotations
@@ -54,6 +59,29 @@ def transient_transactional_failure(error: BaseException | None) -> bool:
     transient reason (``transactional_request_wrapper``): a new producer may succeed where this one gave up."""
     text = str(error) if isinstance(error, kafka_errors.KafkaError) else ""
     return _TRANSACTIONAL_WRAPPER in text and any(name in text for name in _TRANSIENT_CAUSES)
+
+
+class _Forward:
+    """A kafka-python stat that hands every value to a callback (and measures nothing itself)."""
+
+    def __init__(self, callback: Callable[[float], None]) -> None:
+        self._callback = callback
+
+    def record(self, config: Any, value: float, time_ms: float) -> None:  # noqa: ARG002 - a stat's signature
+        self._callback(value)
+
+    def measure(self, config: Any, now: float) -> float:  # noqa: ARG002
+        return 0.0
+
+
+def observe_sensor(client: Any, sensor: str, callback: Callable[[float], None]) -> bool:
+    """Call ``callback`` with every value ``client``'s sensor named ``sensor`` records (``client_sensors``),
+    from whichever thread records it. False when the client keeps no metrics."""
+    registry = getattr(client, "_metrics", None)
+    if registry is None:
+        return False
+    registry.sensor(sensor).add(registry.metric_name(f"kmc-{sensor}-{id(callback):x}", "kmc"), _Forward(callback))
+    return True
 
 
 def known_settings(client_class: type) -> frozenset[str]:

@@ -148,19 +148,28 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def configure_logging(root_level: int, kafka_level: int) -> None:
-    """Log records to stderr as ``kmc: LOGGER: message``, secrets masked (:class:`RedactSecrets`), with
-    kafka-python's loggers at ``kafka_level``: the command line does this once, and so does each child
-    process (kmc.worker) with its parent's levels (:func:`logging_levels`)."""
+_LOG_FORMAT = ["text"]  # as configure_logging was last told, for child processes (logging_levels)
+
+
+def configure_logging(root_level: int, kafka_level: int, log_format: str = "text") -> None:
+    """Log records to stderr as ``kmc: LOGGER: message`` (``log_format="json"``: one JSON object per line,
+    kmc.service.logs), secrets masked (:class:`RedactSecrets`), with kafka-python's loggers at
+    ``kafka_level``: the command line does this once, and so does each child process (kmc.worker) with its
+    parent's settings (:func:`logging_levels`)."""
     logging.basicConfig(level=root_level, format="kmc: %(name)s: %(message)s", stream=sys.stderr, force=True)
+    _LOG_FORMAT[0] = log_format
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactSecrets())
+        if log_format == "json":
+            from kmc.service.logs import JsonFormatter
+
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("kafka").setLevel(kafka_level)
 
 
-def logging_levels() -> tuple[int, int]:
-    """The levels :func:`configure_logging` was given (as this process runs now)."""
-    return logging.getLogger().getEffectiveLevel(), logging.getLogger("kafka").getEffectiveLevel()
+def logging_levels() -> tuple[int, int, str]:
+    """What :func:`configure_logging` was given (the levels as this process runs now)."""
+    return logging.getLogger().getEffectiveLevel(), logging.getLogger("kafka").getEffectiveLevel(), _LOG_FORMAT[0]
 
 
 def _connect(cluster: Cluster, client_class: Any, settings: dict[str, Any], action: str) -> Any:

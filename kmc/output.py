@@ -28,6 +28,13 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
+class LogFormat(str, Enum):
+    """How messages and logs look on stderr (--log-format)."""
+
+    text = "text"
+    json = "json"
+
+
 @dataclass(frozen=True)
 class Column:
     key: str
@@ -201,39 +208,47 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, A
 
 
 class Messages:
-    """Human messages on stderr: info (silenced by -q), warnings and errors (always)."""
+    """Human messages on stderr: info (silenced by -q), warnings and errors (always). With
+    ``log_format="json"`` each is one JSON object per line (kmc.service.logs.json_line), and ``fields``
+    (flow, source, target, event...) become its keys; as text they are left out."""
 
     def __init__(self, *, quiet: bool = False, verbose: int = 0, color: bool = False,
-                 err: IO[str] | None = None) -> None:
+                 err: IO[str] | None = None, log_format: str = "text") -> None:
         self.err = err if err is not None else sys.stderr
         self.quiet = quiet
         self.verbose = verbose
         self.color = color
+        self.structured = log_format == "json"
         self.console = Console(file=self.err, no_color=not color, highlight=False,
                                force_terminal=_isatty(self.err) or None, soft_wrap=True)
 
     @property
     def interactive(self) -> bool:
-        """Spinners and progress bars: only on a terminal, and not with -q."""
-        return not self.quiet and _isatty(self.err)
+        """Spinners and progress bars: only on a terminal, not with -q, not in JSON logs."""
+        return not self.quiet and not self.structured and _isatty(self.err)
 
-    def info(self, message: str) -> None:
+    def info(self, message: str, **fields: Any) -> None:
         if not self.quiet:
-            self._line(message, "")
+            self._line("info", message, "", fields)
 
-    def detail(self, message: str) -> None:
+    def detail(self, message: str, **fields: Any) -> None:
         if self.verbose and not self.quiet:
-            self._line(message, "dim")
+            self._line("debug", message, "dim", fields)
 
-    def warn(self, message: str) -> None:
-        self._line(f"kmc: warning: {message}", "yellow")
+    def warn(self, message: str, **fields: Any) -> None:
+        self._line("warn", message, "yellow", fields, "kmc: warning: ")
 
-    def error(self, message: str) -> None:
-        self._line(f"kmc: error: {message}", "red")
+    def error(self, message: str, **fields: Any) -> None:
+        self._line("error", message, "red", fields, "kmc: error: ")
 
-    def _line(self, message: str, style: str) -> None:
-        if self.color and style:
-            self.console.print(Text(message, style=style))
+    def _line(self, level: str, message: str, style: str, fields: Mapping[str, Any], prefix: str = "") -> None:
+        if self.structured:
+            from kmc.service.logs import json_line
+
+            self.err.write(json_line(level, message, **fields) + "\n")
+            self.err.flush()
+        elif self.color and style:
+            self.console.print(Text(prefix + message, style=style))
         else:
-            self.err.write(message + "\n")
+            self.err.write(prefix + message + "\n")
             self.err.flush()

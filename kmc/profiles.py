@@ -114,6 +114,16 @@ class Flow:
     sync_groups: tuple[str, ...] = ()
     exactly_once: bool = False
     partitioner: str = "same"  # "same": partition i -> i; "key": rehash by key (merge mode)
+    metrics_addr: str | None = None  # kmc flow run NAME --follow serves /metrics and /healthz here
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """The config's ``[service]`` table: defaults of the long-running commands (``--follow``)."""
+
+    metrics_addr: str | None = None  # HOST:PORT of /metrics and /healthz
+    metrics_partitions: bool = False  # a partition label on the per-partition metrics
+    stall_timeout: float | None = None  # seconds before /healthz says a checkpoint stalled (None: kmc's default)
 
 
 # How a mirror picks a record's target partition: "same" (source partition i -> target partition i) or "key"
@@ -137,6 +147,7 @@ class Config:
     unresolved: Mapping[str, ConfigError] = field(default_factory=lambda: MappingProxyType({}))
     # their tables as written (``${VAR}`` references not expanded), for ``profile show``
     unresolved_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    service: ServiceSettings = field(default_factory=ServiceSettings)
 
     def unresolved_view(self, name: str) -> dict[str, Any]:
         """An unresolved cluster as written in the file, secrets masked, with why it cannot be used now."""
@@ -236,7 +247,7 @@ def _with_sandboxes(config: Config) -> Config:
                 name=sandbox.name, bootstrap=tuple(sandbox.bootstrap), sandbox=True, source="sandbox"
             )
     return Config(config.path, config.exists, MappingProxyType(clusters), config.flows, config.unresolved,
-                  config.unresolved_tables)
+                  config.unresolved_tables, config.service)
 
 
 # --- interpolation -------------------------------------------------------------------------
@@ -284,8 +295,9 @@ CLUSTER_KEYS = {
 }
 FLOW_KEYS = {
     "from", "to", "topics", "exclude", "rename", "sync_configs", "sync_groups", "exactly_once",
-    "partitioner",
+    "partitioner", "metrics_addr",
 }
+SERVICE_KEYS = {"metrics_addr", "metrics_partitions", "stall_timeout"}
 # Keys kmc sets itself from the profile; setting them under [clusters.X.client] would be ambiguous.
 _MANAGED_CLIENT_KEYS = {
     "bootstrap_servers", "security_protocol", "sasl_mechanism", "sasl_plain_username",
@@ -316,10 +328,11 @@ def _is_reference(value: Any) -> bool:
 def build_config(
     data: Mapping[str, Any], path: Path, *, environ: Mapping[str, str], exists: bool = True
 ) -> Config:
-    unknown = set(data) - {"clusters", "flows"}
+    unknown = set(data) - {"clusters", "flows", "service"}
     if unknown:
         key = sorted(unknown)[0]
-        raise ConfigError(f"{path}: unknown top-level key '{key}' (expected [clusters.NAME] or [flows.NAME])")
+        raise ConfigError(f"{path}: unknown top-level key '{key}' (expected [clusters.NAME], [flows.NAME] or "
+                          "[service])")
     clusters_data = _table(data.get("clusters", {}), path, "clusters")
     flows_data = _table(data.get("flows", {}), path, "flows")
     clusters: dict[str, Cluster] = {}
@@ -335,8 +348,9 @@ def build_config(
         name: parse_flow(name, _table(body, path, f"flows.{name}"), path, environ)
         for name, body in flows_data.items()
     }
+    service = parse_service(_table(data.get("service", {}), path, "service"), path, environ)
     return Config(path, exists, MappingProxyType(clusters), MappingProxyType(flows), MappingProxyType(unresolved),
-                  MappingProxyType(tables))
+                  MappingProxyType(tables), service)
 
 
 def _table(value: Any, path: Path, key: str) -> dict[str, Any]:
@@ -368,6 +382,34 @@ def _bool(value: Any, path: Path, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{path}: '{key}' must be true or false")
     return value
+
+
+def parse_listen_address(value: str, where: str, error: type[KmcError] = UsageError) -> tuple[str, int]:
+    """``HOST:PORT`` to listen on (``[::1]:9464`` for IPv6; an empty host is every interface) as (host, port)."""
+    host, colon, port = value.rpartition(":")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not port.isdigit() or int(port) > 65535 or (":" in bare and bare == host):
+        raise error(f"{where} '{value}' is not HOST:PORT (e.g. 127.0.0.1:9464, :9464 for every interface, "
+                    "[::1]:9464)")
+    return bare or "0.0.0.0", int(port)  # noqa: S104 - an empty host asks for every interface
+
+
+def parse_service(body: dict[str, Any], path: Path, environ: Mapping[str, str]) -> ServiceSettings:
+    """The ``[service]`` table."""
+    unknown = set(body) - SERVICE_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: service: unknown key '{sorted(unknown)[0]}'",
+                          hint=f"known keys: {', '.join(sorted(SERVICE_KEYS))}")
+    body = _interpolate_tree(body, environ, f"{path}: service")
+    address = body.get("metrics_addr")
+    if address is not None:
+        parse_listen_address(_string(address, path, "service.metrics_addr"), f"{path}: service.metrics_addr",
+                             ConfigError)
+    stall = body.get("stall_timeout")
+    if stall is not None and (isinstance(stall, bool) or not isinstance(stall, (int, float)) or stall <= 0):
+        raise ConfigError(f"{path}: 'service.stall_timeout' must be a positive number of seconds")
+    return ServiceSettings(address, _bool(body.get("metrics_partitions", False), path, "service.metrics_partitions"),
+                           None if stall is None else float(stall))
 
 
 def parse_bootstrap(value: str | Iterable[str], where: str) -> tuple[str, ...]:
@@ -527,6 +569,10 @@ def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str
     partitioner = _string(body.get("partitioner", "same"), path, f"flows.{name}.partitioner")
     if partitioner not in PARTITIONERS:
         raise ConfigError(f"{where}.partitioner: '{partitioner}' is not 'same' or 'key'")
+    metrics_addr = body.get("metrics_addr")
+    if metrics_addr is not None:
+        parse_listen_address(_string(metrics_addr, path, f"flows.{name}.metrics_addr"), f"{where}.metrics_addr",
+                             ConfigError)
     return Flow(
         name=name,
         sources=sources,
@@ -538,6 +584,7 @@ def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str
         sync_groups=sync_groups,
         exactly_once=_bool(body.get("exactly_once", False), path, f"flows.{name}.exactly_once"),
         partitioner=partitioner,
+        metrics_addr=metrics_addr,
     )
 
 

@@ -137,12 +137,12 @@ def _drop_admin_clients() -> Iterator[None]:
 
 @pytest.fixture
 def followers(tmp_path: Path) -> Iterator[Callable[..., helpers.Follower]]:
-    """Start ``kmc mirror ... --follow`` child processes (tests.helpers.Follower); whatever happens, none
-    outlives the test."""
+    """Start ``kmc mirror ... --follow`` child processes (or ``command=("flow", "run")``: tests.helpers.Follower);
+    whatever happens, none outlives the test."""
     started: list[helpers.Follower] = []
 
-    def start(*args: str) -> helpers.Follower:
-        follower = helpers.Follower(tmp_path, *args)
+    def start(*args: str, command: tuple[str, ...] = ("mirror",)) -> helpers.Follower:
+        follower = helpers.Follower(tmp_path, *args, command=command)
         started.append(follower)
         return follower
 

@@ -297,14 +297,15 @@ def mirror_json(*args: str, expect: int = 0) -> dict:
 
 
 class Follower:
-    """``kmc mirror ... --follow`` as a child process, its output in files."""
+    """``kmc mirror ... --follow`` (or another ``command``: ``("flow", "run")``) as a child process, its output
+    in files."""
 
-    def __init__(self, tmp: Path, *args: str) -> None:
+    def __init__(self, tmp: Path, *args: str, command: tuple[str, ...] = ("mirror",)) -> None:
         self.name = f"follow-{uuid.uuid4().hex[:6]}"
         self.out = tmp / f"{self.name}.out"
         self.err = tmp / f"{self.name}.err"
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "kmc", "mirror", *args, "--follow"],
+            self.proc = subprocess.Popen([sys.executable, "-m", "kmc", *command, *args, "--follow"],
                                          stdout=out, stderr=err, stdin=subprocess.DEVNULL)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:

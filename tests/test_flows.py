@@ -29,7 +29,7 @@ from tests.helpers import (
 pytestmark = pytest.mark.kafka
 
 STATUS_KEYS = {"flow", "source", "target", "source_topic", "target_topic", "partitions", "checkpointed_partitions",
-               "records_behind", "seconds_behind", "oldest_uncopied_ms", "checkpoint_ms", "gaps", "error"}
+               "records_behind", "seconds_behind", "oldest_uncopied_ms", "checkpoint_ms", "gaps", "error", "position"}
 
 
 @pytest.fixture(scope="module")

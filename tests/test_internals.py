@@ -12,7 +12,7 @@ from typing import Any
 import kafka.errors as kafka_errors
 import pytest
 import typer
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.net.compat import KafkaNetClient
 from kafka.net.manager import KafkaConnectionManager
 from kafka.net.selector import NetworkSelector
@@ -21,7 +21,7 @@ from kmc import _kafka_internals as kafka_internals
 from kmc import _re_internals as sre
 from kmc.cli import _typer_internals as typer_internals
 from kmc.errors import UsageError
-from tests.helpers import bootstrap
+from tests.helpers import bootstrap, create_topic
 
 CLIENT_CLASSES = (KafkaAdminClient, KafkaConsumer, KafkaProducer)
 
@@ -93,6 +93,34 @@ def test_kafka_broker_version_data(src_cluster) -> None:  # noqa: ANN001
         assert version == min((4, 4), kafka_internals.NEWEST_KNOWN_BROKER_VERSION)
     finally:
         admin.close()
+
+
+@pytest.mark.kafka
+def test_kafka_client_sensors(src_cluster, topic_name) -> None:  # noqa: ANN001
+    """A producer's ``request-latency`` and a consumer's ``fetch-latency`` sensors hand every round trip (ms) to
+    a stat added through ``observe_sensor``, hooked before the first request or after."""
+    create_topic(src_cluster, topic_name)
+    requests: list[float] = []
+    fetches: list[float] = []
+    producer = KafkaProducer(bootstrap_servers=bootstrap(src_cluster))
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap(src_cluster), fetch_max_wait_ms=50)
+    try:
+        assert kafka_internals.observe_sensor(producer, "request-latency", requests.append)
+        assert kafka_internals.observe_sensor(consumer, "fetch-latency", fetches.append)
+        producer.send(topic_name, b"x").get(30)
+        consumer.assign([TopicPartition(topic_name, 0)])
+        consumer.seek(TopicPartition(topic_name, 0), 0)
+        assert sum(len(records) for records in consumer.poll(timeout_ms=10_000).values()) == 1
+        assert requests and all(0 <= value < 30_000 for value in requests)
+        assert fetches and all(0 <= value < 30_000 for value in fetches)
+    finally:
+        producer.close()
+        consumer.close()
+    unmeasured = KafkaProducer(bootstrap_servers=bootstrap(src_cluster), metrics_enabled=False)
+    try:
+        assert not kafka_internals.observe_sensor(unmeasured, "request-latency", requests.append)
+    finally:
+        unmeasured.close()
 
 
 # ------------------------------------------------------------------------------------ CPython's re parser

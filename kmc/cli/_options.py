@@ -47,6 +47,15 @@ EXACTLY_ONCE = typer.Option(False, "--exactly-once",
 DELIVERY_TIMEOUT = typer.Option(300.0, "--delivery-timeout", min=2.0, metavar="SECONDS",
                                 help="How long a batch is retried before kmc rewinds to the last acknowledged "
                                      "offsets and sends it again.")
+METRICS_ADDR = typer.Option(None, "--metrics-addr", metavar="HOST:PORT",
+                            help="--follow: serve Prometheus metrics on http://HOST:PORT/metrics and health on "
+                                 "/healthz [default: metrics_addr of the flow, else of [service] in the config].")
+METRICS_PARTITIONS = typer.Option(False, "--metrics-partitions",
+                                  help="A partition label on the per-partition metrics (5 series per partition; "
+                                       "per topic without it).")
+STALL_TIMEOUT = typer.Option(None, "--stall-timeout", min=1.0, metavar="SECONDS",
+                             help="/healthz answers 503 when a checkpoint stood still this long while records "
+                                  "waited [default: 300].")
 
 
 
@@ -61,16 +70,27 @@ class RunOptions:
     mode: str
     dry_run: bool
     spec: dict[str, Any]
+    # the service of a --follow run (kmc/service/): None where the config decides
+    metrics_addr: str | None = None
+    metrics_partitions: bool = False
+    stall_timeout: float | None = None
 
     @classmethod
     def collect(cls, once: bool, follow: bool, start: str, replication_factor: int | None, dry_run: bool,
-                refresh: float, checkpoint_interval: float, compression: str, delivery_timeout: float) -> RunOptions:
+                refresh: float, checkpoint_interval: float, compression: str, delivery_timeout: float,
+                metrics_addr: str | None = None, metrics_partitions: bool = False,
+                stall_timeout: float | None = None) -> RunOptions:
         if once and follow:
             raise UsageError("give --once or --follow, not both")
+        service_options = [name for name, value in (("--metrics-addr", metrics_addr), ("--metrics-partitions",
+                           metrics_partitions), ("--stall-timeout", stall_timeout)) if value]
+        if service_options and not follow:
+            raise UsageError(f"{service_options[0]} needs --follow", hint="metrics are served while kmc runs as a "
+                                                                          "service; a --once run reports on exit")
         return cls("follow" if follow else "once", dry_run,
                    {"start": start, "replication_factor": replication_factor, "refresh_interval": refresh,
                     "checkpoint_interval": checkpoint_interval, "compression": compression,
-                    "delivery_timeout": delivery_timeout})
+                    "delivery_timeout": delivery_timeout}, metrics_addr, metrics_partitions, stall_timeout)
 
 
 def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -87,6 +107,9 @@ RUN_PARAMETERS = (
     _option("checkpoint_interval", float, CHECKPOINT_INTERVAL),
     _option("compression", str, COMPRESSION),
     _option("delivery_timeout", float, DELIVERY_TIMEOUT),
+    _option("metrics_addr", str | None, METRICS_ADDR),
+    _option("metrics_partitions", bool, METRICS_PARTITIONS),
+    _option("stall_timeout", float | None, STALL_TIMEOUT),
 )
 
 

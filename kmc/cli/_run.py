@@ -13,10 +13,12 @@ from typing import Any
 
 from kmc.cli import context
 from kmc.cli._options import RunOptions
-from kmc.errors import Interrupted
+from kmc.errors import Interrupted, UsageError
 from kmc.mirror import MirrorProgress, MirrorResult, Plan, runner
 from kmc.mirror.jobs import MirrorJob
 from kmc.output import Column, OutputFormat, columns
+from kmc.profiles import Flow
+from kmc.service.runtime import DEFAULT_STALL_TIMEOUT, Service, ServiceOptions
 
 LOG_INTERVAL = 10.0  # seconds between progress lines when stderr is not a terminal
 
@@ -33,25 +35,32 @@ JOBS_PLAN_COLUMNS = columns("flow", "source", "source_topic", "target_topic", Co
 
 
 def execute(app_ctx: context.AppContext, jobs: Sequence[MirrorJob], options: RunOptions, *,
-            title: str | None = None, by_flow: bool = False) -> None:
+            title: str | None = None, by_flow: bool = False, flows: Sequence[Flow] = ()) -> None:
     """Run (or plan) ``jobs``, render the report, and raise what the exit status should say.
 
     Without ``title``, the one job is `kmc mirror`: its own JSON document (a mirror result or a plan), its
     error as it is, and a cluster that cannot be reached is exit 4 at once. With ``title`` (it names the
     run in the summary line) the jobs are `kmc aggregate` / `kmc flow run`: one document for all, a
     failure of some is exit 6, and with --follow a job whose cluster cannot be reached is tried again;
-    ``by_flow`` adds the flow and target columns.
+    ``by_flow`` adds the flow and target columns. A --follow run with a metrics address (the option, the
+    ``flows``' metrics_addr, or [service] in the config) serves /metrics and /healthz while it runs.
     """
     single = title is None
-    printer = notice_printer(app_ctx)
-
-    def notice(job: MirrorJob, level: str, text: str) -> None:
-        printer(level, text if single else f"{job.label}: {text}")
-
+    messages = app_ctx.messages
+    service_options = _service_options(app_ctx, options, flows)
     stop = threading.Event()
-    with stop_on_signals(stop) as received, progress_display(app_ctx, label_sources=not single) as progress:
+    with stop_on_signals(stop) as received, progress_display(app_ctx, label_sources=not single) as progress, \
+            _serving(app_ctx, jobs, service_options) as service:
+
+        def notice(job: MirrorJob, level: str, text: str) -> None:
+            shown = text if single or messages.structured else f"{job.label}: {text}"
+            (messages.warn if level == "warn" else messages.info)(shown, **job_fields(job))
+            if service is not None:
+                service.notice(job, level, text)
+
+        callbacks = [callback for callback in (progress, service and service.progress) if callback is not None]
         report = runner.run(jobs, mode=options.mode, dry_run=options.dry_run, stop_event=stop,
-                            progress_callback=progress, notice_callback=notice, timeout=app_ctx.timeout,
+                            progress_callback=_each(callbacks), notice_callback=notice, timeout=app_ctx.timeout,
                             retry=not single)
     failure = report.failure()
     if single:
@@ -74,6 +83,53 @@ def execute(app_ctx: context.AppContext, jobs: Sequence[MirrorJob], options: Run
         raise Interrupted("interrupted; progress up to the interruption is checkpointed")
     if failure is not None:
         raise failure
+
+
+def job_fields(job: MirrorJob) -> dict[str, str]:
+    """What a log line says about the mirror it is about (JSON logs)."""
+    return {"flow": job.flow, "source": job.source.name, "target": job.target.name}
+
+
+def _service_options(app_ctx: context.AppContext, options: RunOptions, flows: Sequence[Flow]) -> ServiceOptions | None:
+    """The service of a --follow run: the options given, else the flows' metrics_addr, else [service] of the
+    config; None without a metrics address (and for --once or a dry run)."""
+    if options.mode != "follow" or options.dry_run:
+        return None
+    settings = app_ctx.config().service
+    address = options.metrics_addr
+    if address is None:
+        named = sorted({flow.metrics_addr for flow in flows if flow.metrics_addr})
+        if len(named) > 1:
+            raise UsageError(f"the flows run here set different metrics_addr ({', '.join(named)})",
+                             hint="run them apart, or give one --metrics-addr")
+        address = named[0] if named else settings.metrics_addr
+    if address is None:
+        return None
+    return ServiceOptions(address, options.stall_timeout or settings.stall_timeout or DEFAULT_STALL_TIMEOUT,
+                          options.metrics_partitions or settings.metrics_partitions)
+
+
+@contextlib.contextmanager
+def _serving(app_ctx: context.AppContext, jobs: Sequence[MirrorJob],
+             options: ServiceOptions | None) -> Iterator[Service | None]:
+    if options is None:
+        yield None
+        return
+    with Service(jobs, options, app_ctx.timeout) as service:
+        app_ctx.messages.info(f"metrics on {service.url}/metrics, health on {service.url}/healthz",
+                              event="service-started")
+        yield service
+
+
+def _each(callbacks: list[Callable[[MirrorProgress], None]]) -> Callable[[MirrorProgress], None] | None:
+    if len(callbacks) < 2:
+        return callbacks[0] if callbacks else None
+
+    def call(event: MirrorProgress) -> None:
+        for callback in callbacks:
+            callback(event)
+
+    return call
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -108,7 +164,8 @@ def _render_result(app_ctx: context.AppContext, result: MirrorResult) -> None:
     rate = result.records / result.elapsed if result.elapsed > 0 else 0.0
     extra = f", {result.redelivered:,} redelivered" if result.redelivered else ""
     app_ctx.messages.info(f"mirror {result.source} -> {result.target}: {result.records:,} records "
-                          f"({megabytes:.1f} MB) in {result.elapsed:.1f}s ({rate:,.0f}/s){extra}")
+                          f"({megabytes:.1f} MB) in {result.elapsed:.1f}s ({rate:,.0f}/s){extra}", event="done",
+                          flow=result.flow, source=result.source, target=result.target, records=result.records)
 
 
 def _render_plans(app_ctx: context.AppContext, report: runner.RunReport) -> None:
@@ -161,19 +218,6 @@ def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def notice_printer(app_ctx: context.AppContext) -> Callable[[str, str], None]:
-    """A notice_callback for run_mirror: warnings always, information unless -q."""
-    messages = app_ctx.messages
-
-    def notice(level: str, text: str) -> None:
-        if level == "warn":
-            messages.warn(text)
-        else:
-            messages.info(text)
-
-    return notice
-
-
 @contextlib.contextmanager
 def progress_display(app_ctx: context.AppContext, label_sources: bool = False) -> Iterator[Any]:
     """A progress_callback for run_mirror: per-topic progress bars on a terminal, a line every LOG_INTERVAL
@@ -195,7 +239,9 @@ def progress_display(app_ctx: context.AppContext, label_sources: bool = False) -
             last[mirror_key] = now
             lag = "unknown" if event.lag is None else f"{event.lag:,}"
             messages.info(f"mirror {event.source} -> {event.target}: {event.records:,} records, "
-                          f"{event.rate:,.0f}/s, lag {lag}")
+                          f"{event.rate:,.0f}/s, lag {lag}", event="progress", flow=event.flow, source=event.source,
+                          target=event.target, records=event.records, records_per_second=round(event.rate, 1),
+                          lag=event.lag)
 
         yield log_line
         return

@@ -23,12 +23,13 @@ class AppContext:
     debug: bool = False
     color: bool = False
     timeout: float = DEFAULT_TIMEOUT
+    log_format: str = "text"
     _config: Config | None = field(default=None, repr=False)
     _cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
 
     def __post_init__(self) -> None:
         self.render = Renderer(self.output, color=self.color)
-        self.messages = Messages(quiet=self.quiet, verbose=self.verbose, color=self.color)
+        self.messages = Messages(quiet=self.quiet, verbose=self.verbose, color=self.color, log_format=self.log_format)
 
     def config(self) -> Config:
         if self._config is None:

@@ -1,17 +1,17 @@
-"""`kmc flow`: the named flows of the config file ([flows.NAME]): list, check, run, status."""
+"""`kmc flow`: the named flows of the config file ([flows.NAME]): list, check, run, status, graph."""
 
 from __future__ import annotations
 
 import typer
 
 from kmc.cli import _options as options
-from kmc.cli import _run, context
+from kmc.cli import _run, _watch, context
 from kmc.errors import ConfigError, UsageError, combined_failure
-from kmc.flows import check_flows, flow_jobs, flow_status
+from kmc.flows import GRAPH_FORMATS, check_flows, flow_graph, flow_jobs, flow_status
 from kmc.output import Column, OutputFormat, columns
 from kmc.profiles import Flow
 
-app = typer.Typer(help="Named flows from the config file: list, check, run, status.", no_args_is_help=True)
+app = typer.Typer(help="Named flows from the config file: list, check, run, status, graph.", no_args_is_help=True)
 
 LIST_KEYS = ("name", "from", "to", "topics", "exclude", "rename", "sync_configs", "sync_groups", "exactly_once",
              "partitioner")
@@ -116,13 +116,18 @@ def run_flows(
         raise UsageError("give flow names or --all, not both")
     flows = _flows(app_ctx, names, every=every)
     jobs = [job for flow in flows for job in flow_jobs(app_ctx.config(), flow, **run.spec)]
-    _run.execute(app_ctx, jobs, run, title=f"flow {', '.join(flow.name for flow in flows)}", by_flow=True)
+    _run.execute(app_ctx, jobs, run, title=f"flow {', '.join(flow.name for flow in flows)}", by_flow=True,
+                 flows=flows)
 
 
 @app.command("status")
 def status(
     ctx: typer.Context,
     names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows [default: all]."),
+    watch: bool = typer.Option(False, "--watch", help="Look again every --interval seconds, with records/s and a "
+                                                      "lag history, until Ctrl-C."),
+    interval: float = typer.Option(5.0, "--interval", min=0.5, metavar="SECONDS",
+                                   help="--watch: seconds between looks."),
 ) -> None:
     """How far each flow is behind, per source and topic, from its checkpoints in the target.
 
@@ -137,19 +142,71 @@ def status(
     JSON (-o json): one object per flow, source and topic: flow, source, target, source_topic,
     target_topic, partitions, checkpointed_partitions, records_behind, seconds_behind (null when the
     oldest uncopied record could not be read), oldest_uncopied_ms (its timestamp; null when caught up),
-    checkpoint_ms (the newest checkpoint's time; null when none), error (null, or why this source
-    could not be asked: then the other values are null).
+    checkpoint_ms (the newest checkpoint's time; null when none), gaps, position (the next offsets to copy,
+    summed), error (null, or why this source could not be asked: then the other values are null).
+
+    --watch redraws the table in place on a terminal, prints it again after a time line elsewhere, and with
+    -o json or ndjson writes each look as NDJSON rows with time, records_per_second and lag_history added;
+    Ctrl-C ends it (exit 0). A source that cannot be asked stays a row with its error.
     """
     app_ctx = context.get(ctx)
-    report = flow_status(app_ctx.config(), _flows(app_ctx, names), app_ctx.timeout)
-    rows = report.rows
-    if not app_ctx.render.machine:
-        rows = [dict(row, checkpointed=None if row["error"] else
-                     f"{row['checkpointed_partitions']}/{row['partitions']}") for row in rows]
+    flows = _flows(app_ctx, names)
+    if watch:
+        def look() -> list[dict]:
+            return _status_rows(app_ctx, flow_status(app_ctx.config(), flows, app_ctx.timeout).rows)
+
+        _watch.watch(app_ctx, look, STATUS_COLUMNS, interval, f"flow status {', '.join(f.name for f in flows)}")
+        return
+    report = flow_status(app_ctx.config(), flows, app_ctx.timeout)
+    rows = _status_rows(app_ctx, report.rows)
     app_ctx.render.rows(rows, STATUS_COLUMNS)
     for row in rows:
         if row["error"] is not None:
             app_ctx.messages.error(f"flow {row['flow']}: {row['source']} -> {row['target']}: {row['error']}")
     failure = combined_failure(report.errors, report.sources - len(report.errors))
+    if failure is not None:
+        raise failure
+
+
+def _status_rows(app_ctx: context.AppContext, rows: list[dict]) -> list[dict]:
+    """For a table: the checkpointed partitions as "3/4"."""
+    if app_ctx.render.machine:
+        return rows
+    return [dict(row, checkpointed=None if row["error"] else f"{row['checkpointed_partitions']}/{row['partitions']}")
+            for row in rows]
+
+
+@app.command("graph")
+def graph(
+    ctx: typer.Context,
+    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows [default: all]."),
+    fmt: str = typer.Option("text", "--format", metavar="text|mermaid|dot",
+                            help="text (a line per edge), mermaid (Markdown, GitHub) or dot (Graphviz)."),
+    with_status: bool = typer.Option(False, "--status", help="Label each edge with how far it is behind "
+                                                             "(asks the clusters, as kmc flow status does)."),
+) -> None:
+    """Draw the flows: clusters as nodes, an edge per flow and source labelled with the flow's name, topic
+    patterns, excludes and rename; with --status, records and seconds behind.
+
+    Render a Mermaid graph in Markdown (```mermaid) or a DOT one with `dot -Tsvg`. Reads only the config,
+    unless --status.
+
+    Exit status: 0, 2 unknown flow or format, 3 a bad config; with --status as kmc flow status (6 when some
+    sources could not be asked: their edges say "status unknown").
+
+    JSON (-o json): nodes[] (cluster names), edges[] {flow, source, target, topics[], exclude[], rename,
+    records_behind, seconds_behind, error}.
+    """
+    app_ctx = context.get(ctx)
+    if fmt not in GRAPH_FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(GRAPH_FORMATS)}, not '{fmt}'")
+    flows = _flows(app_ctx, names)
+    report = flow_status(app_ctx.config(), flows, app_ctx.timeout) if with_status else None
+    picture = flow_graph(flows, report.rows if report is not None else ())
+    if app_ctx.render.fmt is OutputFormat.json:
+        app_ctx.render.document(picture.to_dict())
+    else:
+        typer.echo(picture.draw(fmt), nl=False)
+    failure = combined_failure(report.errors, report.sources - len(report.errors)) if report is not None else None
     if failure is not None:
         raise failure

@@ -15,7 +15,7 @@ from kmc.cli import context
 from kmc.cli._typer_internals import ABORT_EXCEPTIONS, EXIT_EXCEPTIONS, NoArgsIsHelpError, UsageError
 from kmc.client import DEFAULT_TIMEOUT, configure_logging
 from kmc.errors import ExitCode, KmcError
-from kmc.output import OutputFormat, color_enabled
+from kmc.output import LogFormat, OutputFormat, color_enabled
 
 app = typer.Typer(
     name="kmc",
@@ -48,13 +48,17 @@ def root(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail on stderr (-vv for client logs)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and kafka-python's debug log."),
     no_color: bool = typer.Option(False, "--no-color", help="No colour (also NO_COLOR)."),
+    log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", case_sensitive=False,
+                                         help="Messages and logs on stderr: text, or json (one object per line: "
+                                              "time, level, flow, source, target, topic, partition, event, "
+                                              "message; for journald and log shippers)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """Cross-cluster Apache Kafka data operations.
 
     Global options may stand anywhere on the command line, e.g. `kmc topics dc1 -o json`.
     """
-    _configure_logging(verbose, debug)
+    _configure_logging(verbose, debug, log_format.value)
     ctx.obj = context.AppContext(
         config_path=config,
         output=output,
@@ -63,14 +67,16 @@ def root(
         debug=debug,
         color=color_enabled(no_color, sys.stdout),
         timeout=timeout,
+        log_format=log_format.value,
     )
     ctx.call_on_close(ctx.obj.close)
 
 
-def _configure_logging(verbose: int, debug: bool) -> None:
+def _configure_logging(verbose: int, debug: bool, log_format: str) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose >= 2 else logging.WARNING
     # kafka-python logs connection failures as errors; kmc reports them itself, once.
-    configure_logging(level, logging.DEBUG if debug else logging.INFO if verbose >= 2 else logging.CRITICAL)
+    configure_logging(level, logging.DEBUG if debug else logging.INFO if verbose >= 2 else logging.CRITICAL,
+                      log_format)
 
 
 def _register_commands() -> None:
@@ -93,7 +99,7 @@ _register_commands()
 _GLOBAL_OPTIONS = {
     "--config": True, "--output": True, "-o": True, "--timeout": True,
     "--quiet": False, "-q": False, "--verbose": False, "-v": False, "-vv": False,
-    "--debug": False, "--no-color": False,
+    "--debug": False, "--no-color": False, "--log-format": True,
 }
 
 
@@ -125,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run the command, turn every failure into one stderr line and an exit code."""
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
+    _ERROR_FORMAT[0] = _log_format(args)
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="kmc", standalone_mode=False)
@@ -174,8 +181,26 @@ def _discard_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+_ERROR_FORMAT = ["text"]  # the --log-format of this command line, for the last error line
+
+
+def _log_format(args: Sequence[str]) -> str:
+    """The value of --log-format on the (hoisted) command line, before click parsed it."""
+    for index, token in enumerate(args):
+        if token.startswith("--log-format="):
+            return token.partition("=")[2].lower()
+        if token == "--log-format" and index + 1 < len(args):
+            return args[index + 1].lower()
+    return "text"
+
+
 def _error_line(message: str) -> None:
-    sys.stderr.write(f"kmc: error: {' '.join(message.split())}\n")
+    if _ERROR_FORMAT[0] == "json":
+        from kmc.service.logs import json_line
+
+        sys.stderr.write(json_line("error", " ".join(message.split()), event="exit") + "\n")
+    else:
+        sys.stderr.write(f"kmc: error: {' '.join(message.split())}\n")
     sys.stderr.flush()
 
 

@@ -21,7 +21,7 @@ from kmc.mirror import CHECKPOINT_TOPIC, Checkpoint, CheckpointStore
 from kmc.profiles import Cluster, Config, Flow
 
 STATUS_KEYS = ("flow", "source", "target", "source_topic", "target_topic", "partitions", "checkpointed_partitions",
-               "records_behind", "seconds_behind", "oldest_uncopied_ms", "checkpoint_ms", "gaps", "error")
+               "records_behind", "seconds_behind", "oldest_uncopied_ms", "checkpoint_ms", "gaps", "position", "error")
 
 
 @dataclass
@@ -100,6 +100,8 @@ def _source_status(flow: Flow, source: Cluster, target: Cluster, timeout: float,
             "checkpoint_ms": max((checkpoint.updated_ms for checkpoint in found), default=None),
             # data gaps recorded in the checkpoints (the most recent ones per partition; docs/mirror.md)
             "gaps": sum(len(checkpoint.gaps) for checkpoint in found),
+            # the next offsets to copy, summed: what `--watch` turns into records/s between two looks
+            "position": sum(positions.get(tp, 0) for tp in parts),
             "error": None,
         })
     return rows

@@ -60,6 +60,7 @@ from kmc.mirror.fetch import fetch_batches
 from kmc.mirror.lock import hold_lock, lock_identity
 from kmc.mirror.plan import KEEP_CODEC, MirrorSpec, TopicPlan, apply_plan, copy_mode, parse_start, plan_mirror
 from kmc.mirror.provenance import PROVENANCE_TOPIC, ProvenanceMap, announce, ensure_provenance_topic
+from kmc.mirror.telemetry import EMPTY_LATENCY, ERROR_KINDS, LatencySnapshot, Notice, PartitionProgress, Telemetry
 from kmc.profiles import Cluster
 
 MODES = ("once", "follow")
@@ -234,6 +235,9 @@ class TopicProgress:
     rate: float  # records/s since the previous report
     lag: int | None  # records still to copy (once: to the end offsets seen at start; follow: to the end)
     total: int | None  # once: records to copy in this run (for a progress bar); follow: None
+    redelivered: int = 0
+    skipped: int = 0
+    gaps: int = 0
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,11 @@ class MirrorProgress:
     elapsed: float
     topics: tuple[TopicProgress, ...]
     shard: tuple[int, int] | None = None  # the reporting worker's MirrorSpec.shard (kmc mirror --workers)
+    # for the service layer (kmc/mirror/telemetry.py): each partition, errors by kind, latencies
+    partitions: tuple[PartitionProgress, ...] = ()
+    errors: tuple[tuple[str, int], ...] = ()
+    send_latency: LatencySnapshot = EMPTY_LATENCY
+    fetch_latency: LatencySnapshot = EMPTY_LATENCY
 
     @property
     def records(self) -> int:
@@ -286,7 +295,8 @@ class _Partition:
 
     __slots__ = ("source", "target", "stats", "start", "position", "end", "done", "pending", "acked",
                  "acked_target", "written", "committed", "committed_target", "txn_records", "txn_bytes",
-                 "source_topic_id", "target_topic_id", "gaps", "anchors", "anchor_due", "anchor_at")
+                 "source_topic_id", "target_topic_id", "gaps", "anchors", "anchor_due", "anchor_at", "records",
+                 "bytes")
 
     def __init__(self, source: TopicPartition, target: TopicPartition, stats: TopicResult, start: int,
                  end: int | None, acked_target: int, written: int | None, source_topic_id: str | None,
@@ -315,6 +325,7 @@ class _Partition:
         self.anchors: list[list[int]] = []
         self.anchor_due = True
         self.anchor_at = time.monotonic()
+        self.records = self.bytes = 0  # sent from this partition in this run (telemetry; resends count again)
 
     def checkpoint(self, now_ms: int) -> Checkpoint:
         return Checkpoint(self.acked, self.target.topic, self.acked_target, now_ms, self.source_topic_id,
@@ -422,19 +433,24 @@ class _Engine:
         self.started = time.monotonic()
         self._seen_warnings: set[str] = set()
         self._rates: dict[str, tuple[float, int]] = {}
+        self.telemetry = Telemetry()
 
     # ------------------------------------------------------------------------------------ set-up
 
-    def _warn(self, message: str) -> None:
+    def _warn(self, message: str, event: str = "warning") -> None:
+        """Say ``message`` once; ``event`` (one of ERROR_KINDS) is counted every time."""
+        if event in ERROR_KINDS:
+            self.telemetry.errors[event] += 1
         if message not in self._seen_warnings:
             self._seen_warnings.add(message)
             self.warnings.append(message)
-            self.notice("warn", message)
+            self.notice("warn", Notice(message, event))
 
     def _gap(self, gap: Gap) -> None:
         """Report a gap now (a warning) and keep it for the result and the partition's checkpoint."""
         self.gaps.append(gap)
-        self.notice("warn", gap.describe())
+        self.telemetry.errors["gap"] += 1
+        self.notice("warn", Notice(gap.describe(), "gap", gap.source_topic, gap.partition))
         stats = self.topics.get(gap.source_topic)
         if stats is not None:
             stats.gaps += 1
@@ -474,6 +490,7 @@ class _Engine:
             fetch_max_wait_ms=200,
         )
         fetch_batches(self.consumer, raw=self.copy_path != "records")
+        self.telemetry.watch_consumer(self.consumer)
         try:
             self._add_partitions(plan.topics, self.spec.start)
         except _SendFailed as failure:  # --exactly-once: the starting points did not commit
@@ -533,6 +550,7 @@ class _Engine:
             request_timeout_ms=min(30000, int(spec.delivery_timeout * 1000) // 2),
         )
         self.failed_batches = producer_hooks.FailedBatches(self.producer)
+        self.telemetry.watch_producer(self.producer)
         if spec.exactly_once:
             try:
                 with translate_errors(self.target.cluster, "start a transaction"):
@@ -784,7 +802,7 @@ class _Engine:
                 except KmcError as exc:
                     if not _retriable(exc.__cause__):
                         raise
-                    self._warn(f"{self.source.cluster.name}: fetch failed, retrying: {exc}")
+                    self._warn(f"{self.source.cluster.name}: fetch failed, retrying: {exc}", "fetch")
                     self.stop_event.wait(1.0)
                     continue
                 if moved is not None:
@@ -840,6 +858,8 @@ class _Engine:
         part.txn_records += sent
         part.txn_bytes += size
         part.pending.append((position, future, size, sent))
+        part.records += sent
+        part.bytes += size
         self.inflight_bytes += size
         self.inflight_records += sent
 
@@ -983,7 +1003,7 @@ class _Engine:
                        "they arrive with empty values")
         failures = self.store.take_failures()
         if failures:
-            self._warn(f"could not write {len(failures)} checkpoint(s) ({failures[0][1]}); retrying")
+            self._warn(f"could not write {len(failures)} checkpoint(s) ({failures[0][1]}); retrying", "checkpoint")
             for part in self.parts.values():
                 part.written = None
         now_ms = int(time.time() * 1000)
@@ -999,6 +1019,7 @@ class _Engine:
                 part.written = part.acked
         if changed or anchors:
             self.store.write(changed, anchors)
+            self.telemetry.wrote(changed)
         return len(changed) + len(parts or ())
 
     def _commit(self, force: bool = False, parts: dict[TopicPartition, _Partition] | None = None) -> None:
@@ -1051,9 +1072,23 @@ class _Engine:
             rate = (stats.records - before) / max(now - then, 1e-6)
             self._rates[name] = (now, stats.records)
             topics.append(TopicProgress(name, stats.target_topic, stats.records, stats.bytes, rate, lags.get(name),
-                                        totals.get(name) if self.once else None))
+                                        totals.get(name) if self.once else None, stats.redelivered, stats.skipped,
+                                        stats.gaps))
+        telemetry = self.telemetry
         self.progress(MirrorProgress(self.spec.flow, self.plan.source, self.plan.target, self.mode,
-                                     now - self.started, tuple(topics), self.spec.shard))
+                                     now - self.started, tuple(topics), self.spec.shard, self._partition_progress(),
+                                     telemetry.error_counts(), telemetry.send_latency.snapshot(),
+                                     telemetry.fetch_latency.snapshot()))
+
+    def _partition_progress(self) -> tuple[PartitionProgress, ...]:
+        checkpointed = self.telemetry.checkpointed
+        assigned = self.consumer.assignment()
+        return tuple(
+            PartitionProgress(tp.topic, tp.partition, part.position, part.acked,
+                              checkpointed.get((tp.topic, tp.partition), part.start),
+                              part.end if part.end is not None else
+                              self.consumer.highwater(tp) if tp in assigned else None, part.records, part.bytes)
+            for tp, part in self.parts.items())
 
     # ------------------------------------------------------------------------------------ follow
 
@@ -1066,7 +1101,8 @@ class _Engine:
         except KmcError as exc:
             if isinstance(exc, UsageError):
                 raise
-            self._warn(f"looking for new topics failed, trying again in {self.spec.refresh_interval:g}s: {exc}")
+            self._warn(f"looking for new topics failed, trying again in {self.spec.refresh_interval:g}s: {exc}",
+                       "refresh")
 
     def _refresh_now(self) -> None:
         plan = plan_mirror(self.source, self.target, self.spec)
@@ -1121,10 +1157,10 @@ class _Engine:
                 self.store.flush(timeout=10)
             raise self._send_error(failure)
         if target_lost:
-            self._warn(f"{self.target.cluster.name}: {failure.error}; checking what the target lost")
+            self._warn(f"{self.target.cluster.name}: {failure.error}; checking what the target lost", "target-lost")
         else:
             self._warn(f"{self.target.cluster.name}: sending failed ({_describe(failure.error)}); "
-                       "resending from the last acknowledged offsets")
+                       "resending from the last acknowledged offsets", "send")
         with contextlib.suppress(Exception):
             self.producer.close(timeout=5)
         self._reap(failures=False)
@@ -1186,7 +1222,7 @@ class _Engine:
             # next run (or its timeout)
             raise self._send_error(failure)
         self._warn(f"{self.target.cluster.name}: the transaction failed ({_describe(failure.error)}); aborting it "
-                   "and copying again from the last commit")
+                   "and copying again from the last commit", "transaction")
         with contextlib.suppress(Exception):
             self.producer.close(timeout=5)
         self._uncount_open_transaction()
@@ -1279,7 +1315,8 @@ class _Engine:
             except KmcError as exc:
                 if not isinstance(exc, UnreachableError) and not _retriable(exc.__cause__):
                     raise
-                self._warn(f"{self.target.cluster.name}: not reachable yet; retrying every 2 s ({exc})")
+                self._warn(f"{self.target.cluster.name}: not reachable yet; retrying every 2 s ({exc})",
+                           "target-unreachable")
                 self.stop_event.wait(2.0)
         return stopped
 
@@ -1292,7 +1329,7 @@ class _Engine:
                 self._commit()
             except _SendFailed as failure:
                 self._warn(f"the last transaction did not commit ({_describe(failure.error)}); the next run "
-                           "copies its records again")
+                           "copies its records again", "flush")
                 self._uncount_open_transaction()
             self._report(time.monotonic())
             return
@@ -1300,11 +1337,11 @@ class _Engine:
             self._drain()
         except (_SendFailed, _TargetLost) as failure:
             self._warn(f"some records were not acknowledged ({_describe(getattr(failure, 'error', failure))}); "
-                       "the next run copies them again")
+                       "the next run copies them again", "flush")
             self._reap(failures=False)
             self._forget_unacknowledged()
         except KmcError as exc:
-            self._warn(f"could not flush the last records ({exc}); the next run copies them again")
+            self._warn(f"could not flush the last records ({exc}); the next run copies them again", "flush")
             self._reap(failures=False)
             self._forget_unacknowledged()
         self._checkpoint()

@@ -35,6 +35,7 @@ from kmc.mirror.engine import MODES, MirrorProgress, MirrorResult, TopicProgress
 from kmc.mirror.jobs import MirrorJob, job_waves
 from kmc.mirror.plan import Plan, plan_mirror
 from kmc.mirror.preflight import NoticeCallback, preflight
+from kmc.mirror.telemetry import EMPTY_LATENCY, Notice
 from kmc.worker import Channel, Worker
 
 RETRY_FIRST = 5.0  # seconds before a job whose cluster could not be reached is tried again (retry=True)
@@ -249,7 +250,7 @@ class _Runner:
                 return
             if delay is None or self.mode != "follow" or not isinstance(outcome.error, UnreachableError):
                 return
-            notice("warn", f"{outcome.error.message}; trying again in {delay:g}s")
+            notice("warn", Notice(f"{outcome.error.message}; trying again in {delay:g}s", "source-unreachable"))
             if self.stop_event.wait(delay):
                 return
             delay = min(delay * 2, RETRY_MAX)
@@ -373,7 +374,15 @@ def merge_progress(events: Sequence[MirrorProgress]) -> MirrorProgress:
             topics[topic.source_topic] = TopicProgress(
                 topic.source_topic, topic.target_topic, seen.records + topic.records, seen.bytes + topic.bytes,
                 seen.rate + topic.rate, None if seen.lag is None or topic.lag is None else seen.lag + topic.lag,
-                None if seen.total is None or topic.total is None else seen.total + topic.total)
-    return dataclasses.replace(events[0], elapsed=max(event.elapsed for event in events),
-                               topics=tuple(topics.values()), shard=None)
+                None if seen.total is None or topic.total is None else seen.total + topic.total,
+                seen.redelivered + topic.redelivered, seen.skipped + topic.skipped, seen.gaps + topic.gaps)
+    errors: dict[str, int] = {}
+    for event in events:
+        for kind, count in event.errors:
+            errors[kind] = errors.get(kind, 0) + count
+    return dataclasses.replace(
+        events[0], elapsed=max(event.elapsed for event in events), topics=tuple(topics.values()), shard=None,
+        partitions=tuple(part for event in events for part in event.partitions), errors=tuple(sorted(errors.items())),
+        send_latency=sum((event.send_latency for event in events), EMPTY_LATENCY),
+        fetch_latency=sum((event.fetch_latency for event in events), EMPTY_LATENCY))
 
