@@ -498,6 +498,7 @@ def test_a_missing_acl_is_one_line_naming_it(config: Path, sasl_broker: SaslBrok
     assert line.startswith("kmc: error: limited: create kmc.checkpoints: not authorized (TopicAuthorizationFailed)")
 
     grant(sasl_broker, ResourceType.TOPIC, "kmc.checkpoints", AclOperation.ALL)
+    grant(sasl_broker, ResourceType.TOPIC, "kmc.provenance", AclOperation.ALL)
     grant(sasl_broker, ResourceType.TOPIC, topic, AclOperation.READ)
     assert kmc("mirror", "limited", "dst", "--topics", topic, "--once", "-o", "json").json()["records"] == 10
     line = denied(kmc("mirror", "limited", "limited", "--topics", topic, "--rename", "{topic}-copy", "--once",

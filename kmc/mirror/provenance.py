@@ -33,6 +33,7 @@ from typing import Any
 import kafka.errors as kafka_errors
 
 from kmc.client import KafkaSession, broker_error, translate_errors
+from kmc.errors import AuthorizationError
 from kmc.mirror.logreader import read_topic
 
 PROVENANCE_TOPIC = "kmc.provenance"
@@ -81,14 +82,22 @@ class ProvenanceMap:
         self.reads = 0
 
     def load(self) -> None:
-        """Read ``kmc.provenance`` (absent: no mirror writes to this cluster)."""
+        """Read ``kmc.provenance`` (absent: no mirror writes to this cluster). A cluster that does not let
+        kmc read it (no READ ACL) is warned about once and treated as having no mirror producers: batches
+        other mirrors wrote into it are then copied as its own (a loop through it is not caught by producer;
+        records stamped kmc-origin still are)."""
         self.reads += 1
         with translate_errors(self.session.cluster, f"list {PROVENANCE_TOPIC}"):
             self.exists = PROVENANCE_TOPIC in set(self.session.admin.list_topics())
         if not self.exists:
             return
         producers: dict[bytes, int] = {}
-        values = read_topic(self.session, PROVENANCE_TOPIC, lambda key: True, producers)
+        try:
+            values = read_topic(self.session, PROVENANCE_TOPIC, lambda key: True, producers)
+        except AuthorizationError as exc:
+            self.warn(f"{self.session.cluster.name}: cannot read {PROVENANCE_TOPIC} ({exc.message}); copies other "
+                      f"mirrors wrote into it count as its own data: grant READ on topic {PROVENANCE_TOPIC}")
+            return
         for key, value in values.items():
             try:
                 origin = str(json.loads(value)["source_cluster_id"])
