@@ -178,6 +178,11 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
                ("kmc-records", functools.partial(runners.kmc_mirror, copy_path="records")),
                ("floor", runners.floor_loop)]
     for dataset in sets:
+        if dataset.partitions != workload.PARTITIONS:  # the many-partitions row: MM2 and kmc only
+            for tool, runner in mirrors:
+                if tool in ("mm2", "kmc") and tool in args.tools:
+                    measure_one(tool, "throughput", dataset, runner)
+            continue
         if "ceiling" in args.tools:
             measure_one("producer-perf", "ceiling", dataset, runners.best_of(runners.producer_ceiling, ceiling_runs))
             measure_one("consumer-perf", "ceiling", dataset, runners.best_of(runners.consumer_ceiling, ceiling_runs))

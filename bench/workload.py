@@ -29,6 +29,7 @@ class Dataset:
     value_size: int
     compression: str  # "none" | "lz4" | "zstd" | "gzip"
     zeros: bool = False  # values of zero bytes: compress ~250:1 (memory under compressible data)
+    partitions: int = PARTITIONS  # the many-partitions dataset has 1,000
 
     @property
     def record_bytes(self) -> int:
@@ -40,7 +41,7 @@ class Dataset:
         return self.records * self.record_bytes
 
     def to_json(self) -> dict[str, object]:
-        return {**asdict(self), "partitions": PARTITIONS, "record_bytes": self.record_bytes, "bytes": self.total_bytes}
+        return {**asdict(self), "record_bytes": self.record_bytes, "bytes": self.total_bytes}
 
 
 def datasets(quick: bool) -> list[Dataset]:
@@ -55,6 +56,9 @@ def datasets(quick: bool) -> list[Dataset]:
           for codec in ("none", "lz4")),
         *(Dataset(f"100B-{codec}", f"bench-100b-{codec}", sizes[0][1], 100, codec) for codec in ("zstd", "gzip")),
         Dataset("10KB-zeros-lz4", "bench-10kb-zeros-lz4", 2_000 if quick else 30_000, 10_000, "lz4", zeros=True),
+        # many partitions: time to catch up on 1,000 partitions of 1,000 records (MM2 and kmc only)
+        Dataset("100B-1000p", "bench-100b-1000p", 10_000 if quick else 1_000_000, 100, "lz4",
+                partitions=100 if quick else 1000),
     ]  # fmt: skip
 
 
@@ -93,7 +97,7 @@ def generate(bootstrap: str, dataset: Dataset, seed: int = 7) -> float:
     """Create the dataset's topic and fill it; returns the seconds it took. Records go round-robin to the
     partitions, each with a key and one header; values are random capital letters, as Kafka's own
     ProducerPerformance makes them."""
-    create_topic(bootstrap, dataset.topic, dataset.compression)
+    create_topic(bootstrap, dataset.topic, dataset.compression, dataset.partitions)
     rng = random.Random(seed)
     pool = ([bytes(dataset.value_size)] if dataset.zeros else
             [bytes(rng.choices(range(65, 91), k=dataset.value_size)) for _ in range(VALUE_POOL)])
@@ -115,10 +119,11 @@ def generate(bootstrap: str, dataset: Dataset, seed: int = 7) -> float:
     started = time.monotonic()
     produce = producer.produce
     topic = dataset.topic
+    partitions = dataset.partitions
     for index in range(dataset.records):
         while True:
             try:
-                produce(topic, value=pool[index % len(pool)], key=KEY_FORMAT % index, partition=index % PARTITIONS,
+                produce(topic, value=pool[index % len(pool)], key=KEY_FORMAT % index, partition=index % partitions,
                         headers=[(HEADER_NAME, b"%016x" % index)], on_delivery=on_delivery)  # fmt: skip
                 break
             except BufferError:  # local queue full: let librdkafka send
