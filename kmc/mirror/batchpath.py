@@ -33,10 +33,12 @@ broker-restart and chaos test in the suite runs through it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import kafka.errors as kafka_errors
@@ -267,6 +269,20 @@ class _NoRebind:
 _NO_FUTURE = _NoRebind()
 
 
+@contextlib.contextmanager
+def _appending(accumulator: Any, tp: TopicPartition) -> Iterator[Any]:
+    """The partition's queue of producer batches, to append to as kafka-python's own ``append()`` does:
+    counted as an append in progress (``close()`` waits for those) and under the partition's lock."""
+    accumulator._appends_in_progress.increment()  # noqa: SLF001
+    try:
+        with accumulator._tp_lock(tp):  # noqa: SLF001
+            if accumulator._closed:  # noqa: SLF001
+                raise kafka_errors.IllegalStateError("RecordAccumulator is closed")
+            yield accumulator._batches[tp]  # noqa: SLF001
+    finally:
+        accumulator._appends_in_progress.decrement()  # noqa: SLF001
+
+
 class _WholeBatch:
     """Stands in kafka-python's ``MemoryRecordsBuilder`` in a ``ProducerBatch`` for one source batch sent as
     it was fetched. The sender sets the producer state when it drains the batch (``set_producer_state``)
@@ -394,23 +410,15 @@ class BatchCopyPath(RecordCopyPath):
 
     def _send_whole(self, tp: TopicPartition, item: RawBatch) -> tuple[Any, int, int, int]:
         """Queue ``item`` as a producer batch of its own, its bytes as fetched (:class:`_WholeBatch`)."""
-        accumulator = self._accumulator
         count = item.count
-        now = time.monotonic()
-        accumulator._appends_in_progress.increment()  # noqa: SLF001 - close() waits for appends in progress
-        try:
-            with accumulator._tp_lock(tp):  # noqa: SLF001
-                if accumulator._closed:  # noqa: SLF001
-                    raise kafka_errors.IllegalStateError("RecordAccumulator is closed")
-                batch = ProducerBatch(tp, _WholeBatch(item.raw, count), now=now)
-                future = FutureRecordMetadata(batch.produce_future, count - 1, item.max_timestamp, None, -1, -1, -1)
-                futures = batch._record_futures  # noqa: SLF001 - rebound by record index if the batch is split
-                futures.extend(itertools.repeat(_NO_FUTURE, count - 1))
-                futures.append(future)
-                accumulator._batches[tp].append(batch)  # noqa: SLF001
-                accumulator._incomplete.add(batch)  # noqa: SLF001
-        finally:
-            accumulator._appends_in_progress.decrement()  # noqa: SLF001
+        with _appending(self._accumulator, tp) as queue:
+            batch = ProducerBatch(tp, _WholeBatch(item.raw, count))
+            future = FutureRecordMetadata(batch.produce_future, count - 1, item.max_timestamp, None, -1, -1, -1)
+            futures = batch._record_futures  # noqa: SLF001 - rebound by record index if the batch is split
+            futures.extend(itertools.repeat(_NO_FUTURE, count - 1))
+            futures.append(future)
+            queue.append(batch)
+            self._accumulator._incomplete.add(batch)  # noqa: SLF001
         self.whole_batches += 1
         self._wakeup()
         return future, count, 0, item.size
@@ -427,60 +435,53 @@ class BatchCopyPath(RecordCopyPath):
         pos = 0
         new_batch = full = False
         now = time.monotonic()
-        accumulator._appends_in_progress.increment()  # noqa: SLF001 - close() waits for appends in progress
-        try:
-            with accumulator._tp_lock(tp):  # noqa: SLF001
-                if accumulator._closed:  # noqa: SLF001
-                    raise kafka_errors.IllegalStateError("RecordAccumulator is closed")
-                queue = accumulator._batches[tp]  # noqa: SLF001
-                while pos < len(body):
-                    batch = queue[-1] if queue else None
-                    builder = None
-                    if batch is not None and getattr(batch, "kmc_codec", None) == codec:
-                        records = batch.records
-                        builder = records._builder  # noqa: SLF001 - None once the batch is closed
-                        if builder is not None and len(builder._buffer) >= limit:  # noqa: SLF001
-                            builder = None
-                    if builder is None:
-                        records = MemoryRecordsBuilder(self._magic, codec, limit)
-                        batch = ProducerBatch(tp, records, now=now)
-                        batch.kmc_codec = codec  # a batch of this path: only this path appends to it
-                        builder = records._builder  # noqa: SLF001
-                        # Appends through accumulator.append() (the record path) must open their own batch:
-                        # this one's futures are only its last records'.
-                        builder._batch_size = 0  # noqa: SLF001
-                        queue.append(batch)
-                        accumulator._incomplete.add(batch)  # noqa: SLF001
-                        new_batch = True
-                    first_delta = records._next_offset  # noqa: SLF001
-                    pos, written, dropped, payload, base, highest = encode_records(
-                        builder._buffer, body, pos, item.first_timestamp, builder._first_timestamp,  # noqa: SLF001
-                        first_delta, limit, origin_bytes, self._target_origin, check_origin)
-                    skipped += dropped
-                    if not written:
-                        # Every remaining record came from the target (loop prevention). A batch opened for
-                        # them holds no record and must not be sent: the broker rejects an empty batch.
-                        if not builder._num_records:  # noqa: SLF001
-                            queue.pop()
-                            accumulator._incomplete.remove(batch)  # noqa: SLF001
-                        continue
-                    builder._first_timestamp = base  # noqa: SLF001
-                    if builder._max_timestamp is None or highest > builder._max_timestamp:  # noqa: SLF001
-                        builder._max_timestamp = highest  # noqa: SLF001
-                    last = first_delta + written - 1
-                    builder._num_records += written  # noqa: SLF001
-                    builder._last_offset = last  # noqa: SLF001
-                    records._next_offset = last + 1  # noqa: SLF001
-                    batch.last_append = now
-                    future = FutureRecordMetadata(batch.produce_future, last, highest, None, -1, -1, -1)
-                    futures = batch._record_futures  # noqa: SLF001
-                    futures.extend(itertools.repeat(_NO_FUTURE, written - 1))
-                    futures.append(future)
-                    sent += written
-                    size += payload
-                    full = len(queue) > 1 or len(builder._buffer) >= limit  # noqa: SLF001
-        finally:
-            accumulator._appends_in_progress.decrement()  # noqa: SLF001
+        with _appending(accumulator, tp) as queue:
+            while pos < len(body):
+                batch = queue[-1] if queue else None
+                builder = None
+                if batch is not None and getattr(batch, "kmc_codec", None) == codec:
+                    records = batch.records
+                    builder = records._builder  # noqa: SLF001 - None once the batch is closed
+                    if builder is not None and len(builder._buffer) >= limit:  # noqa: SLF001
+                        builder = None
+                if builder is None:
+                    records = MemoryRecordsBuilder(self._magic, codec, limit)
+                    batch = ProducerBatch(tp, records, now=now)
+                    batch.kmc_codec = codec  # a batch of this path: only this path appends to it
+                    builder = records._builder  # noqa: SLF001
+                    # Appends through accumulator.append() (the record path) must open their own batch:
+                    # this one's futures are only its last records'.
+                    builder._batch_size = 0  # noqa: SLF001
+                    queue.append(batch)
+                    accumulator._incomplete.add(batch)  # noqa: SLF001
+                    new_batch = True
+                first_delta = records._next_offset  # noqa: SLF001
+                pos, written, dropped, payload, base, highest = encode_records(
+                    builder._buffer, body, pos, item.first_timestamp, builder._first_timestamp,  # noqa: SLF001
+                    first_delta, limit, origin_bytes, self._target_origin, check_origin)
+                skipped += dropped
+                if not written:
+                    # Every remaining record came from the target (loop prevention). A batch opened for
+                    # them holds no record and must not be sent: the broker rejects an empty batch.
+                    if not builder._num_records:  # noqa: SLF001
+                        queue.pop()
+                        accumulator._incomplete.remove(batch)  # noqa: SLF001
+                    continue
+                builder._first_timestamp = base  # noqa: SLF001
+                if builder._max_timestamp is None or highest > builder._max_timestamp:  # noqa: SLF001
+                    builder._max_timestamp = highest  # noqa: SLF001
+                last = first_delta + written - 1
+                builder._num_records += written  # noqa: SLF001
+                builder._last_offset = last  # noqa: SLF001
+                records._next_offset = last + 1  # noqa: SLF001
+                batch.last_append = now
+                future = FutureRecordMetadata(batch.produce_future, last, highest, None, -1, -1, -1)
+                futures = batch._record_futures  # noqa: SLF001
+                futures.extend(itertools.repeat(_NO_FUTURE, written - 1))
+                futures.append(future)
+                sent += written
+                size += payload
+                full = len(queue) > 1 or len(builder._buffer) >= limit  # noqa: SLF001
         self.walked_batches += 1
         if new_batch or full:
             self._wakeup()

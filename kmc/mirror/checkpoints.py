@@ -103,22 +103,27 @@ def anchor_key(flow: str, source_cluster_id: str, topic: str, partition: int) ->
 
 def ensure_checkpoint_topic(target: KafkaSession) -> bool:
     """Create ``kmc.checkpoints`` on the target unless it exists; True when this call created it."""
+    return ensure_internal_topic(target, CHECKPOINT_TOPIC, CHECKPOINT_PARTITIONS, CHECKPOINT_CONFIGS)
+
+
+def ensure_internal_topic(target: KafkaSession, name: str, partitions: int, configs: dict[str, str]) -> bool:
+    """Create one of kmc's own topics on the target (replication factor up to 3) unless it exists; True when
+    this call created it. Another run creating it at the same moment is no error."""
     admin = target.admin
-    with translate_errors(target.cluster, f"create {CHECKPOINT_TOPIC}"):
-        if CHECKPOINT_TOPIC in set(admin.list_topics()):
+    with translate_errors(target.cluster, f"create {name}"):
+        if name in set(admin.list_topics()):
             return False
         brokers = len(target.describe().brokers)
         response = admin.create_topics(
-            {CHECKPOINT_TOPIC: {"num_partitions": CHECKPOINT_PARTITIONS, "replication_factor": min(3, brokers),
-                                "configs": CHECKPOINT_CONFIGS}},
+            {name: {"num_partitions": partitions, "replication_factor": min(3, brokers), "configs": configs}},
             raise_errors=False, wait_for_metadata=False)
         for entry in response.get("topics", []):
             error = kafka_errors.for_code(entry.get("error_code", 0))
             if error is kafka_errors.TopicAlreadyExistsError:
                 return False
             if error is not kafka_errors.NoError:
-                raise broker_error(f"{target.cluster.name}: create {CHECKPOINT_TOPIC}: ", error)
-        admin.wait_for_topics([CHECKPOINT_TOPIC], timeout_ms=int(max(10.0, target.timeout) * 1000))
+                raise broker_error(f"{target.cluster.name}: create {name}: ", error)
+        admin.wait_for_topics([name], timeout_ms=int(max(10.0, target.timeout) * 1000))
     return True
 
 

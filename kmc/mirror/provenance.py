@@ -30,10 +30,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import kafka.errors as kafka_errors
-
-from kmc.client import KafkaSession, broker_error, translate_errors
+from kmc.client import KafkaSession, translate_errors
 from kmc.errors import AuthorizationError
+from kmc.mirror.checkpoints import ensure_internal_topic
 from kmc.mirror.logreader import read_topic
 
 PROVENANCE_TOPIC = "kmc.provenance"
@@ -42,23 +41,7 @@ PROVENANCE_CONFIGS = {"cleanup.policy": "compact", "segment.ms": str(3600 * 1000
 
 def ensure_provenance_topic(target: KafkaSession) -> bool:
     """Create ``kmc.provenance`` on the target unless it exists; True when this call created it."""
-    admin = target.admin
-    with translate_errors(target.cluster, f"create {PROVENANCE_TOPIC}"):
-        if PROVENANCE_TOPIC in set(admin.list_topics()):
-            return False
-        brokers = len(target.describe().brokers)
-        response = admin.create_topics(
-            {PROVENANCE_TOPIC: {"num_partitions": 1, "replication_factor": min(3, brokers),
-                                "configs": PROVENANCE_CONFIGS}},
-            raise_errors=False, wait_for_metadata=False)
-        for entry in response.get("topics", []):
-            error = kafka_errors.for_code(entry.get("error_code", 0))
-            if error is kafka_errors.TopicAlreadyExistsError:
-                return False
-            if error is not kafka_errors.NoError:
-                raise broker_error(f"{target.cluster.name}: create {PROVENANCE_TOPIC}: ", error)
-        admin.wait_for_topics([PROVENANCE_TOPIC], timeout_ms=int(max(10.0, target.timeout) * 1000))
-    return True
+    return ensure_internal_topic(target, PROVENANCE_TOPIC, 1, PROVENANCE_CONFIGS)
 
 
 def announce(producer: Any, source_cluster_id: str, flow: str) -> Any:
