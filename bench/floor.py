@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--target-topic", required=True)
-    parser.add_argument("--compression", choices=["none", "lz4"], default="none")
+    parser.add_argument("--compression", choices=["none", "lz4", "zstd", "gzip"], default="none")
     args = parser.parse_args(argv)
 
     consumer = KafkaConsumer(bootstrap_servers=args.source, group_id=None, enable_auto_commit=False)
