@@ -57,7 +57,7 @@ from kmc.mirror.checkpoints import (
 )
 from kmc.mirror.copypath import ORIGIN_HEADER, KeyedCopyPath, RecordCopyPath
 from kmc.mirror.fetch import fetch_batches
-from kmc.mirror.lock import hold_lock, lock_identity
+from kmc.mirror.lock import hold_lock, lock_identity, lock_left_by_a_dead_run
 from kmc.mirror.plan import KEEP_CODEC, MirrorSpec, TopicPlan, apply_plan, copy_mode, parse_start, plan_mirror
 from kmc.mirror.provenance import PROVENANCE_TOPIC, ProvenanceMap, announce, ensure_provenance_topic
 from kmc.mirror.telemetry import EMPTY_LATENCY, ERROR_KINDS, LatencySnapshot, Notice, PartitionProgress, Telemetry
@@ -402,17 +402,21 @@ def run_mirror(
     stop_event = stop_event or threading.Event()
     with KafkaSession(source_cluster, timeout) as source, KafkaSession(target_cluster, timeout) as target:
         identity = mirror_identity(source.cluster_id(), target.cluster_id(), spec)
+        # A clean run removes its lock file: one left with a holder in it means the last run died (kill -9,
+        # a lost host) and its last produce requests may still reach the target after this one starts.
+        after_crash = lock_left_by_a_dead_run(identity)
         with hold_lock(identity, f"mirror {source_cluster.name} -> {target_cluster.name} (flow {spec.flow})"):
             engine = _Engine(source, target, spec, mode, stop_event, identity,
                              progress_callback or (lambda progress: None),
-                             notice_callback or (lambda level, text: None))
+                             notice_callback or (lambda level, text: None), after_crash)
             return engine.run()
 
 
 class _Engine:
     def __init__(self, source: KafkaSession, target: KafkaSession, spec: MirrorSpec, mode: str,
                  stop_event: threading.Event, identity: dict[str, object], progress: ProgressCallback,
-                 notice: NoticeCallback) -> None:
+                 notice: NoticeCallback, after_crash: bool = False) -> None:
+        self.after_crash = after_crash
         self.source = source
         self.target = target
         self.spec = spec
@@ -604,7 +608,7 @@ class _Engine:
         earliest = self._offsets(self.source, {tp: OffsetSpec.EARLIEST for tp in source_tps})
         # read_committed: the last stable offset, so an open transaction does not hold --once up forever
         latest = self._offsets(self.source, {tp: OffsetSpec.LATEST for tp in source_tps}, "read_committed")
-        target_end = self._offsets(self.target, {tp: OffsetSpec.LATEST for tp in target_tps})
+        target_end = self._settled_ends(target_tps)
         target_ids = self._target_topic_ids({topic.target_topic for topic, _ in fresh
                                              if topic.target_topic_id is None})
         start_from = parse_start(start_from)
@@ -688,6 +692,25 @@ class _Engine:
         with translate_errors(self.target.cluster, "load topic metadata"):
             for name in {tp.topic for tp in target_tps}:
                 self.path.prepare(name)
+
+    def _settled_ends(self, target_tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The target partitions' end offsets. After a crash of the previous run, its last produce requests
+        may still be in the brokers' queues: the ends are read until they stay put for a second (at most
+        30 s), so those records land before this run counts what it copies again and writes anything
+        (they would otherwise be uncounted repeats, landing after records this run wrote)."""
+        specs = {tp: OffsetSpec.LATEST for tp in target_tps}
+        ends = self._offsets(self.target, specs)
+        if not self.after_crash:
+            return ends
+        self.after_crash = False
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            self.stop_event.wait(1.0)
+            again = self._offsets(self.target, specs)
+            if again == ends:
+                break
+            ends = again
+        return ends
 
     def _resume(self, topic: TopicPlan, p: int, checkpoint: Checkpoint, first: int, last: int, target_end: int,
                 target_id: str | None, now_ms: int) -> _Start:

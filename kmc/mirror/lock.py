@@ -55,6 +55,15 @@ def lock_path(identity: dict[str, object]) -> Path:
     return lock_dir() / f"mirror-{digest}.lock"
 
 
+def lock_left_by_a_dead_run(identity: dict[str, object]) -> bool:
+    """Whether the lock file of ``identity`` is there with a holder written in it: a run that ends removes
+    its file, so one left behind belonged to a run that died (or holds it now: then taking it fails)."""
+    try:
+        return lock_path(identity).stat().st_size > 0
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def hold_lock(identity: dict[str, object], description: str) -> Iterator[Path]:
     """Hold the lock of ``identity`` for the duration of the block; LockedError (exit 75) if taken.
