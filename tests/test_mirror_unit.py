@@ -22,6 +22,8 @@ from kmc.mirror import (
     checkpoint_key,
     hold_lock,
     lock_identity,
+    lock_left_by_a_dead_run,
+    lock_path,
     parse_start,
 )
 from kmc.output import Messages
@@ -107,8 +109,10 @@ def test_the_lock_is_per_mirror_and_held_by_another_process_exits_75() -> None:
     finally:
         holder.kill()  # like kill -9: the kernel releases the lock
         holder.wait(10)
+    assert lock_left_by_a_dead_run(identity)  # its file stays, with its pid: the next run waits for stragglers
     with hold_lock(identity, "after the holder died"):
         pass
+    assert not lock_path(identity).exists() and not lock_left_by_a_dead_run(identity)  # a clean end removes it
 
 
 def _progress_event(records: int) -> MirrorProgress:

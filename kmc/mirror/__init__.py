@@ -35,7 +35,7 @@ from kmc.mirror.engine import (
     run_mirror,
 )
 from kmc.mirror.jobs import MirrorJob
-from kmc.mirror.lock import hold_lock, lock_dir, lock_identity, lock_path
+from kmc.mirror.lock import hold_lock, lock_dir, lock_identity, lock_left_by_a_dead_run, lock_path
 from kmc.mirror.plan import DEFAULT_FLOW, MirrorSpec, Plan, TopicPlan, apply_plan, parse_start, plan_mirror
 from kmc.mirror.runner import JobOutcome, RunReport
 
@@ -66,6 +66,7 @@ __all__ = [
     "hold_lock",
     "lock_dir",
     "lock_identity",
+    "lock_left_by_a_dead_run",
     "lock_path",
     "mirror_identity",
     "mirror_lock",
