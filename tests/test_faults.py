@@ -402,6 +402,7 @@ def test_memory_stays_bounded_on_very_compressible_data(src_cluster, dst_cluster
     peak_kib, code = (int(word) for word in run.stdout.split()[-2:])
     assert code == 0, run.stderr
     assert count(dst_cluster, topic_name) == records
+    print(f"peak RSS {peak_kib // 1024} MiB for {records * size // 10**6} MB of data")  # noqa: T201 - with -s
     assert peak_kib < 320 * 1024, f"peak RSS {peak_kib // 1024} MiB for {records * size // 10**6} MB of data"
 
 
