@@ -33,6 +33,7 @@ from kmc.archive.format import (
     MANIFEST,
     SEGMENT_BYTES,
     SHA256_PAX,
+    SHA256_PREFIX,
     STREAM_CHUNK,
     DataFile,
     Manifest,
@@ -232,7 +233,7 @@ class _StreamWriter:
         current, data, entry = self.buffers.pop(key)
         self.buffered -= len(data)
         file_entry = current.entry()
-        self._member(current.path, data, {SHA256_PAX: file_entry.sha256})
+        self._member(current.path, data, {SHA256_PAX: SHA256_PREFIX + file_entry.sha256})
         entry.files.append(file_entry)
 
     def end_partition(self, entry: PartitionEntry) -> None:

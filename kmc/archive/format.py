@@ -12,9 +12,9 @@ source broker served them. The manifest is written first with ``"complete": fals
 filled, the export was killed) is incomplete, and the next export writes it again.
 
 ``--to -`` streams one part as a POSIX tar archive (pax format) with the same member names: the manifest
-first (``complete`` false: the plan), then data files of at most :data:`STREAM_CHUNK` bytes, each with its
-SHA-256 in a pax header (``KMC.sha256``), then the manifest again, complete. Extracting it gives an export
-directory. Library code: no printing.
+first (``complete`` false: the plan), then data files of at most :data:`STREAM_CHUNK` bytes, each with
+its SHA-256 in its pax ``comment`` record (``sha256:<hex>``), then the manifest again, complete.
+Extracting it gives an export directory. Library code: no printing.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ MANIFEST = "manifest.json"
 PART_RE = re.compile(r"part-(\d{5,})")
 SEGMENT_BYTES = 256 * 1024 * 1024  # a directory export rolls a partition's data file past this size
 STREAM_CHUNK = 1024 * 1024  # a streamed data member holds at most this much (or one larger batch)
-SHA256_PAX = "KMC.sha256"
+# a streamed data member's SHA-256, in the pax "comment" record (which tar tools ignore without a warning)
+SHA256_PAX = "comment"
+SHA256_PREFIX = "sha256:"
 
 # The v2 record batch header (Kafka's DefaultRecordBatch): baseOffset int64, batchLength int32,
 # partitionLeaderEpoch int32, magic int8, crc uint32, attributes int16, lastOffsetDelta int32,

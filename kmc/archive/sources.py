@@ -23,6 +23,7 @@ from typing import IO
 from kmc.archive.format import (
     MANIFEST,
     SHA256_PAX,
+    SHA256_PREFIX,
     ArchiveError,
     Batch,
     DataFile,
@@ -202,7 +203,8 @@ class StreamSource:
                     continue
                 entry = entries[key]
                 digest = hashlib.sha256(data).hexdigest()
-                expected = DataFile(member.name, 0, 0, 0, 0, len(data), member.pax_headers.get(SHA256_PAX, ""))
+                recorded = member.pax_headers.get(SHA256_PAX, "").removeprefix(SHA256_PREFIX)
+                expected = DataFile(member.name, 0, 0, 0, 0, len(data), recorded)
                 held: list[Batch] = []
                 for item in _checked(io.BytesIO(data), expected, digest, f"{self.where}: {member.name}", key[0],
                                      key[1], positions[key], entry.end_offset):
