@@ -65,7 +65,7 @@ def _checked(data: IO[bytes], expected: DataFile | None, sha256: str | None, whe
     """The batches of one data file; a damage ends them as an ArchiveError item. ``sha256``: the file's
     actual digest, computed beforehand; when it is not the manifest's (``expected``), the file is walked
     for the first damaged batch: the batches before it are good, and without one found, none is used."""
-    wanted = expected.sha256 if expected is not None else None
+    wanted = expected.sha256 if expected is not None and expected.sha256 else None
     trusted = wanted is None or sha256 == wanted
     batches: list[Batch] = []
     try:
