@@ -376,3 +376,41 @@ def test_an_export_of_another_cluster_is_not_continued(src_cluster, dst_cluster,
     export_json("src", "--topics", topic_name, "--to", tmp_path / "x")
     refused = kmc("export", "dst", "--to", tmp_path / "x", expect=2)
     assert re.search(r"holds an export of cluster \S+ \(src\)", refused.stderr)
+
+
+def test_exactly_once_import_is_exact_and_idempotent(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
+                                                     tmp_path: Path) -> None:
+    transactional_data(src_cluster, topic_name)
+    export_json("src", "--topics", topic_name, "--to", tmp_path / "x")
+    first = import_json(tmp_path / "x", "dst", "--exactly-once", "--rename", "{topic}.eos")
+    assert first["records"] == 22  # first and last: 6 each, 10 plain
+    assert import_json(tmp_path / "x", "dst", "--exactly-once", "--rename", "{topic}.eos")["records"] == 0
+    assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, f"{topic_name}.eos"))
+
+
+def test_the_standard_library_reader_of_the_docs_reads_an_export(src_cluster, topic_name: str,  # noqa: ANN001
+                                                                 tmp_path: Path) -> None:
+    """docs/export-format.md's example, run as it is written, prints every record the source holds."""
+    import base64
+
+    create_topic(src_cluster, topic_name, 2)
+    produce(src_cluster, topic_name, numbered(40, 2), **{"compression.type": "gzip"})
+    produce(src_cluster, topic_name, [Rec(1, None, None, [("a", b"1"), ("a", None)], Y2001)])
+    export_json("src", "--topics", topic_name, "--to", tmp_path / "x")
+    text = (Path(__file__).parent.parent / "docs" / "export-format.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    (tmp_path / "reader.py").write_text(code)
+    printed = subprocess.run([sys.executable, str(tmp_path / "reader.py"), str(tmp_path / "x")], capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+
+    def decoded(value: str | None) -> bytes | None:
+        return None if value is None else base64.b64decode(value)
+
+    got: dict[int, list[tuple]] = {0: [], 1: []}
+    for line in printed:
+        record = json.loads(line)
+        got[record["partition"]].append((record["offset"], decoded(record["key"]), decoded(record["value"]),
+                                         [(name, decoded(value)) for name, value in record["headers"]],
+                                         record["timestamp"]))
+    source = read_all(src_cluster, topic_name)
+    assert got == {p: [(r.offset, r.key, r.value, r.headers, r.timestamp[1]) for r in rs] for p, rs in source.items()}
