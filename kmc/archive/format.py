@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from kafka.record.util import calc_crc32c
+from kafka.record.default_records import DefaultRecordBatch
+from kafka.record.util import calc_crc32c, decode_varint
 
 import kmc
 from kmc.errors import ExitCode, KmcError, UsageError
@@ -54,6 +55,8 @@ HEADER_SIZE = HEADER.size  # 61
 LOG_OVERHEAD = 12  # baseOffset and batchLength: the batch length counts the bytes after them
 CRC_FROM = 21
 MAX_BATCH_BYTES = 1 << 30
+_CODEC_MASK = DefaultRecordBatch.CODEC_MASK
+_COUNT_AT = HEADER_SIZE - 4
 
 
 class ArchiveError(KmcError):
@@ -315,3 +318,28 @@ def sha256_of(path: Path) -> str:
         while chunk := data.read(4 * 1024 * 1024):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def batch_tail(raw: bytearray, skip: int) -> bytearray:
+    """A batch of ``raw``'s records after the first ``skip``: the same header (offsets and base timestamp, so
+    each record's offset and timestamp deltas still hold), uncompressed, with its record count. Not a batch to
+    store (its CRC is stale): the copy path walks it record by record (kmc/mirror/batchpath.py)."""
+    body = _records_section(raw)
+    position = 0
+    for _ in range(skip):
+        length, position = decode_varint(body, position)
+        position += length
+    out = bytearray(raw[:HEADER_SIZE])
+    attributes = HEADER.unpack_from(out)[5] & ~_CODEC_MASK
+    struct.pack_into(">h", out, 21, attributes)
+    struct.pack_into(">i", out, _COUNT_AT, HEADER.unpack_from(raw)[12] - skip)
+    out += body[position:]
+    return out
+
+
+def _records_section(raw: bytearray) -> bytes:
+    """The records section of a batch, decompressed."""
+    from kmc.mirror.fetch import RawBatch
+
+    return RawBatch(DefaultRecordBatch(raw), HEADER.unpack_from(raw)[5]).body
+

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import struct
 import threading
 import time
 from collections import deque
@@ -39,9 +38,8 @@ import kafka.errors as kafka_errors
 from kafka import TopicPartition
 from kafka.admin import OffsetSpec
 from kafka.record.default_records import DefaultRecordBatch
-from kafka.record.util import decode_varint
 
-from kmc.archive.format import HEADER, HEADER_SIZE, ArchiveError, Batch, Manifest
+from kmc.archive.format import HEADER, ArchiveError, Batch, Manifest, batch_tail
 from kmc.archive.sources import Chunk, DirectorySource, PartEnd, StreamSource
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
 from kmc.diff.compare import record_digest
@@ -66,9 +64,6 @@ from kmc.profiles import NAME_RE, Cluster, validate_rename
 MiB = 1024 * 1024
 MAX_INFLIGHT_BYTES = 32 * MiB  # unacknowledged bytes before the import waits for the target
 REAP_INTERVAL = 0.05
-_CODEC_MASK = DefaultRecordBatch.CODEC_MASK
-_COUNT = struct.Struct(">i")
-_COUNT_AT = HEADER_SIZE - 4
 
 NoticeCallback = Callable[[str, str], None]
 ProgressCallback = Callable[["ImportProgress"], None]
@@ -512,7 +507,7 @@ class _Import:
             return None, 0
         if matched == 0:
             return batch.raw, batch.records
-        return _tail(batch.raw, matched), len(records) - matched
+        return batch_tail(batch.raw, matched), len(records) - matched
 
     def _reap(self) -> None:
         failed = self.failed_batches
@@ -590,28 +585,4 @@ class _Import:
         self._reap()
         self._write_checkpoints()
         self.store.flush(timeout=max(30.0, self.session.timeout))
-
-
-def _tail(raw: bytearray, skip: int) -> bytearray:
-    """A batch of ``raw``'s records after the first ``skip``: the same header (offsets and base timestamp, so
-    each record's offset and timestamp deltas still hold), uncompressed, with its record count. Not a batch to
-    store (its CRC is stale): the copy path walks it record by record (kmc/mirror/batchpath.py)."""
-    body = _body(raw)
-    position = 0
-    for _ in range(skip):
-        length, position = decode_varint(body, position)
-        position += length
-    out = bytearray(raw[:HEADER_SIZE])
-    attributes = HEADER.unpack_from(out)[5] & ~_CODEC_MASK
-    struct.pack_into(">h", out, 21, attributes)
-    _COUNT.pack_into(out, _COUNT_AT, HEADER.unpack_from(raw)[12] - skip)
-    out += body[position:]
-    return out
-
-
-def _body(raw: bytearray) -> bytes:
-    """The records section of a batch, decompressed."""
-    attributes = HEADER.unpack_from(raw)[5]
-    item = RawBatch(DefaultRecordBatch(raw), attributes)
-    return item.body
 
