@@ -414,3 +414,38 @@ def test_the_standard_library_reader_of_the_docs_reads_an_export(src_cluster, to
                                          record["timestamp"]))
     source = read_all(src_cluster, topic_name)
     assert got == {p: [(r.offset, r.key, r.value, r.headers, r.timestamp[1]) for r in rs] for p, rs in source.items()}
+
+
+def test_the_offset_map_moves_the_exported_groups_exactly(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
+                                                         tmp_path: Path) -> None:
+    """The import keeps the offset map as a mirror does (kmc.checkpoints under the exported cluster's id, with
+    anchors): from it and the manifest's group offsets, each group's next record is found in the target
+    exactly, though the target topic held other records before (its offsets are not the source's). Read
+    with confluent-kafka only. (`kmc groups translate` reads the same map.)"""
+    from tests.helpers import cluster_id, commit
+
+    create_topic(src_cluster, topic_name, 2)
+    produce(src_cluster, topic_name, numbered(60, 2))
+    commit(src_cluster, "billing", {(topic_name, 0): 7, (topic_name, 1): 25})
+    export_json("src", "--topics", topic_name, "--to", tmp_path / "x")
+    manifest = json.loads((tmp_path / "x" / "part-00001" / "manifest.json").read_text())
+    assert {(g["topic"], g["partition"], g["offset"]) for g in manifest["groups"]["billing"]} == {
+        (topic_name, 0, 7), (topic_name, 1, 25)}
+    create_topic(dst_cluster, topic_name, 2)
+    produce(dst_cluster, topic_name, [Rec(p, b"other", b"writer") for p in (0, 1) for _ in range(5)])
+    import_json(tmp_path / "x", "dst")
+    prefix = f"mirror/{cluster_id(src_cluster)}/{topic_name}/"
+    stored = {r.key.decode(): json.loads(r.value) for rs in read_all(dst_cluster, "kmc.checkpoints").values()
+              for r in rs}
+    source, target = read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name)
+    for entry in manifest["groups"]["billing"]:
+        partition, committed = entry["partition"], entry["offset"]
+        checkpoint = stored[f"{prefix}{partition}"]
+        assert (checkpoint["next_offset"], checkpoint["target_next_offset"]) == (30, 35)
+        anchor_source, anchor_target, _ = stored[f"anchors/{prefix}{partition}"][-1]
+        assert (anchor_source, anchor_target) == (0, 5)
+        copied_before = sum(anchor_source <= r.offset < committed for r in source[partition])
+        translated = anchor_target + copied_before
+        wanted = next(r for r in source[partition] if r.offset >= committed)
+        got = next(r for r in target[partition] if r.offset == translated)
+        assert (got.key, got.value, got.headers) == (wanted.key, wanted.value, wanted.headers)
