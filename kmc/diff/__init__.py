@@ -34,7 +34,14 @@ from kmc.diff.model import (
     SequenceComparison,
     TopicComparison,
 )
-from kmc.diff.stream import READER_SETTINGS, DataProgress, PartitionJob, compare_partitions, read_partition
+from kmc.diff.stream import (
+    READER_SETTINGS,
+    ClusterSide,
+    DataProgress,
+    PartitionJob,
+    compare_partitions,
+    read_partition,
+)
 
 __all__ = [
     "KINDS",
@@ -52,6 +59,7 @@ __all__ = [
     "TopicComparison",
     "TopicMapping",
     "compare_configs",
+    "ClusterSide",
     "compare_partitions",
     "compare_sequences",
     "compare_topic",
