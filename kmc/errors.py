@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     PARTIAL = 6  # some clusters, topics or partitions failed, the rest succeeded
     DATA_GAP = 7  # records expired or a topic was recreated before they were copied
     FAILED = 8  # an operation failed: a broker refused it for a reason none of the above, or an internal error
+    ARCHIVE = 9  # an export (kmc export's files) is damaged, truncated, fails its checksum or has an unknown format
     LOCKED = 75  # another run of the same flow holds its lock (EX_TEMPFAIL)
     INTERRUPTED = 130  # Ctrl-C
 
@@ -37,6 +38,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
                        "(the rest was copied; the gaps are listed)",
     ExitCode.FAILED: "an operation failed: a broker refused it for another reason (e.g. a record too large for "
                      "the target), a read failed, or an internal error",
+    ExitCode.ARCHIVE: "an export is damaged, truncated, fails its checksum or has an unknown format version "
+                      "(kmc import, diff: nothing past the damage was imported)",
     ExitCode.LOCKED: "another run of the same flow holds its lock (cron overlap)",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C; progress up to the interruption is checkpointed",
 }

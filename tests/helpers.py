@@ -47,7 +47,7 @@ def kmc(*args: str, expect: int | None = 0) -> Result:
     result = Result(code, out.getvalue(), err.getvalue())
     if expect is not None and code != expect:
         raise AssertionError(
-            f"kmc {' '.join(args)} exited {code}, expected {expect}\n"
+            f"kmc {' '.join(map(str, args))} exited {code}, expected {expect}\n"
             f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
         )
     return result

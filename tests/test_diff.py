@@ -348,11 +348,11 @@ def test_a_failed_comparison_exits_8_never_1(src_cluster, dst_cluster, topic_nam
 def test_reader_process_failures_arrive_as_kmc_errors() -> None:
     """A reader process reports its error (class, message) to the comparing process, which raises it."""
     from kmc.client import KafkaSession
-    from kmc.diff import PartitionJob, compare_partitions
+    from kmc.diff import ClusterSide, PartitionJob, compare_partitions
     from kmc.errors import UnreachableError
     from kmc.profiles import Cluster
 
     nowhere = Cluster("nowhere", ("127.0.0.1:1",))
     job = PartitionJob("t", "t", 0, (0, 5), (0, 5))
     with KafkaSession(nowhere, timeout=1) as session, pytest.raises(UnreachableError, match="nowhere"):
-        compare_partitions(session, session, [job])
+        compare_partitions(ClusterSide(session), ClusterSide(session), [job])

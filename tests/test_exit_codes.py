@@ -51,6 +51,7 @@ EXIT_CODE_TESTS: dict[ExitCode, str] = {
     ExitCode.PARTIAL: "test_exit_6_partial_failure",
     ExitCode.DATA_GAP: "elsewhere: tests/test_faults.py, records deleted before they were copied exit 7",
     ExitCode.FAILED: "test_exit_8_failed",
+    ExitCode.ARCHIVE: "test_exit_9_damaged_export",
     ExitCode.LOCKED: "elsewhere: the mirror/flow lock tests (issues 5, 6), an overlapping run exits 75",
     ExitCode.INTERRUPTED: "test_exit_130_interrupted",
 }
@@ -93,7 +94,7 @@ def test_every_exit_code_is_pinned() -> None:
 def test_exit_code_values_are_the_documented_ones() -> None:
     assert {code.name: int(code) for code in ExitCode} == {
         "OK": 0, "DIFFERENCES": 1, "USAGE": 2, "CONFIG": 3, "UNREACHABLE": 4, "AUTH": 5, "PARTIAL": 6,
-        "DATA_GAP": 7, "FAILED": 8, "LOCKED": 75, "INTERRUPTED": 130,
+        "DATA_GAP": 7, "FAILED": 8, "ARCHIVE": 9, "LOCKED": 75, "INTERRUPTED": 130,
     }
 
 
@@ -144,6 +145,16 @@ def test_exit_8_failed(config: Path, src_cluster, dst_cluster, topic_name: str) 
     create_topic(dst_cluster, f"{topic_name}_x")
     message = assert_one_error_line(kmc("mirror", "src", "dst", "--topics", f"{topic_name}\\.x", expect=None), 8)
     assert "InvalidTopic" in message and f"{topic_name}.x" in message
+
+
+def test_exit_9_damaged_export(tmp_path: Path) -> None:
+    """An export whose manifest has an unknown format version: one line, exit 9, before any connection (the
+    target address answers nothing). tests/test_archive.py pins damaged data files."""
+    part = tmp_path / "export" / "part-00001"
+    part.mkdir(parents=True)
+    (part / "manifest.json").write_text('{"format": "kmc-export", "format_version": 2, "part": 1}')
+    result = kmc("import", str(tmp_path / "export"), "127.0.0.1:1", expect=9)
+    assert result.stderr.count("\n") == 1 and "format version 2; this kmc reads version 1" in result.stderr
 
 
 def test_exit_130_interrupted(tmp_path: Path) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import typer
 
+from kmc.archive.view import is_export
 from kmc.cli import _options as options
 from kmc.cli import context
 from kmc.diff import ConfigSelection, DataProgress, Difference, DiffOptions, DiffReport, diff_clusters, validate_options
@@ -41,10 +43,14 @@ def diff(
     Compares: topics missing or extra, partition counts, replication factor (a difference only with
     --strict), topic-level configs, per-partition record counts (offset spans; with --data the records
     actually read) and, with --data, content. Raw offsets are never compared: a mirror's differ by nature.
+    SRC or DST may be an export directory (kmc export --to DIR), which stands for the cluster it was
+    exported from: `kmc diff DIR DST --data` proves an import complete (its record counts are the
+    exported records; {source} in --rename is the exported cluster's name).
 
     Exit status: 0 no differences, 1 differences (and only then), 2 bad option, unknown cluster, bad regex
     or rename template, 4 a cluster unreachable, 5 authentication or authorization failed, 8 the comparison
-    failed (a broker refused a request, a read failed): a script can tell "different" from "could not tell".
+    failed (a broker refused a request, a read failed), 9 an export is damaged: a script can tell "different"
+    from "could not tell".
 
     JSON (-o json): source, target, rename, configs, strict, data, equal,
     topics[] {topic, target_topic, status (equal|different|missing|extra), partitions, replication_factor,
@@ -60,7 +66,7 @@ def diff(
     options = DiffOptions(topics=tuple(topics or ()), exclude=tuple(exclude or ()), rename=rename,
                           configs=ConfigSelection.parse(configs), data=data, strict=strict)
     validate_options(options)  # before the config file is read: a bad option is exit 2 whatever the file holds
-    source_cluster, target_cluster = app_ctx.cluster(src), app_ctx.cluster(dst)
+    source_cluster, target_cluster = (Path(side) if is_export(side) else app_ctx.cluster(side) for side in (src, dst))
     with _progress(app_ctx, data) as progress:
         report = diff_clusters(source_cluster, target_cluster, options, timeout=app_ctx.timeout, progress=progress)
     _render(app_ctx, report)

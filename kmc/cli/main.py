@@ -80,12 +80,13 @@ def _configure_logging(verbose: int, debug: bool, log_format: str) -> None:
 
 
 def _register_commands() -> None:
-    from kmc.cli import aggregate, completion, diff, flow, inventory, mirror, profile, sandbox, topics
+    from kmc.cli import aggregate, archive, completion, diff, flow, inventory, mirror, profile, sandbox, topics
 
     inventory.register(app)
     diff.register(app)
     mirror.register(app)
     aggregate.register(app)
+    archive.register(app)
     app.add_typer(flow.app, name="flow")
     topics.register(app)
     app.add_typer(profile.app, name="profile")

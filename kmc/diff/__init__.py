@@ -34,13 +34,21 @@ from kmc.diff.model import (
     SequenceComparison,
     TopicComparison,
 )
-from kmc.diff.stream import READER_SETTINGS, DataProgress, PartitionJob, compare_partitions, read_partition
+from kmc.diff.stream import (
+    READER_SETTINGS,
+    ClusterSide,
+    DataProgress,
+    PartitionJob,
+    compare_partitions,
+    read_partition,
+)
 
 __all__ = [
     "KINDS",
     "KMC_HEADER_PREFIX",
     "READER_SETTINGS",
     "RECORD_FIELDS",
+    "ClusterSide",
     "ConfigSelection",
     "DataProgress",
     "DiffOptions",

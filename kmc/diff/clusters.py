@@ -5,28 +5,21 @@ Library code: no printing.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-
-from kafka import TopicPartition
-from kafka.admin import OffsetSpec
+from pathlib import Path
+from typing import Any
 
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession
 from kmc.diff.compare import compare_topic, map_topics, reverse_topic_name
 from kmc.diff.model import Difference, DiffOptions, DiffReport, SequenceComparison, TopicComparison
-from kmc.diff.stream import DataProgress, PartitionJob, compare_partitions
+from kmc.diff.stream import ClusterSide, DataProgress, PartitionJob, compare_partitions
 from kmc.errors import KafkaOperationError, KmcError, UsageError
-from kmc.metadata import TopicInfo, compile_patterns, describe_topics, list_offsets, matches, topic_configs
+from kmc.metadata import TopicInfo, compile_patterns, matches
 from kmc.profiles import Cluster, validate_rename
-
-
-def _committed_ends(session: KafkaSession, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """The last stable offset of each partition: the end of what read_committed consumers can read."""
-    wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
-    found = list_offsets(session, dict.fromkeys(wanted, OffsetSpec.LATEST), "read_committed")
-    return {(tp.topic, tp.partition): offset for tp, offset in found.items()}
 
 
 def validate_options(options: DiffOptions) -> tuple[list[re.Pattern[str]], list[re.Pattern[str]]]:
@@ -35,34 +28,45 @@ def validate_options(options: DiffOptions) -> tuple[list[re.Pattern[str]], list[
     return compile_patterns(options.topics, "--topics"), compile_patterns(options.exclude, "--exclude")
 
 
-def diff_clusters(source: Cluster, target: Cluster, options: DiffOptions, *, timeout: float = DEFAULT_TIMEOUT,
+def diff_clusters(source: Cluster | Path, target: Cluster | Path, options: DiffOptions, *,
+                  timeout: float = DEFAULT_TIMEOUT,
                   progress: Callable[[DataProgress], None] | None = None) -> DiffReport:
     """Compare the selected topics of the source cluster with their renamed counterparts in the target.
+    Either side may be an export directory (``kmc export``), read as the cluster it was exported from
+    (``{source}`` of a rename template is that cluster's profile name).
 
     UsageError for bad options, before any cluster is contacted; the errors of the client layer
-    (unreachable, authentication...) for a cluster that cannot be read. ``progress`` hears about each batch
-    of records compared with ``options.data``.
+    (unreachable, authentication...) for a cluster that cannot be read, ArchiveError for an export that
+    cannot be. ``progress`` hears about each batch of records compared with ``options.data``.
     """
     started = time.monotonic()
     include, exclude = validate_options(options)
-    with KafkaSession(source, timeout) as source_session, KafkaSession(target, timeout) as target_session:
-        report = _compare(source_session, target_session, options, include, exclude, progress)
+    with contextlib.ExitStack() as stack:
+        sides = []
+        for side in (source, target):
+            if isinstance(side, Path):
+                from kmc.archive.view import ArchiveSide
+
+                sides.append(ArchiveSide(side))
+            else:
+                sides.append(ClusterSide(stack.enter_context(KafkaSession(side, timeout))))
+        report = _compare(sides[0], sides[1], options, include, exclude, progress)
     report.seconds = time.monotonic() - started
     return report
 
 
-def _compare(source_session: KafkaSession, target_session: KafkaSession, options: DiffOptions,
+def _compare(source_side: Any, target_side: Any, options: DiffOptions,
              include: list[re.Pattern[str]], exclude: list[re.Pattern[str]],
              progress: Callable[[DataProgress], None] | None) -> DiffReport:
-    source_name = source_session.cluster.name
+    source_name = getattr(source_side, "source_name", source_side.name)
 
     def target_wanted(name: str) -> bool:
         origin = reverse_topic_name(options.rename, name, source_name)
         return origin is not None and matches(origin, include, exclude)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        source_future = pool.submit(describe_topics, source_session, include, exclude)
-        target_future = pool.submit(describe_topics, target_session, wanted=target_wanted)
+        source_future = pool.submit(source_side.describe, include, exclude)
+        target_future = pool.submit(target_side.describe, wanted=target_wanted)
         failures = []
         for future in (source_future, target_future):
             try:
@@ -75,17 +79,17 @@ def _compare(source_session: KafkaSession, target_session: KafkaSession, options
         target_topics = {topic.name: topic for topic in target_future.result()}
         mapping = map_topics(source_topics, target_topics, options.rename, source_name, include, exclude)
         if options.configs.mode != "none" and mapping.pairs:
-            source_configs_future = pool.submit(topic_configs, source_session, [pair[0] for pair in mapping.pairs])
-            target_configs_future = pool.submit(topic_configs, target_session, [pair[1] for pair in mapping.pairs])
+            source_configs_future = pool.submit(source_side.configs, [pair[0] for pair in mapping.pairs])
+            target_configs_future = pool.submit(target_side.configs, [pair[1] for pair in mapping.pairs])
             source_configs, target_configs = source_configs_future.result(), target_configs_future.result()
         else:
             source_configs, target_configs = {}, {}
 
-    report = DiffReport(source_name, target_session.cluster.name, options)
+    report = DiffReport(source_side.name, target_side.name, options)
     data: dict[tuple[str, int], SequenceComparison] = {}
     if options.data and mapping.pairs:
-        jobs = _partition_jobs(source_session, target_session, mapping.pairs, source_topics, target_topics)
-        data = compare_partitions(source_session, target_session, jobs, progress)
+        jobs = _partition_jobs(source_side, target_side, mapping.pairs, source_topics, target_topics)
+        data = compare_partitions(source_side, target_side, jobs, progress)
         report.records_compared = sum(max(r.source_records, r.target_records) for r in data.values())
         report.bytes_compared = sum(r.source_bytes + r.target_bytes for r in data.values())
 
@@ -126,7 +130,7 @@ def _total(counts: Iterable[int]) -> int | None:
     return sum(counts) if counts else None
 
 
-def _partition_jobs(source_session: KafkaSession, target_session: KafkaSession, pairs: Sequence[tuple[str, str]],
+def _partition_jobs(source_side: Any, target_side: Any, pairs: Sequence[tuple[str, str]],
                     source_topics: Mapping[str, TopicInfo], target_topics: Mapping[str, TopicInfo],
                     ) -> list[PartitionJob]:
     """The common, online partitions of each pair, with end offsets captured now on both sides."""
@@ -136,8 +140,8 @@ def _partition_jobs(source_session: KafkaSession, target_session: KafkaSession, 
         for partition in sorted(set(source_info.latest) & set(target_info.latest)):
             common.append((topic, target_topic, partition))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        source_ends = pool.submit(_committed_ends, source_session, [(t, p) for t, _, p in common])
-        target_ends = pool.submit(_committed_ends, target_session, [(t, p) for _, t, p in common])
+        source_ends = pool.submit(source_side.ends, [(t, p) for t, _, p in common])
+        target_ends = pool.submit(target_side.ends, [(t, p) for _, t, p in common])
         source_end, target_end = source_ends.result(), target_ends.result()
     jobs = []
     for topic, target_topic, partition in common:

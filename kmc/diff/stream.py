@@ -23,11 +23,13 @@ from typing import Any
 
 import kafka.errors as kafka_errors
 from kafka import TopicPartition
+from kafka.admin import OffsetSpec
 
 from kmc.client import KafkaSession, translate_errors
 from kmc.diff.compare import compare_sequences, differing_fields, record_digest
 from kmc.diff.model import FirstDifference, SequenceComparison
 from kmc.errors import KafkaOperationError, UnreachableError
+from kmc.metadata import TopicInfo, describe_topics, list_offsets, topic_configs
 from kmc.worker import Channel, Worker
 
 # Large fetches and polls: a diff reads whole partitions, and kafka-python's per-request overhead
@@ -136,20 +138,47 @@ def read_side(request: dict[str, Any], channel: Channel) -> None:
             channel.send("end")
 
 
+class ClusterSide:
+    """One side of a diff that is a cluster: what :func:`kmc.diff.clusters.diff_clusters` asks of a side (an
+    export directory is the other kind: kmc.archive.view.ArchiveSide)."""
+
+    def __init__(self, session: KafkaSession) -> None:
+        self.session = session
+        self.name = session.cluster.name
+
+    def describe(self, include: list[Any] | None = None, exclude: list[Any] | None = None,
+                 wanted: Callable[[str], bool] | None = None) -> list[TopicInfo]:
+        return describe_topics(self.session, include, exclude, wanted=wanted)
+
+    def configs(self, names: list[str]) -> dict[str, dict[str, str]]:
+        return topic_configs(self.session, names)
+
+    def ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The last stable offset of each partition: the end of what read_committed consumers can read."""
+        wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
+        found = list_offsets(self.session, dict.fromkeys(wanted, OffsetSpec.LATEST), "read_committed")
+        return {(tp.topic, tp.partition): offset for tp, offset in found.items()}
+
+    def reader(self, partitions: list[list[Any]]) -> Worker:
+        return Worker("kmc.diff.stream:read_side",
+                      {"cluster": self.session.cluster, "timeout": self.session.timeout, "partitions": partitions},
+                      name=f"{self.name}: the reader process")
+
+    def record(self, topic: str, partition: int, offset: int) -> Any:
+        return _fetch_record(self.session, topic, partition, offset)
+
+
 class _Reader:
     """One side's reader process, and the thread that moves what it sends into a bounded queue: per
     partition, batches of (offsets, digests, bytes), then an end marker; a failure as an exception."""
 
-    def __init__(self, session: KafkaSession, jobs: Sequence[PartitionJob], side: int) -> None:
-        self.cluster = session.cluster
+    def __init__(self, side: Any, jobs: Sequence[PartitionJob], index: int) -> None:
         self.items: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
         self.stopped = threading.Event()
-        partitions = [[job.target_topic if side else job.topic, job.partition,
-                       *(job.target_range if side else job.source_range)] for job in jobs]
-        self.worker = Worker("kmc.diff.stream:read_side",
-                             {"cluster": session.cluster, "timeout": session.timeout, "partitions": partitions},
-                             name=f"{self.cluster.name}: the reader process")
-        self.thread = threading.Thread(target=self._run, daemon=True, name=f"kmc-diff-{self.cluster.name}")
+        partitions = [[job.target_topic if index else job.topic, job.partition,
+                       *(job.target_range if index else job.source_range)] for job in jobs]
+        self.worker = side.reader(partitions)
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"kmc-diff-{index}")
         self.thread.start()
 
     def _put(self, item: Any) -> None:
@@ -217,17 +246,18 @@ def _fetch_record(session: KafkaSession, topic: str, partition: int, offset: int
         consumer.close()
 
 
-def compare_partitions(source_session: KafkaSession, target_session: KafkaSession, jobs: Sequence[PartitionJob],
+def compare_partitions(source_side: Any, target_side: Any, jobs: Sequence[PartitionJob],
                        progress: Callable[[DataProgress], None] | None = None,
                        ) -> dict[tuple[str, int], SequenceComparison]:
-    """Stream every job's partition from both clusters at once and compare them in lock step.
+    """Stream every job's partition from both sides (:class:`ClusterSide`, or an export's) at once and
+    compare them in lock step.
 
     A reader process per side feeds a bounded queue, so memory stays bounded whatever the size of
     the topics. Result: (source topic, partition) → comparison.
     """
     if not jobs:
         return {}
-    readers = (_Reader(source_session, jobs, 0), _Reader(target_session, jobs, 1))
+    readers = (_Reader(source_side, jobs, 0), _Reader(target_side, jobs, 1))
     total = sum(job.source_range[1] - job.source_range[0] for job in jobs)
     read = [0]
     results: dict[tuple[str, int], SequenceComparison] = {}
@@ -250,16 +280,16 @@ def compare_partitions(source_session: KafkaSession, target_session: KafkaSessio
         result = results[(job.topic, job.partition)]
         first = result.first
         if first is not None and first.source_offset is not None and first.target_offset is not None:
-            fields = _first_fields(source_session, target_session, job, first)
+            fields = _first_fields(source_side, target_side, job, first)
             results[(job.topic, job.partition)] = dataclasses.replace(
                 result, first=dataclasses.replace(first, fields=fields))
     return results
 
 
-def _first_fields(source_session: KafkaSession, target_session: KafkaSession, job: PartitionJob,
+def _first_fields(source_side: Any, target_side: Any, job: PartitionJob,
                   first: FirstDifference) -> tuple[str, ...] | None:
-    source_record = _fetch_record(source_session, job.topic, job.partition, first.source_offset)
-    target_record = _fetch_record(target_session, job.target_topic, job.partition, first.target_offset)
+    source_record = source_side.record(job.topic, job.partition, first.source_offset)
+    target_record = target_side.record(job.target_topic, job.partition, first.target_offset)
     if source_record is None or target_record is None:
         return None  # gone meanwhile (retention): the digests still say they differed
     return differing_fields(source_record, target_record)
