@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-THROUGHPUT_TOOLS = ["producer-perf", "consumer-perf", "mm2", "kmc", "kmc-w2", "kmc-records", "floor"]
-MIRROR_TOOLS = ["mm2", "kmc", "kmc-w2", "kmc-records", "floor"]
+THROUGHPUT_TOOLS = ["producer-perf", "consumer-perf", "mm2", "kmc", "kmc-w2", "kmc-records", "kmc-sasl-ssl", "floor"]
+MIRROR_TOOLS = ["mm2", "kmc", "kmc-w2", "kmc-records", "kmc-sasl-ssl", "floor"]
+ONESHOT_TOOLS = ["mm2", "kmc", "kmc-w2", "kmc-records", "floor"]  # TLS's cost is measured on throughput only
 
 pytestmark = [pytest.mark.kafka, pytest.mark.bench, pytest.mark.timeout(1200)]
 
@@ -65,7 +66,7 @@ def test_every_tool_ran_on_every_dataset(quick_run: dict) -> None:
         ("ceiling" if tool.endswith("-perf") else "throughput", dataset["name"], tool)
         for dataset in result["datasets"]
         for tool in THROUGHPUT_TOOLS
-    } | {("oneshot", result["small"]["name"], tool) for tool in MIRROR_TOOLS}
+    } | {("oneshot", result["small"]["name"], tool) for tool in ONESHOT_TOOLS}
     rows = _rows(quick_run)
     assert set(rows) == expected
     assert len(result["datasets"]) == 4  # 100 B and 1 KB values, uncompressed and lz4
@@ -79,7 +80,7 @@ def test_every_copy_is_complete(quick_run: dict) -> None:
     result = quick_run["result"]
     sizes = {d["name"]: d["records"] for d in [*result["datasets"], result["small"]]}
     copies = [row for row in result["results"] if row["tool"] in MIRROR_TOOLS]
-    assert len(copies) == len(MIRROR_TOOLS) * 5  # four datasets and the small one-shot topic
+    assert len(copies) == len(MIRROR_TOOLS) * 4 + len(ONESHOT_TOOLS)  # four datasets and the small one-shot topic
     for row in copies:
         source, target = row["detail"]["source_counts"], row["detail"]["target_counts"]
         assert len(source) == 12, row["detail"]
@@ -99,6 +100,9 @@ def test_table_has_every_row(quick_run: dict) -> None:
             wanted = [line for line in lines if line.startswith(f"| {row['dataset']} | {name} | ")]
         assert len(wanted) == 1, (row["section"], row["dataset"], name)
         assert "FAILED" not in wanted[0] and "×" in wanted[0]
+    secured = [row for row in quick_run["result"]["results"] if row["tool"] == "kmc-sasl-ssl"]
+    assert len(secured) == 4 and all(row["vs_plaintext"] > 0 for row in secured)
+    assert "The cost of TLS and SASL" in table
     machine = quick_run["result"]["machine"]
     assert {"nproc", "memory_gib", "cpu_model", "python", "java"} <= set(machine)
     assert f"{machine['nproc']} CPUs" in table

@@ -13,12 +13,21 @@ from concurrent.futures import ThreadPoolExecutor
 from kafka import TopicPartition
 from kafka.admin import OffsetSpec
 
+from kmc.acls import Need, acl_differences, diff_needs, explain_denials, literal_topic_names, raise_for_hidden_topics
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession
 from kmc.diff.compare import compare_topic, map_topics, reverse_topic_name
-from kmc.diff.model import Difference, DiffOptions, DiffReport, SequenceComparison, TopicComparison
+from kmc.diff.model import KINDS, Difference, DiffOptions, DiffReport, SequenceComparison, TopicComparison
 from kmc.diff.stream import DataProgress, PartitionJob, compare_partitions
 from kmc.errors import KafkaOperationError, KmcError, UsageError
-from kmc.metadata import TopicInfo, compile_patterns, describe_topics, list_offsets, matches, topic_configs
+from kmc.metadata import (
+    TopicInfo,
+    compile_patterns,
+    describe_topics,
+    list_offsets,
+    matches,
+    render_topic_name,
+    topic_configs,
+)
 from kmc.profiles import Cluster, validate_rename
 
 
@@ -45,15 +54,24 @@ def diff_clusters(source: Cluster, target: Cluster, options: DiffOptions, *, tim
     """
     started = time.monotonic()
     include, exclude = validate_options(options)
+    pairs: list[tuple[str, str]] = []  # filled in once known: what a denial's needs are checked for
     with KafkaSession(source, timeout) as source_session, KafkaSession(target, timeout) as target_session:
-        report = _compare(source_session, target_session, options, include, exclude, progress)
+
+        def checks() -> list[tuple[KafkaSession, list[Need]]]:
+            wanted = pairs or [(name, render_topic_name(options.rename, name, source.name))
+                               for name in literal_topic_names(options.topics)]
+            source_needs, target_needs = diff_needs(wanted, options.data, options.acls)
+            return [(source_session, source_needs), (target_session, target_needs)]
+
+        with explain_denials(checks):  # a denial names the missing operation and resource (kmc.acls)
+            report = _compare(source_session, target_session, options, include, exclude, progress, pairs)
     report.seconds = time.monotonic() - started
     return report
 
 
 def _compare(source_session: KafkaSession, target_session: KafkaSession, options: DiffOptions,
              include: list[re.Pattern[str]], exclude: list[re.Pattern[str]],
-             progress: Callable[[DataProgress], None] | None) -> DiffReport:
+             progress: Callable[[DataProgress], None] | None, pairs: list[tuple[str, str]]) -> DiffReport:
     source_name = source_session.cluster.name
 
     def target_wanted(name: str) -> bool:
@@ -73,13 +91,22 @@ def _compare(source_session: KafkaSession, target_session: KafkaSession, options
             raise failures[0]  # the source's, when both fail
         source_topics = {topic.name: topic for topic in source_future.result()}
         target_topics = {topic.name: topic for topic in target_future.result()}
+        raise_for_hidden_topics(source_session, options.topics, source_topics, options.exclude)
         mapping = map_topics(source_topics, target_topics, options.rename, source_name, include, exclude)
+        pairs.extend(mapping.pairs)
         if options.configs.mode != "none" and mapping.pairs:
             source_configs_future = pool.submit(topic_configs, source_session, [pair[0] for pair in mapping.pairs])
             target_configs_future = pool.submit(topic_configs, target_session, [pair[1] for pair in mapping.pairs])
             source_configs, target_configs = source_configs_future.result(), target_configs_future.result()
         else:
             source_configs, target_configs = {}, {}
+        acl_found: dict[str, list[Difference]] = {}
+        if options.acls and mapping.pairs:
+            for item in acl_differences(source_session, target_session, dict(mapping.pairs)):
+                text = item.binding.label()
+                acl_found.setdefault(item.source_topic, []).append(Difference(
+                    "acl", item.source_topic, item.target_topic, key=text,
+                    source=text if item.side == "missing" else None, target=text if item.side == "extra" else None))
 
     report = DiffReport(source_name, target_session.cluster.name, options)
     data: dict[tuple[str, int], SequenceComparison] = {}
@@ -110,6 +137,8 @@ def _compare(source_session: KafkaSession, target_session: KafkaSession, options
                        _total(r.target_records for r in topic_data.values()))
         found = compare_topic(source_info, target_info, source_configs.get(topic, {}),
                               target_configs.get(target_topic, {}), options, topic_data)
+        found += acl_found.get(topic, [])
+        found.sort(key=lambda difference: KINDS.index(difference.kind))
         entries.append((topic, TopicComparison(
             topic, target_topic, "different" if found else "equal",
             (len(source_info.partitions), len(target_info.partitions)),
