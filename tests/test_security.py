@@ -286,7 +286,7 @@ def test_least_privilege_runs_every_command_and_each_acl_is_needed(secure, confi
     config.write_text(profile("lpsrc", source, user, secret) + profile("lpdst", target, user, secret)
                       + f'[flows.lpflow]\nfrom = ["lpsrc"]\nto = "lpdst"\ntopics = ["{topic}"]\n'
                       + f'rename = "{TARGET_PREFIX}flow.{{topic}}"\n')
-    create_topic(source, topic, 3, {"retention.ms": "3600000"})
+    create_topic(source, topic, 3, {"retention.ms": "86400000"})  # records are 1 h old
     produce(source, topic, numbered(30, 3))
     acls = least_privilege_acls(principal, topic)
     grant(source, *acls[SOURCE])
@@ -315,10 +315,10 @@ def test_least_privilege_runs_every_command_and_each_acl_is_needed(secure, confi
     produce(source, topic, numbered(4, 4, start=30))
     result = mirror("--rename", f"{TARGET_PREFIX}1.{{topic}}", "-o", "json").json()
     assert f"added partitions to {copy} (now 4)" in result["changes"] and count(target, copy) == 34
-    alter_topic_config(source, topic, {"retention.ms": "7200000"})
+    alter_topic_config(source, topic, {"retention.ms": "172800000"})
     result = mirror("--rename", f"{TARGET_PREFIX}1.{{topic}}", "--sync-configs", "-o", "json").json()
     assert f"synced configs of {copy} (retention.ms)" in result["changes"]
-    wait_for(lambda: topic_config(target, copy, "retention.ms") == "7200000", 15, "the synced config")
+    wait_for(lambda: topic_config(target, copy, "retention.ms") == "172800000", 15, "the synced config")
     kmc("diff", "lpsrc", "lpdst", "--topics", topic, "--rename", f"{TARGET_PREFIX}1.{{topic}}", "--data")
     kmc("aggregate", "lpsrc", "--into", "lpdst", "--topics", topic, "--rename", f"{TARGET_PREFIX}agg.{{topic}}",
         "--flow", "lpagg")
@@ -354,7 +354,7 @@ def test_least_privilege_runs_every_command_and_each_acl_is_needed(secure, confi
             f"READ on topic {copy}")
     admin(source).create_partitions([NewPartitions(topic, 5)])[topic].result(30)
     without(target, alter, lambda: mirror(*to_copy, expect=None), f"ALTER on topic {copy}")
-    alter_topic_config(source, topic, {"retention.ms": "10800000"})
+    alter_topic_config(source, topic, {"retention.ms": "259200000"})
     without(target, alter_configs, lambda: mirror(*to_copy, "--sync-configs", expect=None),
             f"ALTER_CONFIGS on topic {copy}")
     more()

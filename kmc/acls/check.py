@@ -1,18 +1,10 @@
-"""ACLs: what kmc needs on each cluster, whether it has it, and copying topic ACLs along with a mirror.
+"""What each command needs (:func:`mirror_needs`, :func:`diff_needs`), whether the profile's user holds it
+(:func:`check_permissions`), and a denial explained (:func:`explain_denials`): one line naming the missing
+operation and resource, with the ``kafka-acls`` command that grants it.
 
-- :class:`Permission` is one ACL operation on one resource; :func:`mirror_needs` and :func:`diff_needs` list
-  what a mirror or a diff needs on each side (the README's least-privilege table is this, in prose).
-- :func:`check_permissions` asks a cluster whether the profile's user holds them, without changing anything:
-  the operations the broker reports for topics and the cluster (KIP-430), a validate-only
-  CreateTopics for topics still to be created, a DescribeTransactions for transactional ids, and, where the
-  user may describe the cluster, its ACLs (DescribeAcls) for what nothing else tells.
-- :func:`explain_denials` turns a broker's "not authorized" into one line naming the operation and the
-  resource that are missing (``kmc mirror``, ``kmc diff``); ``kmc mirror --dry-run`` lists all of them.
-- :func:`acls_to_sync` and :func:`apply_acl_sync` copy the source's ACLs of mirrored topics to the target,
-  renamed with the topics, as MirrorMaker 2 does: literal topic ACLs only, ALLOW WRITE never (only the
-  mirror writes to a mirrored topic), ALLOW ALL downgraded to READ. :func:`acl_differences` is ``kmc diff
-  --acls``: what such a sync would still change.
-
+The check changes nothing: the operations the broker reports for topics and the cluster (KIP-430), a
+validate-only CreateTopics for topics still to be created, a DescribeTransactions for transactional ids,
+and, where the user may describe the cluster, its ACLs (DescribeAcls) for what nothing else tells.
 Library code: no printing.
 """
 
@@ -20,119 +12,36 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import kafka.errors as kafka_errors
-from kafka.admin import (
-    ACL,
-    ACLFilter,
-    ACLOperation,
-    ACLPermissionType,
-    ACLResourcePatternType,
-    ResourcePattern,
-    ResourcePatternFilter,
-    ResourceType,
-)
 
+from kmc.acls.model import (
+    CLUSTER,
+    CLUSTER_RESOURCE,
+    DESCRIBE_OR_MORE,
+    GRANTED,
+    IMPLIED_BY,
+    LITERAL,
+    MISSING,
+    PREFIXED,
+    TOPIC,
+    TRANSACTIONAL_ID,
+    TRANSACTIONAL_ID_PREFIX,
+    UNKNOWN,
+    Need,
+    Permission,
+    Verdict,
+    describe_acls,
+    grant_command,
+    grants,
+    principal_of,
+)
 from kmc.client import KafkaSession, authorization_error, translate_errors
-from kmc.errors import AuthorizationError, KafkaOperationError, KmcError
+from kmc.errors import AuthorizationError, KmcError
 from kmc.metadata import compile_patterns, describe_topics, matches, render_topic_name
 from kmc.profiles import Cluster
-
-TOPIC, GROUP, CLUSTER, TRANSACTIONAL_ID = "topic", "group", "cluster", "transactional_id"
-CLUSTER_RESOURCE = "kafka-cluster"
-LITERAL, PREFIXED = "literal", "prefixed"
-TRANSACTIONAL_ID_PREFIX = "kmc/"  # kmc's transactional ids are kmc/FLOW/DIGEST (--exactly-once)
-GRANTED, MISSING, UNKNOWN = "granted", "missing", "unknown"
-
-# Kafka's implied operations: any of these grants the key as well (ALL grants everything).
-_IMPLIED_BY = {
-    "DESCRIBE": {"READ", "WRITE", "DELETE", "ALTER"},
-    "DESCRIBE_CONFIGS": {"ALTER_CONFIGS"},
-}
-_DESCRIBE_OR_MORE = {"DESCRIBE", *_IMPLIED_BY["DESCRIBE"]}
-_RESOURCE_TYPES = {TOPIC: ResourceType.TOPIC, GROUP: ResourceType.GROUP, CLUSTER: ResourceType.CLUSTER,
-                   TRANSACTIONAL_ID: ResourceType.TRANSACTIONAL_ID}
-_KAFKA_ACLS_RESOURCE = {TOPIC: "--topic", GROUP: "--group", CLUSTER: "--cluster",
-                        TRANSACTIONAL_ID: "--transactional-id"}
-
-
-def grants(operation: str, granted: Iterable[str]) -> bool:
-    """Whether holding the operations ``granted`` allows ``operation`` (Kafka's implications included)."""
-    held = set(granted)
-    return operation in held or "ALL" in held or bool(_IMPLIED_BY.get(operation, set()) & held)
-
-
-@dataclass(frozen=True, order=True)
-class Permission:
-    """One operation on one resource, e.g. READ on topic orders, WRITE on transactional ids prefixed kmc/."""
-
-    resource_type: str
-    name: str
-    operation: str
-    pattern: str = LITERAL
-
-    @property
-    def resource(self) -> str:
-        if self.resource_type == CLUSTER:
-            return "the cluster"
-        kind = "transactional id" if self.resource_type == TRANSACTIONAL_ID else self.resource_type
-        if self.pattern == PREFIXED:
-            return f"{kind}s prefixed {self.name}"
-        return f"{kind} {self.name}"
-
-    def label(self) -> str:
-        return f"{self.operation} on {self.resource}"
-
-    def to_dict(self) -> dict[str, str]:
-        return {"resource_type": self.resource_type, "resource": self.name, "pattern": self.pattern,
-                "operation": self.operation}
-
-
-@dataclass(frozen=True)
-class Need:
-    """A permission a command needs on one cluster, and what for."""
-
-    permission: Permission
-    purpose: str
-
-
-@dataclass(frozen=True)
-class Verdict:
-    need: Need
-    status: str  # granted | missing | unknown
-    how: str = ""  # what told (or why nothing could)
-
-    def to_dict(self, cluster: str) -> dict[str, Any]:
-        return {"cluster": cluster, **self.need.permission.to_dict(), "status": self.status,
-                "needed_for": self.need.purpose, "checked_by": self.how}
-
-
-def principal_of(cluster: Cluster) -> str | None:
-    """The principal the brokers see for this profile, when kmc can tell (SASL: ``User:USERNAME``; no
-    authentication: ``User:ANONYMOUS``)."""
-    if cluster.sasl_mechanism and cluster.username:
-        return f"User:{cluster.username}"
-    if not cluster.ssl_certfile:
-        return "User:ANONYMOUS"
-    return None  # the certificate's name, as the brokers' principal mapping rules make it
-
-
-def grant_command(cluster: Cluster, permission: Permission, operations: Sequence[str]) -> str:
-    """The kafka-acls command an operator would run to grant ``operations`` on the permission's resource."""
-    principal = principal_of(cluster) or "User:<the principal of ssl_certfile>"
-    words = ["kafka-acls", "--add", "--allow-principal", principal]
-    for operation in operations:
-        words += ["--operation", "".join(part.capitalize() for part in operation.split("_"))]
-    words.append(_KAFKA_ACLS_RESOURCE[permission.resource_type])
-    if permission.resource_type != CLUSTER:
-        words.append(permission.name)
-    if permission.pattern == PREFIXED:
-        words += ["--resource-pattern-type", "prefixed"]
-    return " ".join(words)
-
 
 # ------------------------------------------------------------------------------------------ needs
 
@@ -307,7 +216,7 @@ def _check_topics(session: KafkaSession, needs: Sequence[Need], found: dict[Need
         operations = entry.get("authorized_operations")
         if error is kafka_errors.NoError and operations is not None:
             found[need] = (GRANTED if grants(operation, operations) else MISSING, "the topic's authorized operations")
-        elif error is kafka_errors.TopicAuthorizationFailedError and operation in _DESCRIBE_OR_MORE:
+        elif error is kafka_errors.TopicAuthorizationFailedError and operation in DESCRIBE_OR_MORE:
             found[need] = (MISSING, "the topic cannot be described")  # each of these would imply DESCRIBE
         if operation == "CREATE" and need not in found:
             absent.append(need)
@@ -340,65 +249,8 @@ def _check_transactional_ids(session: KafkaSession, needs: Sequence[Need], found
                 continue
             if need.permission.operation == "DESCRIBE":
                 found[need] = (GRANTED if described else MISSING, "a DescribeTransactions request")
-            elif not described and need.permission.operation in _IMPLIED_BY["DESCRIBE"]:
+            elif not described and need.permission.operation in IMPLIED_BY["DESCRIBE"]:
                 found[need] = (MISSING, "a DescribeTransactions request")
-
-
-# ------------------------------------------------------------------------------------------ ACL bindings
-
-
-@dataclass(frozen=True, order=True)
-class AclBinding:
-    """One ACL, as plain strings: ``ALLOW User:alice READ on topic orders (literal) from host *``."""
-
-    resource_type: str
-    name: str
-    pattern: str
-    principal: str
-    host: str
-    operation: str
-    permission: str  # ALLOW | DENY
-
-    @classmethod
-    def from_kafka(cls, acl: ACL) -> AclBinding:
-        resource = acl.resource_pattern
-        return cls(resource.resource_type.name.lower(), resource.resource_name, resource.pattern_type.name.lower(),
-                   acl.principal, acl.host, acl.operation.name, acl.permission_type.name)
-
-    def to_kafka(self) -> ACL:
-        return ACL(self.principal, self.host, ACLOperation[self.operation], ACLPermissionType[self.permission],
-                   ResourcePattern(ResourceType[self.resource_type.upper()], self.name,
-                                   ACLResourcePatternType[self.pattern.upper()]))
-
-    def label(self) -> str:
-        where = "" if self.host == "*" else f" from {self.host}"
-        return f"{self.permission} {self.principal} {self.operation}{where}"
-
-    def to_dict(self) -> dict[str, str]:
-        return {"resource_type": self.resource_type, "resource": self.name, "pattern": self.pattern,
-                "principal": self.principal, "host": self.host, "operation": self.operation,
-                "permission": self.permission}
-
-    def applies_to(self, permission: Permission, principal: str) -> bool:
-        if self.resource_type != permission.resource_type or self.principal not in (principal, "User:*"):
-            return False
-        if self.host != "*":
-            return False  # which host the broker sees us from is not known here
-        if self.pattern == LITERAL:
-            return self.name in (permission.name, "*") and (permission.pattern == LITERAL or self.name == "*")
-        if self.pattern == PREFIXED:
-            return permission.name.startswith(self.name)
-        return False
-
-
-def describe_acls(session: KafkaSession, resource_type: str | None = None) -> list[AclBinding]:
-    """Every ACL of the cluster (of one resource type); needs DESCRIBE on the cluster."""
-    kind = _RESOURCE_TYPES[resource_type] if resource_type else ResourceType.ANY
-    query = ACLFilter(principal=None, host=None, operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY,
-                      resource_pattern=ResourcePatternFilter(kind, None, ACLResourcePatternType.ANY))
-    with translate_errors(session.cluster, "describe ACLs"):
-        bindings, _ = session.admin.describe_acls(query)
-    return sorted(AclBinding.from_kafka(binding) for binding in bindings)
 
 
 def _check_by_acls(session: KafkaSession, needs: Sequence[Need], found: dict[Need, tuple[str, str]]) -> None:
@@ -520,113 +372,3 @@ def explain_mirror_denials(source: KafkaSession, target: KafkaSession, spec: Any
         return [(source, source_needs), (target, target_needs)]
 
     return explain_denials(checks)
-
-
-# ------------------------------------------------------------------------------------------ syncing
-
-
-def topic_acls(session: KafkaSession, topics: Iterable[str]) -> list[AclBinding]:
-    """The literal topic ACLs of ``topics`` (needs DESCRIBE on the cluster)."""
-    wanted = set(topics)
-    return [binding for binding in describe_acls(session, TOPIC)
-            if binding.pattern == LITERAL and binding.name in wanted]
-
-
-def mirrored_acl(binding: AclBinding, target_topic: str) -> AclBinding | None:
-    """What ``binding`` (a source topic ACL) becomes on the target topic; None when it is not copied.
-
-    MirrorMaker 2's rules: ALLOW WRITE is never copied (only the mirror writes to a mirrored topic), ALLOW
-    ALL becomes ALLOW READ, anything else (DENY included) is copied as it is, renamed with the topic.
-    """
-    if binding.resource_type != TOPIC or binding.pattern != LITERAL:
-        return None
-    operation = binding.operation
-    if binding.permission == "ALLOW":
-        if operation == "WRITE":
-            return None
-        if operation == "ALL":
-            operation = "READ"
-    return AclBinding(TOPIC, target_topic, LITERAL, binding.principal, binding.host, operation, binding.permission)
-
-
-@dataclass(frozen=True)
-class AclSync:
-    """The target ACLs a sync creates, and the source ACLs it leaves out (ALLOW WRITE)."""
-
-    create: tuple[AclBinding, ...]
-    skipped: tuple[AclBinding, ...]
-    present: tuple[AclBinding, ...]  # already on the target
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"create": [binding.to_dict() for binding in self.create],
-                "skipped": [binding.to_dict() for binding in self.skipped],
-                "present": len(self.present)}
-
-
-def expected_target_acls(source_acls: Iterable[AclBinding], mapping: Mapping[str, str],
-                         ) -> tuple[set[AclBinding], list[AclBinding]]:
-    """(target ACLs the source's imply, source ACLs that are not copied) for source -> target topic names."""
-    expected: set[AclBinding] = set()
-    skipped = []
-    for binding in source_acls:
-        target_topic = mapping.get(binding.name)
-        if target_topic is None:
-            continue
-        copied = mirrored_acl(binding, target_topic)
-        if copied is None:
-            skipped.append(binding)
-        else:
-            expected.add(copied)
-    return expected, skipped
-
-
-def acls_to_sync(source: KafkaSession, target: KafkaSession, mapping: Mapping[str, str]) -> AclSync:
-    """What ``--sync-acls`` would create on the target for source -> target topic ``mapping``. Reads only."""
-    if not mapping:
-        return AclSync((), (), ())
-    expected, skipped = expected_target_acls(topic_acls(source, mapping), mapping)
-    existing = set(topic_acls(target, mapping.values()))
-    return AclSync(tuple(sorted(expected - existing)), tuple(sorted(skipped)), tuple(sorted(expected & existing)))
-
-
-def apply_acl_sync(target: KafkaSession, sync: AclSync) -> list[str]:
-    """Create the ACLs of ``sync`` on the target; one line per ACL created."""
-    if not sync.create:
-        return []
-    with translate_errors(target.cluster, "create ACLs"):
-        result = target.admin.create_acls([binding.to_kafka() for binding in sync.create])
-    failed = result.get("failed") or []
-    if failed:
-        error = failed[0] if isinstance(failed[0], type) else type(failed[0])
-        if issubclass(error, kafka_errors.AuthorizationError):
-            raise authorization_error(f"{target.cluster.name}: create ACLs: ", error())
-        raise KafkaOperationError(f"{target.cluster.name}: create ACLs: {error.__name__}")
-    return [f"created ACL {binding.label()} on topic {binding.name}" for binding in sync.create]
-
-
-@dataclass(frozen=True)
-class AclDifference:
-    source_topic: str
-    target_topic: str
-    binding: AclBinding  # as it is (or would be) on the target
-    side: str  # "missing": the source's ACL implies it, the target lacks it; "extra": the target's alone
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source_topic": self.source_topic, "target_topic": self.target_topic, "side": self.side,
-                **self.binding.to_dict()}
-
-
-def acl_differences(source: KafkaSession, target: KafkaSession, mapping: Mapping[str, str]) -> list[AclDifference]:
-    """``kmc diff --acls``: target ACLs the source's imply but the target lacks, and target ACLs on the
-    mirrored topics that no source ACL implies (ALLOW WRITE left out on both sides: a sync never copies
-    it, and the mirror's own WRITE lives there)."""
-    if not mapping:
-        return []
-    expected, _ = expected_target_acls(topic_acls(source, mapping), mapping)
-    actual = {binding for binding in topic_acls(target, mapping.values())
-              if not (binding.permission == "ALLOW" and binding.operation == "WRITE")}
-    back = {target_topic: source_topic for source_topic, target_topic in mapping.items()}
-    differences = [AclDifference(back[binding.name], binding.name, binding, "missing") for binding in expected - actual]
-    differences += [AclDifference(back[binding.name], binding.name, binding, "extra") for binding in actual - expected]
-    return sorted(differences, key=lambda item: (item.source_topic, item.side, item.binding))
-
