@@ -261,14 +261,17 @@ def test_wrong_password_is_exit_5_in_one_line(secure, config: Path, tmp_path: Pa
 
 def least_privilege_acls(principal: str, topic: str) -> dict[str, list[AclBinding]]:
     """The exact ACL set every command runs with (README, "Least privilege"): nothing that writes to the
-    source; on the target, what creating, writing, growing and re-configuring the mirrored topics takes,
-    kmc's checkpoint topic and its transactional ids; DESCRIBE on each cluster for inventory."""
+    source (READ on its kmc.provenance lets the mirror recognise other mirrors' copies); on the target, what
+    creating, writing, growing and re-configuring the mirrored topics takes, kmc's checkpoint and provenance
+    topics and its transactional ids; DESCRIBE on each cluster for inventory."""
     return {
         SOURCE: [acl(principal, TOPIC, topic, Op.READ), acl(principal, TOPIC, topic, Op.DESCRIBE_CONFIGS),
+                 acl(principal, TOPIC, "kmc.provenance", Op.READ),
                  acl(principal, CLUSTER, "kafka-cluster", Op.DESCRIBE)],
         TARGET: [acl(principal, TOPIC, TARGET_PREFIX, operation, PREFIXED)
                  for operation in (Op.CREATE, Op.WRITE, Op.READ, Op.ALTER, Op.ALTER_CONFIGS)]
         + [acl(principal, TOPIC, "kmc.checkpoints", operation) for operation in (Op.CREATE, Op.READ, Op.WRITE)]
+        + [acl(principal, TOPIC, "kmc.provenance", operation) for operation in (Op.CREATE, Op.WRITE)]
         + [acl(principal, TXN, "kmc/", Op.WRITE, PREFIXED), acl(principal, CLUSTER, "kafka-cluster", Op.DESCRIBE)],
     }
 
@@ -340,11 +343,14 @@ def test_least_privilege_runs_every_command_and_each_acl_is_needed(secure, confi
         produce(source, topic, numbered(4, 4, start=int(time.time() * 1000) % 100000))
 
     to_copy = ("--rename", f"{TARGET_PREFIX}1.{{topic}}")
-    source_read, source_configs, source_cluster = acls[SOURCE]
-    create, write, read, alter, alter_configs, cp_create, cp_read, cp_write, txn_write, target_cluster = acls[TARGET]
+    source_read, source_configs, source_provenance, source_cluster = acls[SOURCE]
+    (create, write, read, alter, alter_configs, cp_create, cp_read, cp_write, pv_create, pv_write, txn_write,
+     target_cluster) = acls[TARGET]
     more()
     without(source, source_read, lambda: mirror(*to_copy, expect=None), f"READ on topic {topic}")
     without(source, source_configs, lambda: mirror(*to_copy, expect=None), f"DESCRIBE_CONFIGS on topic {topic}")
+    # kmc cannot tell whether a source it may not read kmc.provenance of holds other mirrors' copies
+    without(source, source_provenance, lambda: mirror(*to_copy, expect=None), "READ on topic kmc.provenance")
     # inventory reports what it could gather (exit 6, partial), naming what it could not
     without(source, source_cluster, lambda: kmc("inventory", "lpsrc", expect=None), "DESCRIBE on the cluster", 6)
     without(target, create, lambda: mirror("--rename", f"{TARGET_PREFIX}new.{{topic}}", "--flow", "lpnew", expect=None),
@@ -361,11 +367,16 @@ def test_least_privilege_runs_every_command_and_each_acl_is_needed(secure, confi
     without(target, cp_read, lambda: mirror(*to_copy, expect=None), "READ on topic kmc.checkpoints")
     more()
     without(target, cp_write, lambda: mirror(*to_copy, expect=None), "WRITE on topic kmc.checkpoints")
+    more()
+    without(target, pv_write, lambda: mirror(*to_copy, expect=None), "WRITE on topic kmc.provenance")
     without(target, txn_write, lambda: mirror(*to_eos, expect=None), "WRITE on transactional ids prefixed kmc/")
     without(target, target_cluster, lambda: kmc("inventory", "lpdst", expect=None), "DESCRIBE on the cluster", 6)
     admin(target).delete_topics(["kmc.checkpoints"])["kmc.checkpoints"].result(30)
     wait_for(lambda: "kmc.checkpoints" not in admin(target).list_topics(timeout=10).topics, 30, "the deletion")
     without(target, cp_create, lambda: mirror(*to_copy, expect=None), "CREATE on topic kmc.checkpoints")
+    admin(target).delete_topics(["kmc.provenance"])["kmc.provenance"].result(30)
+    wait_for(lambda: "kmc.provenance" not in admin(target).list_topics(timeout=10).topics, 30, "the deletion")
+    without(target, pv_create, lambda: mirror(*to_copy, expect=None), "CREATE on topic kmc.provenance")
     # and with all of them back, the mirror goes on
     assert mirror(*to_copy, "-o", "json").json()["complete"] is True
 
@@ -395,6 +406,33 @@ def test_dry_run_lists_every_missing_permission_before_copying(secure, config: P
     table = kmc("mirror", "drysrc", "drydst", "--topics", topic, "--dry-run", expect=5)
     assert f"drysrc: READ on topic {topic}: missing (needed to copy its records)" in table.stderr
     assert set(admin(target).list_topics(timeout=10).topics) == before  # nothing was created
+
+
+def test_a_provenance_topic_the_mirror_may_not_read_is_named(secure, config: Path,  # noqa: ANN001
+                                                           tmp_path: Path) -> None:
+    """A source that is itself a mirror's target has kmc.provenance; a mirror that cannot read it would copy
+    records back where they came from (no loop prevention): exit 5 naming it, not a silent loop."""
+    source, target = secure[TARGET], secure[SOURCE]  # sdst has kmc.provenance (other tests mirror into it)
+    create_topic(source, f"seed-{uuid.uuid4().hex[:6]}")
+    kmc("mirror", SOURCE, TARGET, "--topics", "nothing-matches", "--once")  # makes sure kmc.provenance exists
+    user = f"pv-{uuid.uuid4().hex[:6]}"
+    password = f"pw-{uuid.uuid4().hex}"
+    for cluster in (source, target):
+        new_user(cluster, user, password)
+    secret = password_file(tmp_path, "pv.pw", password)
+    config.write_text(profile("pvsrc", source, user, secret) + profile("pvdst", target, user, secret))
+    topic = f"pv-{uuid.uuid4().hex[:6]}"
+    create_topic(source, topic, 1)
+    produce(source, topic, numbered(5, 1))
+    principal = f"User:{user}"
+    grant(source, acl(principal, TOPIC, topic, Op.READ), acl(principal, TOPIC, topic, Op.DESCRIBE_CONFIGS))
+    grant(target, acl(principal, TOPIC, topic, Op.DESCRIBE_CONFIGS),
+          *(acl(principal, TOPIC, name, operation) for name in (topic, "kmc.checkpoints", "kmc.provenance")
+            for operation in (Op.CREATE, Op.READ, Op.WRITE)))
+    line = denied(kmc("mirror", "pvsrc", "pvdst", "--topics", topic, "--once", expect=None))
+    assert "pvsrc: not authorized: DESCRIBE and READ on topic kmc.provenance" in line, line
+    grant(source, acl(principal, TOPIC, "kmc.provenance", Op.READ))
+    assert kmc("mirror", "pvsrc", "pvdst", "--topics", topic, "--once", "-o", "json").json()["records"] == 5
 
 
 # ------------------------------------------------------------------------------------------ ACL sync

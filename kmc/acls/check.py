@@ -97,6 +97,7 @@ def mirror_needs(source: KafkaSession, target: KafkaSession, spec: Any, plan: An
     possible action counts. Reads only.
     """
     from kmc.mirror.checkpoints import CHECKPOINT_TOPIC  # the mirror package imports this module
+    from kmc.mirror.provenance import PROVENANCE_TOPIC
 
     if plan is not None:
         mapping = {topic.source_topic: topic.target_topic for topic in plan.topics}
@@ -113,7 +114,7 @@ def mirror_needs(source: KafkaSession, target: KafkaSession, spec: Any, plan: An
                    and matches(name, [], exclude)]
         names = set(partitions) | set(hidden_topics(source, literal))
         mapping = {name: render_topic_name(spec.rename, name, source.cluster.name) for name in sorted(names)}
-        wanted = set(mapping.values()) | {CHECKPOINT_TOPIC}
+        wanted = set(mapping.values()) | {CHECKPOINT_TOPIC, PROVENANCE_TOPIC}
         existing = {topic.name: len(topic.partitions) for topic in describe_topics(
             target, include_internal=True, with_offsets=False, wanted=wanted.__contains__)}
         creates = {name for name in mapping.values() if name not in existing}
@@ -135,6 +136,12 @@ def mirror_needs(source: KafkaSession, target: KafkaSession, spec: Any, plan: An
             target_needs += _topic_needs(target_topic, (("ALTER", "add the partitions the source gained"),))
         if target_topic in syncs:
             target_needs += _topic_needs(target_topic, (("ALTER_CONFIGS", "sync its configs (--sync-configs)"),))
+    with translate_errors(target.cluster, "list topics"):
+        provenance_exists = PROVENANCE_TOPIC in set(target.admin.list_topics())
+    if not provenance_exists:
+        target_needs += _topic_needs(PROVENANCE_TOPIC, (("CREATE", "create kmc's provenance topic"),))
+    target_needs += _topic_needs(PROVENANCE_TOPIC, (("DESCRIBE", "find the provenance topic"),
+                                                    ("WRITE", "announce the mirror's producer")))
     if not checkpoint_exists:
         target_needs += _topic_needs(CHECKPOINT_TOPIC, (("CREATE", "create kmc's checkpoint topic"),))
     target_needs += _topic_needs(CHECKPOINT_TOPIC, (("DESCRIBE", "find the checkpoints"),
