@@ -158,7 +158,7 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
     for dataset in [*sets, *([] if args.no_oneshot else [small])]:
         say(f"generating {dataset.records:,} records into {dataset.topic}")
         generation[dataset.name] = round(workload.generate(bench.source, dataset), 2)
-        if secure and dataset in sets:  # the same records (same seed) in the SASL_SSL source
+        if secure and dataset in sets and dataset.partitions == workload.PARTITIONS:  # same records, same seed
             workload.generate(bench.secure_source, dataset)
 
     rows: list[runners.Row] = []
