@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import functools
 import os
 import shutil
@@ -38,7 +39,8 @@ from kmc.errors import KmcError
 BENCH = Path(__file__).resolve().parent
 
 CLUSTERS = ["bench-src", "bench-dst"]
-ALL_TOOLS = ["ceiling", "mm2", "kmc", "kmc-w2", "kmc-walk", "kmc-records", "floor"]
+SECURE_CLUSTERS = ["bench-ssrc", "bench-sdst"]  # SASL_SSL sandboxes, for kmc-sasl-ssl
+ALL_TOOLS = ["ceiling", "mm2", "kmc", "kmc-w2", "kmc-walk", "kmc-records", "kmc-sasl-ssl", "floor"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -91,7 +93,7 @@ class Cleanup:
         workload.close_clients()
         with contextlib.suppress(Exception):
             existing = {c.name for c in sandbox.list_sandboxes()}
-            sandbox.down([n for n in CLUSTERS if n in existing])
+            sandbox.down([n for n in [*CLUSTERS, *SECURE_CLUSTERS] if n in existing])
         for pid in sandbox.kill_jvms_under(self.home):
             say(f"killed leftover JVM {pid}")
         if self.keep:
@@ -129,11 +131,11 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
         except KmcError as exc:
             missing["mm2"] = exc.one_line()
     kmc_env = runners.environment_for_kmc(home / "kmc")
-    if {"kmc", "kmc-w2", "kmc-walk", "kmc-records"} & set(args.tools):
+    kmc_tools = ("kmc", "kmc-w2", "kmc-walk", "kmc-records", "kmc-sasl-ssl")
+    if set(kmc_tools) & set(args.tools):
         available, why = runners.kmc_available(kmc_env)
         if not available:
-            missing["kmc"] = missing["kmc-w2"] = missing["kmc-walk"] = missing["kmc-records"] = \
-                f"kmc mirror is not available: {why}"
+            missing.update(dict.fromkeys(kmc_tools, f"kmc mirror is not available: {why}"))
     for tool, why in missing.items():
         say(f"{tool}: not available ({why})")
 
@@ -145,6 +147,10 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
         source=source.bootstrap_servers, target=target.bootstrap_servers, work=work, kmc_env=kmc_env,
         tools_cp=tools_cp or "", mirror_cp=mirror_cp or "", mm2_tasks=mm2_tasks,
     )  # fmt: skip
+    secure = "kmc-sasl-ssl" in args.tools and "kmc-sasl-ssl" not in missing
+    if secure:
+        say(f"starting SASL_SSL sandboxes {', '.join(SECURE_CLUSTERS)}")
+        bench = secure_pair(bench, sandbox.up(SECURE_CLUSTERS, timeout=120, security_mode=sandbox.SASL_SSL))
     settle = 1.0 if args.quick else 5.0
     ceiling_runs = 1 if args.quick else 3  # the best of three: the perf tools' rate varies a lot here
 
@@ -152,6 +158,8 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
     for dataset in [*sets, *([] if args.no_oneshot else [small])]:
         say(f"generating {dataset.records:,} records into {dataset.topic}")
         generation[dataset.name] = round(workload.generate(bench.source, dataset), 2)
+        if secure and dataset in sets and dataset.partitions == workload.PARTITIONS:  # same records, same seed
+            workload.generate(bench.secure_source, dataset)
 
     rows: list[runners.Row] = []
 
@@ -176,6 +184,7 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
                ("kmc-w2", functools.partial(runners.kmc_mirror, workers=2)),
                ("kmc-walk", functools.partial(runners.kmc_mirror, copy_path="walk")),
                ("kmc-records", functools.partial(runners.kmc_mirror, copy_path="records")),
+               ("kmc-sasl-ssl", functools.partial(runners.kmc_mirror, secure=True)),
                ("floor", runners.floor_loop)]
     for dataset in sets:
         if dataset.partitions != workload.PARTITIONS:  # the many-partitions row: MM2 and kmc only
@@ -191,7 +200,7 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
                 measure_one(tool, "throughput", dataset, runner)
     if not args.no_oneshot:
         for tool, runner in mirrors:
-            if tool in args.tools:
+            if tool in args.tools and tool != "kmc-sasl-ssl":  # throughput only: TLS's cost is per byte
                 measure_one(tool, "oneshot", small, runner)
 
     report.add_ratios(rows)
@@ -214,6 +223,27 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
         "results": [row.to_json() for row in rows],
     }
     return result, rows
+
+
+def secure_pair(bench: runners.Bench, clusters: list[sandbox.SandboxCluster]) -> runners.Bench:
+    """``bench`` with the SASL_SSL sandboxes: confluent-kafka settings for the harness (admin over SASL_SSL)
+    and a kmc config file naming their admin profiles, secrets read from the sandboxes' files."""
+    from kmc.profiles import render_cluster_table
+
+    tables = []
+    for cluster in clusters:
+        security = cluster.data_dir / "security"
+        workload.CLIENT_SETTINGS[cluster.bootstrap_servers] = {
+            "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "admin",
+            "sasl.password": (security / "admin.password").read_text().strip(),
+            "ssl.ca.location": str(security / "ca.pem")}  # fmt: skip
+        tables.append(render_cluster_table(cluster.name, cluster.profile_tables()[cluster.name]))
+    config = bench.work / "secure.toml"
+    config.write_text("\n".join(tables))
+    config.chmod(0o600)
+    return dataclasses.replace(bench, secure_source=clusters[0].bootstrap_servers,
+                               secure_target=clusters[1].bootstrap_servers,
+                               secure_profiles=(clusters[0].name, clusters[1].name), secure_config=config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,9 +58,10 @@ TOOL_NAMES = {
     "kmc-w2": "kmc mirror --once --workers 2",
     "kmc-walk": "kmc mirror --once, every batch walked",
     "kmc-records": "kmc mirror --once, record path",
+    "kmc-sasl-ssl": "kmc mirror --once over SASL_SSL",
     "floor": "kafka-python loop",
 }
-MIRROR_TOOLS = ("mm2", "kmc", "kmc-w2", "kmc-walk", "kmc-records", "floor")
+MIRROR_TOOLS = ("mm2", "kmc", "kmc-w2", "kmc-walk", "kmc-records", "kmc-sasl-ssl", "floor")
 MB = 1_000_000
 
 
@@ -82,6 +83,7 @@ class Row:
     peak_rss_mb: float | None = None
     vs_mm2: float | None = None  # records/s ÷ MM2's records/s on the same data (one-shot: MM2's time ÷ this time)
     vs_ceiling: float | None = None  # records/s ÷ the broker ceiling of the same data
+    vs_plaintext: float | None = None  # kmc over SASL_SSL: records/s ÷ kmc's over PLAINTEXT on the same data
     detail: dict[str, Any] = field(default_factory=dict)
 
     def measured(self, dataset: Dataset, usage: measure.Usage, seconds: float | None = None) -> Row:
@@ -104,7 +106,8 @@ class Row:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["tool_name"] = TOOL_NAMES[self.tool]
-        for key in ("seconds", "records_per_s", "mb_per_s", "cpu_s", "peak_rss_mb", "vs_mm2", "vs_ceiling"):
+        for key in ("seconds", "records_per_s", "mb_per_s", "cpu_s", "peak_rss_mb", "vs_mm2", "vs_ceiling",
+                    "vs_plaintext"):
             if data[key] is not None:
                 data[key] = round(data[key], 3)
         return data
@@ -121,6 +124,11 @@ class Bench:
     tools_cp: str
     mirror_cp: str
     mm2_tasks: int
+    # the SASL_SSL pair (kmc-sasl-ssl): their bootstraps, their profile names and the config file naming them
+    secure_source: str = ""
+    secure_target: str = ""
+    secure_profiles: tuple[str, str] = ("", "")
+    secure_config: Path | None = None
     poll_interval: float = 0.1
     min_timeout: float = 180.0
 
@@ -142,10 +150,10 @@ class Bench:
                 "-cp", classpath, main, *args]  # fmt: skip
 
 
-def _verify(row: Row, bench: Bench, dataset: Dataset, target_topic: str) -> Row:
+def _verify(row: Row, bench: Bench, dataset: Dataset, target_topic: str, secure: bool = False) -> Row:
     """Mark the row failed unless the target topic holds exactly the source's records, partition by partition."""
-    source = workload.end_offsets(bench.source, dataset.topic)
-    target = workload.end_offsets(bench.target, target_topic)
+    source = workload.end_offsets(bench.secure_source if secure else bench.source, dataset.topic)
+    target = workload.end_offsets(bench.secure_target if secure else bench.target, target_topic)
     row.detail.update(
         target_topic=target_topic,
         source_counts=[source.get(p, 0) for p in sorted(source)],
@@ -336,7 +344,7 @@ def kmc_executable() -> str:
 
 
 def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", workers: int = 1,
-               copy_path: str = "batches") -> Row:
+               copy_path: str = "batches", secure: bool = False) -> Row:
     """``kmc mirror SRC DST --topics T --rename {topic}.kmc --once -q -o json``: start to exit.
 
     kmc's default ``--compression keep`` sends each batch with the codec its source batch has, as MM2's
@@ -345,18 +353,26 @@ def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", work
     into its own topic and flow. ``copy_path="walk"`` runs it with KMC_COPY_PATH=walk (every batch walked
     record by record as bytes: the byte path before batches travelled whole), ``"records"`` with
     KMC_COPY_PATH=records (decoded records).
+    ``secure`` copies the same dataset between the SASL_SSL sandboxes (SCRAM-SHA-512 as admin, TLS), by
+    their profiles: what TLS and SASL cost.
     """
     tool = "kmc" if workers == 1 else f"kmc-w{workers}"
     suffix = "kmc" if workers == 1 else f"kmc{workers}"
     env = bench.kmc_env
     if copy_path != "batches":
         tool, suffix, env = f"kmc-{copy_path}", f"kmc{copy_path}", {**env, "KMC_COPY_PATH": copy_path}
+    source, target = bench.source, bench.target
+    if secure:
+        tool = "kmc-sasl-ssl"
+        source, target = bench.secure_profiles
     row = Row(section, dataset.name, tool)
     target_topic = f"{dataset.topic}.{suffix}"
     cmd = [
-        kmc_executable(), "mirror", bench.source, bench.target,
+        kmc_executable(), "mirror", source, target,
         "--topics", re.escape(dataset.topic), "--rename", f"{{topic}}.{suffix}", "--once", "-q", "-o", "json",
     ]  # fmt: skip
+    if secure:
+        cmd += ["--config", str(bench.secure_config)]
     if workers > 1 or copy_path != "batches":
         cmd += ["--flow", f"bench-{suffix}"]
     if workers > 1:
@@ -375,7 +391,7 @@ def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", work
         row.detail["kmc_output"] = json.loads(child.stdout.read_text()) if child.stdout else None
     except (OSError, ValueError) as exc:
         row.detail["kmc_output"] = f"unreadable: {exc}"
-    return _verify(row, bench, dataset, target_topic)
+    return _verify(row, bench, dataset, target_topic, secure)
 
 
 def floor_loop(bench: Bench, dataset: Dataset, section: str = "throughput") -> Row:

@@ -67,6 +67,14 @@ SMALL = Dataset("small-10k", "bench-small", 10_000, 100, "none")
 
 QUIET = {"log_level": 4}  # librdkafka's notices (e.g. "Purging unserved events" on close) are noise here
 
+# Security settings of clusters that are not plaintext (the SASL_SSL sandboxes), by bootstrap address.
+CLIENT_SETTINGS: dict[str, dict[str, str]] = {}
+
+
+def client_settings(bootstrap: str) -> dict[str, str]:
+    """confluent-kafka settings that reach ``bootstrap`` (plaintext unless registered in CLIENT_SETTINGS)."""
+    return {"bootstrap.servers": bootstrap, **CLIENT_SETTINGS.get(bootstrap, {}), **QUIET}
+
 
 _admins: dict[str, AdminClient] = {}
 
@@ -74,7 +82,7 @@ _admins: dict[str, AdminClient] = {}
 def admin(bootstrap: str) -> AdminClient:
     """One admin client per cluster for the whole run (a client per call leaks: futures keep them alive)."""
     if bootstrap not in _admins:
-        _admins[bootstrap] = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
+        _admins[bootstrap] = AdminClient(client_settings(bootstrap))
     return _admins[bootstrap]
 
 
@@ -108,13 +116,12 @@ def generate(bootstrap: str, dataset: Dataset, seed: int = 7) -> float:
             failures.append(str(err))
 
     producer = Producer({
-        "bootstrap.servers": bootstrap,
+        **client_settings(bootstrap),
         "compression.type": dataset.compression,
         "linger.ms": 20,
         "batch.size": 1_000_000,
         "queue.buffering.max.messages": 500_000,
         "queue.buffering.max.kbytes": 512 * 1024,
-        **QUIET,
     })  # fmt: skip
     started = time.monotonic()
     produce = producer.produce

@@ -15,6 +15,13 @@ Assumptions, by name (the tests use the same names):
 - ``manager_get_connection``: ``KafkaConnectionManager.get_connection(node_id, ...)`` returns the connection
   for every request; a connection has ``close_future`` (errbacks get the closing error), ``init_future``
   (``failed()``), ``sasl_enabled`` and ``broker_version_data`` (None until ApiVersions answered).
+- ``bootstrap_stops_on_get_connection_error``: while the manager bootstraps, an exception other than
+  NodeNotReadyError raised by ``get_connection`` ends the bootstrap and the client's constructor raises it;
+  ``manager.bootstrapped`` is True once the bootstrap succeeded.
+- ``handshake_error_context``: a failed TLS handshake closes the connection with a KafkaConnectionError
+  whose ``__context__`` is the ssl.SSLError (kmc.tls.ssl_error_in also looks at its cause and arguments).
+- ``manager_broker_metadata``: ``manager.cluster.broker_metadata(node_id)`` has the ``host`` and ``port`` of
+  a node, bootstrap nodes included.
 - ``admin_manager_send``: every admin request goes through ``admin._manager.send(request, ...)``.
 - ``request_api_key``: a request has ``API_KEY``, which ``kafka.protocol.api_key.ApiKey`` names.
 - ``broker_api_versions``: ``kafka.protocol.broker_version_data.BROKER_API_VERSIONS`` is keyed by the version
@@ -34,6 +41,8 @@ Assumptions, by name (the tests use the same names):
 
 from __future__ import annotations
 
+import socket
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +53,9 @@ from kafka.net.manager import KafkaConnectionManager
 from kafka.net.selector import NetworkSelector
 from kafka.protocol.api_key import ApiKey
 from kafka.protocol.broker_version_data import BROKER_API_VERSIONS
+
+from kmc.profiles import Cluster
+from kmc.tls import explain_close
 
 # kafka-python infers a broker's version from the protocol versions it supports, and knows them up to
 # this release: a newer broker looks exactly like it.
@@ -92,36 +104,84 @@ def known_settings(client_class: type) -> frozenset[str]:
 class ConnectionWatch:
     """Remembers why a client's connections closed while it bootstraps, and keeps its IO loop.
 
-    kafka-python 3.0 retries a bootstrap connection whose SASL authentication failed until the bootstrap
-    timeout, then raises a bare KafkaTimeoutError: a wrong password would look like an unreachable cluster.
-    Worse, the broker closes the connection right after its error response, and kafka-python drops data
-    that arrives together with the close, so the error often shows only as "socket disconnected". Passed
-    as ``kafka_client=watch.client`` (``kafka_client_hook``), this supplies the connection manager, which
-    notes an authentication error, or a connection the broker answered (ApiVersions) and then closed
-    during SASL authentication (``manager_get_connection``). ``stop_io`` stops the IO thread of a client
-    that failed to start (``net_client_parts``).
+    kafka-python 3.0 retries a failing bootstrap connection until the bootstrap timeout, then raises a bare
+    KafkaTimeoutError: a wrong password, an untrusted certificate or TLS spoken to a plaintext port (or the
+    reverse) would all look like an unreachable cluster, after the whole ``--timeout``. Worse, the broker
+    closes the connection right after its SASL error response, and kafka-python drops data that arrives
+    together with the close, so the error often shows only as "socket disconnected". Passed as
+    ``kafka_client=watch.client`` (``kafka_client_hook``), this supplies the connection manager, which
+    notes why each connection closed (``manager_get_connection``): ``failure`` is an authentication failure
+    seen (raised instead of the timeout it turns into); ``fatal`` an error that ends the bootstrap at once
+    (``bootstrap_stops_on_get_connection_error``): one the broker reported, or what
+    :func:`kmc.tls.explain_close` finds for ``cluster`` (a certificate problem, ``handshake_error_context``;
+    TLS against plaintext, SASL settings that do not match the listener's: short probes of the node's
+    address, ``manager_broker_metadata``). ``stop_io`` stops the IO thread of a client that failed to start
+    (``net_client_parts``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cluster: Cluster | None = None) -> None:
+        self.cluster = cluster  # None: no diagnosis, only authentication failures
         self.failure: Exception | None = None
+        self.fatal: Exception | None = None
+        self.manager: _WatchingManager | None = None
         self._net: NetworkSelector | None = None
+        self._lock = threading.Lock()
+        self._diagnosing: set[tuple[str, int]] = set()
 
     def client(self, **configs: Any) -> KafkaNetClient:
         self._net = NetworkSelector(**configs)
-        return KafkaNetClient(net=self._net, manager=_WatchingManager(self._net, self, **configs), **configs)
+        self.manager = _WatchingManager(self._net, self, **configs)
+        return KafkaNetClient(net=self._net, manager=self.manager, **configs)
 
     def stop_io(self, timeout_ms: int = 1000) -> None:
         if self._net is not None:
             self._net.stop(timeout_ms=timeout_ms)
 
-    def note(self, connection: Any, error: BaseException) -> None:
+    def note(self, connection: Any, error: BaseException, address: tuple[str, int] | None = None,
+             manager: Any = None) -> None:
+        """A connection closed with ``error`` (on the client's IO thread: nothing here may block)."""
         if isinstance(error, (kafka_errors.SaslAuthenticationFailedError, kafka_errors.AuthorizationError)):
-            self.failure = error
-        elif (self.failure is None and getattr(connection, "sasl_enabled", False)
-              and getattr(connection, "broker_version_data", None) is not None
-              and connection.init_future.failed()):
+            self.failure = self.fatal = error  # the broker said so: retrying cannot help
+            return
+        answered = getattr(connection, "broker_version_data", None) is not None
+        set_up = not connection.init_future.failed()
+        if self.failure is None and getattr(connection, "sasl_enabled", False) and answered and not set_up:
             self.failure = kafka_errors.SaslAuthenticationFailedError(
                 "the broker answered, then closed the connection during SASL authentication")
+        # Worth a diagnosis, while the client bootstraps (later a finding would change nothing): a connection
+        # that closed while being set up, or right after, when a SASL listener refuses a client that did not
+        # authenticate. Not one that never connected (a broker down): no probe can tell more than that.
+        if (self.cluster is None or address is None or self.fatal is not None or manager is None
+                or manager.bootstrapped or _never_connected(error)):
+            return
+        with self._lock:  # one diagnosis per address at a time: a probe may take a second
+            if address in self._diagnosing:
+                return
+            self._diagnosing.add(address)
+        threading.Thread(target=self._diagnose, args=(address, error, answered, set_up), name="kmc-diagnosis",
+                         daemon=True).start()
+
+    def _diagnose(self, address: tuple[str, int], error: BaseException, answered: bool, set_up: bool) -> None:
+        try:
+            found = explain_close(self.cluster, address[0], address[1], error, answered=answered, set_up=set_up)
+            if found is not None and self.fatal is None:
+                self.fatal = found
+        finally:
+            with self._lock:
+                self._diagnosing.discard(address)
+
+
+def _never_connected(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) is a refused, timed-out or unresolvable TCP connection."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionRefusedError, TimeoutError, socket.gaierror)):
+            return True
+        argument = current.args[0] if current.args else None
+        current = argument if isinstance(argument, BaseException) else current.__cause__ or current.__context__
+    return False
 
 
 class _WatchingManager(KafkaConnectionManager):
@@ -131,10 +191,14 @@ class _WatchingManager(KafkaConnectionManager):
         self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def get_connection(self, node_id: Any, **kwargs: Any) -> Any:
+        if self._watch.fatal is not None and not self.bootstrapped:  # bootstrap_stops_on_get_connection_error
+            raise self._watch.fatal
         connection = super().get_connection(node_id, **kwargs)
         if connection not in self._watched:  # once per connection: get_connection runs for every request
             self._watched.add(connection)
-            connection.close_future.add_errback(self._watch.note, connection)
+            node = self.cluster.broker_metadata(node_id)  # manager_broker_metadata
+            address = (node.host, node.port) if node is not None else None
+            connection.close_future.add_errback(self._watch.note, connection, address=address, manager=self)
         return connection
 
 

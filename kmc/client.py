@@ -29,6 +29,7 @@ from kmc.errors import (
     describe_exception,
 )
 from kmc.profiles import Cluster, Secret
+from kmc.tls import ssl_context, uses_tls
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +52,16 @@ def client_config(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT) -> dict[st
         config["sasl_mechanism"] = cluster.sasl_mechanism
         config["sasl_plain_username"] = cluster.username
         config["sasl_plain_password"] = _hand_over(cluster.password) if cluster.password else None
-    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        value = getattr(cluster, key)
-        if value:
-            config[key] = value
-    if cluster.ssl_password is not None:
-        config["ssl_password"] = _hand_over(cluster.ssl_password)
-    config.update(cluster.client)
+    client = dict(cluster.client)
+    if uses_tls(cluster):
+        # kmc builds the SSL context (kmc.tls): file problems are config errors before any connection, and
+        # the key's password never enters kafka-python's configuration
+        if cluster.ssl_password is not None:
+            _hand_over(cluster.ssl_password)  # only to be masked in logs, should it ever appear in one
+        config["ssl_context"] = ssl_context(cluster, client)
+        for key in ("ssl_crlfile", "ssl_ciphers"):
+            client.pop(key, None)
+    config.update(client)
     return config
 
 
@@ -174,8 +178,9 @@ def logging_levels() -> tuple[int, int, str]:
 
 def _connect(cluster: Cluster, client_class: Any, settings: dict[str, Any], action: str) -> Any:
     """Construct a kafka-python client (it bootstraps on construction), reporting a failed
-    authentication as such rather than as the timeout it turns into."""
-    watch = ConnectionWatch()
+    authentication or a TLS problem as such rather than as the timeout it turns into
+    (kmc._kafka_internals.ConnectionWatch)."""
+    watch = ConnectionWatch(cluster)
     with translate_errors(cluster, action):
         try:
             return client_class(**settings, kafka_client=watch.client)
@@ -185,8 +190,11 @@ def _connect(cluster: Cluster, client_class: Any, settings: dict[str, Any], acti
             if not isinstance(exc, KeyboardInterrupt):
                 with contextlib.suppress(Exception):
                     watch.stop_io()
-            if isinstance(exc, kafka_errors.KafkaTimeoutError) and watch.failure is not None:
-                raise watch.failure from exc
+            if isinstance(exc, kafka_errors.KafkaTimeoutError):
+                if watch.fatal is not None:
+                    raise watch.fatal from exc
+                if watch.failure is not None:
+                    raise watch.failure from exc
             raise
 
 

@@ -106,6 +106,14 @@ class AuthorizationError(AuthError):
     default_hint = "ask the cluster's operator for the ACL named above"
 
 
+class TlsError(AuthError):
+    """A TLS connection that cannot work: an untrusted or wrong-host certificate, TLS spoken to a plaintext
+    port or the other way round, a client certificate missing or refused. Exit 5, like any failure to
+    establish who is who."""
+
+    default_hint = "check security_protocol, ssl_cafile and the client certificate of the profile"
+
+
 class PartialFailure(KmcError):
     exit_code = ExitCode.PARTIAL
     default_hint = "the other clusters, topics or partitions succeeded; see the errors above"

@@ -17,7 +17,7 @@ import kafka.errors as kafka_errors
 from kafka import TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, OffsetSpec
 
-from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
+from kmc.client import DEFAULT_TIMEOUT, KafkaSession, broker_error, translate_errors
 from kmc.errors import KmcError, UsageError
 from kmc.profiles import Cluster, compile_regexes
 
@@ -261,7 +261,13 @@ CLUSTER_SPECIFIC_CONFIGS = frozenset({
 
 
 def topic_configs(session: KafkaSession, topics: Iterable[str]) -> dict[str, dict[str, str]]:
-    """Each topic's own (topic-level, non-default) configs, in one DescribeConfigs request."""
+    """Each topic's own (topic-level, non-default) configs, in one DescribeConfigs request.
+
+    A topic whose configs the broker refuses to describe is an AuthorizationError naming it: kafka-python
+    3.0 drops DescribeConfigs' per-resource errors, which would make such a topic look as if it had no
+    configs of its own (and a mirror create its copy without them). Asking for every config tells the two
+    apart: a topic always has some.
+    """
     from kafka.admin import ConfigResource, ConfigResourceType
 
     names = sorted(set(topics))
@@ -269,13 +275,30 @@ def topic_configs(session: KafkaSession, topics: Iterable[str]) -> dict[str, dic
         return {}
     resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
     with translate_errors(session.cluster, "describe topic configs"):
-        described = session.admin.describe_configs(resources, config_filter="modified")
+        described = session.admin.describe_configs(resources, config_filter="all")
     by_topic = described.get("topic", {})
+    _check_described(session, [name for name in names if not by_topic.get(name)])
     return {
         name: {key: entry.get("value") for key, entry in sorted(by_topic.get(name, {}).items())
                if entry.get("config_source") == "DYNAMIC_TOPIC_CONFIG"}
         for name in names
     }
+
+
+def _check_described(session: KafkaSession, empty: list[str]) -> None:
+    """Raise for the topics among ``empty`` (no configs described) that this user may not describe."""
+    if not empty:
+        return
+    with translate_errors(session.cluster, "describe topics"):
+        described = session.admin.describe_topics(empty)
+    for topic in described:
+        error = kafka_errors.for_code(topic.get("error_code", 0))
+        operations = topic.get("authorized_operations")
+        if error is kafka_errors.TopicAuthorizationFailedError or (
+                error is kafka_errors.NoError and operations is not None and "DESCRIBE_CONFIGS" not in operations):
+            raise broker_error(f"{session.cluster.name}: describe configs of topic {topic['name']}: ",
+                               kafka_errors.TopicAuthorizationFailedError)
+        # otherwise it was deleted meanwhile: it has no configs to report
 
 
 def effective_topic_configs(
@@ -352,6 +375,13 @@ def describe_log_dirs(
                 responses = session.admin.describe_log_dirs(wanted, brokers=[broker_id])
         except KmcError as exc:
             result[broker_id] = BrokerLogDirs(broker_id, error=str(exc))
+            continue
+        if not any(response["log_dirs"] for response in responses):
+            # every broker has a log directory: none means the request was refused (kafka-python drops the
+            # response's error code), which happens to a user without DESCRIBE on the cluster
+            result[broker_id] = BrokerLogDirs(broker_id, error=f"{session.cluster.name}: broker {broker_id} reported "
+                                                               "no log directories (not authorized: DESCRIBE on the "
+                                                               "cluster)")
             continue
         dirs: list[LogDirInfo] = []
         sizes: dict[tuple[str, int], int] = {}

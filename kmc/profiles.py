@@ -11,6 +11,7 @@ file's grammar and error messages.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -73,6 +74,11 @@ class Cluster:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_password: Secret | None = None
+    # False only by the profile's explicit (unsafe) ssl_check_hostname = false
+    ssl_check_hostname: bool = True
+    # where password / ssl_password were read from, for display (the values themselves are Secrets)
+    password_file: str | None = None
+    ssl_password_file: str | None = None
     client: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     sandbox: bool = False
     source: str = ""  # the file it came from, "sandbox", or "--bootstrap"
@@ -84,13 +90,16 @@ class Cluster:
             "bootstrap": list(self.bootstrap),
             "security_protocol": self.security_protocol,
         }
-        for key in ("sasl_mechanism", "username", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        for key in ("sasl_mechanism", "username", "password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+                    "ssl_password_file"):
             value = getattr(self, key)
             if value is not None:
                 shown[key] = value
         for key in ("password", "ssl_password"):
             if getattr(self, key) is not None:
                 shown[key] = MASK
+        if not self.ssl_check_hostname:
+            shown["ssl_check_hostname"] = False
         if self.client:
             shown["client"] = {
                 key: (MASK if _is_secret_key(key) else value) for key, value in self.client.items()
@@ -115,6 +124,7 @@ class Flow:
     exactly_once: bool = False
     partitioner: str = "same"  # "same": partition i -> i; "key": rehash by key (merge mode)
     metrics_addr: str | None = None  # kmc flow run NAME --follow serves /metrics and /healthz here
+    sync_acls: bool = False  # copy the mirrored topics' ACLs to the target (kmc.acls)
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,8 @@ class Config:
     # their tables as written (``${VAR}`` references not expanded), for ``profile show``
     unresolved_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    # what the user should know but that does not stop kmc (e.g. an inline password others can read)
+    warnings: tuple[str, ...] = ()
 
     def unresolved_view(self, name: str) -> dict[str, Any]:
         """An unresolved cluster as written in the file, secrets masked, with why it cannot be used now."""
@@ -221,9 +233,38 @@ def load_config(
     else:
         data = {}
     config = build_config(data, path, environ=environ, exists=path.exists())
+    if path.exists():
+        config = dataclasses.replace(config, warnings=config.warnings + readable_secret_warnings(data, path))
     if include_sandboxes:
-        config = _with_sandboxes(config)
+        config = _with_sandboxes(config, environ)
     return config
+
+
+def readable_secret_warnings(data: Mapping[str, Any], path: Path) -> tuple[str, ...]:
+    """A warning for each secret written into the config file itself (not a ``${VAR}`` reference) when the
+    file is readable by its group or others."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return ()
+    if not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return ()
+    warnings = []
+    clusters = data.get("clusters", {})
+    for name, body in (clusters.items() if isinstance(clusters, dict) else ()):
+        if not isinstance(body, dict):
+            continue
+        tables = [(f"clusters.{name}", body)]
+        if isinstance(body.get("client"), dict):
+            tables.append((f"clusters.{name}.client", body["client"]))
+        for where, table in tables:
+            for key, value in table.items():
+                if _is_secret_key(key) and not key.endswith("_file") and isinstance(value, str) \
+                        and not _is_reference(value):
+                    warnings.append(f"{path}: {where}.{key} is written in a file that others can read "
+                                    f"(mode {mode:04o}); chmod 600 {path}, or use a ${{VAR}} reference or "
+                                    "password_file")
+    return tuple(warnings)
 
 
 def parse_toml(text: str, path: Path) -> dict[str, Any]:
@@ -237,17 +278,23 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {message}") from exc
 
 
-def _with_sandboxes(config: Config) -> Config:
+def _with_sandboxes(config: Config, environ: Mapping[str, str]) -> Config:
     from kmc.sandbox import list_sandboxes  # local import: the sandbox imports nothing of ours back
 
     clusters = dict(config.clusters)
+    unresolved = dict(config.unresolved)
     for sandbox in list_sandboxes():
-        if sandbox.name not in clusters and sandbox.name not in config.unresolved:
-            clusters[sandbox.name] = Cluster(
-                name=sandbox.name, bootstrap=tuple(sandbox.bootstrap), sandbox=True, source="sandbox"
-            )
-    return Config(config.path, config.exists, MappingProxyType(clusters), config.flows, config.unresolved,
-                  config.unresolved_tables, config.service)
+        # a secure sandbox registers NAME (admin) and NAME.mirror, reading their secrets from its files
+        for name, table in sandbox.profile_tables().items():
+            if name in clusters or name in unresolved:
+                continue
+            try:
+                cluster = parse_cluster(name, table, sandbox.state_file, environ)
+            except UnresolvedValueError as exc:  # e.g. its password file was removed by hand
+                unresolved[name] = exc
+                continue
+            clusters[name] = dataclasses.replace(cluster, sandbox=True, source="sandbox")
+    return dataclasses.replace(config, clusters=MappingProxyType(clusters), unresolved=MappingProxyType(unresolved))
 
 
 # --- interpolation -------------------------------------------------------------------------
@@ -291,17 +338,17 @@ def _interpolate_tree(value: Any, environ: Mapping[str, str], where: str) -> Any
 
 CLUSTER_KEYS = {
     "bootstrap", "security_protocol", "sasl_mechanism", "username", "password", "password_file",
-    "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "client",
+    "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_password_file", "ssl_check_hostname", "client",
 }
 FLOW_KEYS = {
     "from", "to", "topics", "exclude", "rename", "sync_configs", "sync_groups", "exactly_once",
-    "partitioner", "metrics_addr",
+    "partitioner", "metrics_addr", "sync_acls",
 }
 SERVICE_KEYS = {"metrics_addr", "metrics_partitions", "stall_timeout"}
 # Keys kmc sets itself from the profile; setting them under [clusters.X.client] would be ambiguous.
 _MANAGED_CLIENT_KEYS = {
     "bootstrap_servers", "security_protocol", "sasl_mechanism", "sasl_plain_username",
-    "sasl_plain_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password",
+    "sasl_plain_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_check_hostname",
     "key_deserializer", "value_deserializer", "key_serializer", "value_serializer",
     "ssl_context", "selector", "kafka_client", "metric_reporters", "socket_options",
     "sasl_oauth_token_provider", "partitioner", "default_offset_commit_callback",
@@ -461,11 +508,12 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
     if "password" in body and "password_file" in body:
         raise ConfigError(f"{where}: set either 'password' or 'password_file', not both")
     password: Secret | None = None
+    password_file = ssl_password_file = None
     if "password" in body:
         password = Secret(_string(body["password"], path, f"clusters.{name}.password"))
     elif "password_file" in body:
-        password_file = _string(body["password_file"], path, f"clusters.{name}.password_file")
-        password = Secret(_read_password_file(password_file, where))
+        password_file = str(Path(_string(body["password_file"], path, f"clusters.{name}.password_file")).expanduser())
+        password = Secret(_read_password_file(password_file, f"{where}.password_file"))
     if protocol.startswith("SASL_"):
         mechanism = mechanism or "PLAIN"
         if username is None or password is None:
@@ -477,7 +525,18 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
     for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         value = body.get(key)
         ssl[key] = None if value is None else str(Path(_string(value, path, f"clusters.{name}.{key}")).expanduser())
-    ssl_password = body.get("ssl_password")
+    if "ssl_password" in body and "ssl_password_file" in body:
+        raise ConfigError(f"{where}: set either 'ssl_password' or 'ssl_password_file', not both")
+    ssl_password: Secret | None = None
+    if "ssl_password" in body:
+        ssl_password = Secret(_string(body["ssl_password"], path, f"clusters.{name}.ssl_password"))
+    elif "ssl_password_file" in body:
+        ssl_password_file = str(Path(_string(body["ssl_password_file"], path,
+                                             f"clusters.{name}.ssl_password_file")).expanduser())
+        ssl_password = Secret(_read_password_file(ssl_password_file, f"{where}.ssl_password_file"))
+    if ssl["ssl_keyfile"] is not None and ssl["ssl_certfile"] is None:
+        raise ConfigError(f"{where}: ssl_keyfile needs ssl_certfile (the client certificate)")
+    check_hostname = _bool(body.get("ssl_check_hostname", True), path, f"clusters.{name}.ssl_check_hostname")
     client = _table(body.get("client", {}), path, f"clusters.{name}.client")
     allowed = known_client_keys()
     for key in client:
@@ -495,25 +554,28 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
         ssl_cafile=ssl["ssl_cafile"],
         ssl_certfile=ssl["ssl_certfile"],
         ssl_keyfile=ssl["ssl_keyfile"],
-        ssl_password=(None if ssl_password is None
-                      else Secret(_string(ssl_password, path, f"clusters.{name}.ssl_password"))),
+        ssl_password=ssl_password,
+        ssl_check_hostname=check_hostname,
+        password_file=password_file,
+        ssl_password_file=ssl_password_file,
         client=MappingProxyType(dict(client)),
         source=str(path),
     )
 
 
 def _read_password_file(name: str, where: str) -> str:
+    """The secret in file ``name`` (one line); ``where`` names the key that gave it, for errors."""
     path = Path(name).expanduser()
     try:
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise UnresolvedValueError(
-                f"{where}.password_file: {path} is readable by others",
+                f"{where}: {path} is readable by others",
                 hint=f"chmod 600 {path}",
             )
         return path.read_text(encoding="utf-8").strip("\r\n")
     except OSError as exc:
-        raise UnresolvedValueError(f"{where}.password_file: cannot read {path}: {exc.strerror}") from exc
+        raise UnresolvedValueError(f"{where}: cannot read {path}: {exc.strerror}") from exc
 
 
 def compile_regexes(patterns: Iterable[str], where: str, error: type[KmcError] = ConfigError,
@@ -585,6 +647,7 @@ def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str
         exactly_once=_bool(body.get("exactly_once", False), path, f"flows.{name}.exactly_once"),
         partitioner=partitioner,
         metrics_addr=metrics_addr,
+        sync_acls=_bool(body.get("sync_acls", False), path, f"flows.{name}.sync_acls"),
     )
 
 

@@ -84,10 +84,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @contextlib.contextmanager
-def sandboxes(names: list[str], brokers: int = 1) -> Iterator[list[sandbox.SandboxCluster]]:
-    """Start sandboxes for a fixture and always stop them (test modules use it for extra clusters)."""
+def sandboxes(names: list[str], brokers: int = 1, security_mode: str | None = None,
+              ) -> Iterator[list[sandbox.SandboxCluster]]:
+    """Start sandboxes for a fixture and always stop them (test modules use it for extra clusters);
+    ``security_mode`` "sasl_ssl" or "mtls" makes secure ones (kmc sandbox up --secure / --mtls)."""
     try:
-        clusters = sandbox.up(names, brokers=brokers, timeout=START_TIMEOUT)
+        clusters = sandbox.up(names, brokers=brokers, timeout=START_TIMEOUT, security_mode=security_mode)
     except BaseException:
         _stop_all_sandboxes()  # a half-started set must not outlive the failure
         raise

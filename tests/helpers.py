@@ -39,6 +39,23 @@ class Result:
         return json.loads(self.stdout)
 
 
+def client_settings(cluster: Any, user: str = "admin") -> dict[str, str]:
+    """confluent-kafka settings that reach a sandbox (a kmc.sandbox.SandboxCluster): plaintext, or a secure
+    one as its ``admin`` (or ``mirror``) user, over SASL_SSL (SCRAM-SHA-512) or with a client certificate."""
+    settings = {"bootstrap.servers": bootstrap(cluster)}
+    directory = cluster.data_dir / "security"
+    if cluster.security == "sasl_ssl":
+        settings.update({"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user,
+                         "sasl.password": (directory / f"{user}.password").read_text().strip(),
+                         "ssl.ca.location": str(directory / "ca.pem")})
+    elif cluster.security == "mtls":
+        settings.update({"security.protocol": "SSL", "ssl.ca.location": str(directory / "ca.pem"),
+                         "ssl.certificate.location": str(directory / f"{user}.pem"),
+                         "ssl.key.location": str(directory / f"{user}.key"),
+                         "ssl.key.password": (directory / f"{user}.keypass").read_text().strip()})
+    return settings
+
+
 def kmc(*args: str, expect: int | None = 0) -> Result:
     """Run ``kmc ARGS``; fail loudly on an unexpected exit status unless ``expect`` is None."""
     out, err = io.StringIO(), io.StringIO()
@@ -64,7 +81,7 @@ RESULT_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_
 RESULT_TOPIC_KEYS = {"source_topic", "target_topic", "partitions", "records", "bytes", "skipped", "redelivered",
                      "lag", "gaps"}
 PLAN_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_id", "checkpoint_topic", "copy", "topics",
-             "warnings"}
+             "acls", "permissions", "warnings"}
 PLAN_TOPIC_KEYS = {"source_topic", "target_topic", "partitions", "target_partitions", "replication_factor",
                    "configs", "config_drift", "actions"}
 
@@ -100,7 +117,7 @@ def admin(cluster) -> AdminClient:  # noqa: ANN001
     """One client per cluster, kept: a collected AdminClient cancels its pending futures."""
     address = bootstrap(cluster)
     if address not in _ADMINS:
-        _ADMINS[address] = AdminClient({"bootstrap.servers": address})
+        _ADMINS[address] = AdminClient(client_settings(cluster))
     return _ADMINS[address]
 
 
@@ -124,7 +141,7 @@ def topics_of(cluster) -> set[str]:  # noqa: ANN001
 
 
 def producer(cluster, **settings: object) -> Producer:  # noqa: ANN001
-    return Producer({"bootstrap.servers": bootstrap(cluster), "linger.ms": 5, "enable.idempotence": True, **settings})
+    return Producer({**client_settings(cluster), "linger.ms": 5, "enable.idempotence": True, **settings})
 
 
 def produce(cluster, topic: str, records: Iterable[Rec], **settings: object) -> None:  # noqa: ANN001
@@ -156,7 +173,7 @@ def read_all(cluster, topic: str, timeout: float = 60,  # noqa: ANN001
     event (the end may be a control marker): EOF alone never comes while a writer keeps it busy.
     read_committed stops earlier at an open transaction: its EOF comes at the last stable offset, which
     is all that is committed now."""
-    consumer = Consumer({"bootstrap.servers": bootstrap(cluster), "group.id": f"verify-{uuid.uuid4().hex}",
+    consumer = Consumer({**client_settings(cluster), "group.id": f"verify-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "isolation.level": isolation,
                          "enable.partition.eof": True})
     try:
@@ -347,7 +364,7 @@ def commit_offsets(consumer: Consumer, offsets: list[TopicPartition]) -> None:
 
 def commit(cluster, group: str, offsets: dict[tuple[str, int], int]) -> None:  # noqa: ANN001
     """Offsets ``{(topic, partition): offset}`` committed for ``group`` by a consumer that never joins it."""
-    consumer = Consumer({"bootstrap.servers": bootstrap(cluster), "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer({**client_settings(cluster), "group.id": group, "enable.auto.commit": False})
     try:
         commit_offsets(consumer, [TopicPartition(topic, partition, offset)
                                   for (topic, partition), offset in offsets.items()])

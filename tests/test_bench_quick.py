@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-THROUGHPUT_TOOLS = ["producer-perf", "consumer-perf", "mm2", "kmc", "kmc-w2", "kmc-records", "floor"]
-MIRROR_TOOLS = ["mm2", "kmc", "kmc-w2", "kmc-records", "floor"]
+MIRROR_TOOLS = ["mm2", "kmc", "kmc-w2", "kmc-walk", "kmc-records", "kmc-sasl-ssl", "floor"]
+THROUGHPUT_TOOLS = ["producer-perf", "consumer-perf", *MIRROR_TOOLS]
+MANY_PARTITIONS_TOOLS = ["mm2", "kmc"]  # the many-partitions dataset's row
+ONESHOT_TOOLS = [tool for tool in MIRROR_TOOLS if tool != "kmc-sasl-ssl"]  # TLS's cost: throughput only
+PARTITIONS = 12  # of every dataset but the many-partitions one
 
 pytestmark = [pytest.mark.kafka, pytest.mark.bench, pytest.mark.timeout(1200)]
 
@@ -59,16 +62,21 @@ def _rows(quick_run: dict) -> dict[tuple[str, str, str], dict]:
     return {(r["section"], r["dataset"], r["tool"]): r for r in quick_run["result"]["results"]}
 
 
+def _tools(dataset: dict) -> list[str]:
+    return THROUGHPUT_TOOLS if dataset["partitions"] == PARTITIONS else MANY_PARTITIONS_TOOLS
+
+
 def test_every_tool_ran_on_every_dataset(quick_run: dict) -> None:
     result = quick_run["result"]
     expected = {
         ("ceiling" if tool.endswith("-perf") else "throughput", dataset["name"], tool)
         for dataset in result["datasets"]
-        for tool in THROUGHPUT_TOOLS
-    } | {("oneshot", result["small"]["name"], tool) for tool in MIRROR_TOOLS}
+        for tool in _tools(dataset)
+    } | {("oneshot", result["small"]["name"], tool) for tool in ONESHOT_TOOLS}
     rows = _rows(quick_run)
     assert set(rows) == expected
-    assert len(result["datasets"]) == 4  # 100 B and 1 KB values, uncompressed and lz4
+    assert [d["name"] for d in result["datasets"]] == ["100B-none", "100B-lz4", "1KB-none", "1KB-lz4", "100B-zstd",
+                                                       "100B-gzip", "10KB-zeros-lz4", "100B-1000p"]
     not_ok = {key: (row["status"], row["error"]) for key, row in rows.items() if row["status"] != "ok"}
     assert not_ok == {}
     for row in rows.values():
@@ -78,11 +86,13 @@ def test_every_tool_ran_on_every_dataset(quick_run: dict) -> None:
 def test_every_copy_is_complete(quick_run: dict) -> None:
     result = quick_run["result"]
     sizes = {d["name"]: d["records"] for d in [*result["datasets"], result["small"]]}
+    partitions = {d["name"]: d["partitions"] for d in [*result["datasets"], result["small"]]}
     copies = [row for row in result["results"] if row["tool"] in MIRROR_TOOLS]
-    assert len(copies) == len(MIRROR_TOOLS) * 5  # four datasets and the small one-shot topic
+    # every dataset and the small one-shot topic
+    assert len(copies) == sum(len(set(_tools(d)) & set(MIRROR_TOOLS)) for d in result["datasets"]) + len(ONESHOT_TOOLS)
     for row in copies:
         source, target = row["detail"]["source_counts"], row["detail"]["target_counts"]
-        assert len(source) == 12, row["detail"]
+        assert len(source) == partitions[row["dataset"]], row["detail"]
         assert source == target, (row["section"], row["dataset"], row["tool"])
         assert sum(target) == sizes[row["dataset"]] == row["records"]
 
@@ -99,6 +109,10 @@ def test_table_has_every_row(quick_run: dict) -> None:
             wanted = [line for line in lines if line.startswith(f"| {row['dataset']} | {name} | ")]
         assert len(wanted) == 1, (row["section"], row["dataset"], name)
         assert "FAILED" not in wanted[0] and "×" in wanted[0]
+    secured = [row for row in quick_run["result"]["results"] if row["tool"] == "kmc-sasl-ssl"]
+    usual = [d for d in quick_run["result"]["datasets"] if d["partitions"] == PARTITIONS]
+    assert len(secured) == len(usual) and all(row["vs_plaintext"] > 0 for row in secured)
+    assert "The cost of TLS and SASL" in table
     machine = quick_run["result"]["machine"]
     assert {"nproc", "memory_gib", "cpu_model", "python", "java"} <= set(machine)
     assert f"{machine['nproc']} CPUs" in table

@@ -24,7 +24,7 @@ from tests.conftest import CONFIG_PASSWORD as PASSWORD
 from tests.helpers import bootstrap, cluster_id, commit, commit_offsets, create_topic, filled, kmc, produce
 
 LIST_KEYS = ["name", "bootstrap", "security_protocol", "sandbox", "source"]
-TEST_KEYS = ["name", "status", "cluster_id", "brokers", "controller", "rtt_ms", "error"]
+TEST_KEYS = ["name", "status", "authentication", "cluster_id", "brokers", "controller", "rtt_ms", "error"]
 TOPIC_KEYS = ["topic", "partitions", "replication_factor", "records", "under_replicated", "internal"]
 GROUP_KEYS = ["group", "state", "protocol_type", "members", "topics", "lag"]
 
@@ -241,8 +241,9 @@ def test_profile_test_reports_cluster(config: Path, src_cluster, dst_cluster) ->
 @pytest.mark.kafka
 def test_profile_test_table(config: Path, src_cluster) -> None:  # noqa: ANN001
     lines = kmc("profile", "test", "src").stdout.splitlines()
-    assert lines[0].split() == ["NAME", "STATUS", "CLUSTER", "ID", "BROKERS", "CONTROLLER", "RTT", "MS", "ERROR"]
-    assert lines[1].split()[:5] == ["src", "ok", src_cluster.kafka_cluster_id, "1", "1"]
+    assert lines[0].split() == ["NAME", "STATUS", "AUTHENTICATION", "CLUSTER", "ID", "BROKERS", "CONTROLLER", "RTT",
+                                "MS", "ERROR"]
+    assert lines[1].split()[:6] == ["src", "ok", "none", src_cluster.kafka_cluster_id, "1", "1"]
     assert lines[1].split()[-1] == "-"
 
 

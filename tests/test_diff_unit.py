@@ -229,12 +229,13 @@ def test_difference_json_has_one_shape_for_every_kind() -> None:
 
 
 def test_kinds_are_pinned() -> None:
-    assert KINDS == ("missing_topic", "extra_topic", "partitions", "replication_factor", "config", "records", "data")
+    assert KINDS == ("missing_topic", "extra_topic", "partitions", "replication_factor", "config", "acl", "records",
+                     "data")
 
 
 def test_report_summary_keys() -> None:
     report = DiffReport("a", "b", DiffOptions()).to_dict()
-    assert list(report) == ["source", "target", "rename", "configs", "strict", "data", "equal", "topics",
+    assert list(report) == ["source", "target", "rename", "configs", "strict", "data", "acls", "equal", "topics",
                             "differences", "summary"]
     assert list(report["summary"]) == ["topics", "equal_topics", "different_topics", "missing_topics",
                                        "extra_topics", "differences", "records_compared", "bytes_compared",

@@ -501,12 +501,13 @@ def test_a_missing_acl_is_one_line_naming_it(config: Path, sasl_broker: SaslBrok
     grant(sasl_broker, ResourceType.TOPIC, topic, AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS)
     assert topic in kmc("topics", "limited").stdout  # it may see the topic, not read it
     line = denied(kmc("mirror", "limited", "dst", "--topics", topic, "--once", expect=None))
-    assert line.startswith("kmc: error: limited: fetch: not authorized (TopicAuthorizationFailed) (grant")
-    assert "READ to copy or compare from it" in line
+    assert line == (f"kmc: error: limited: not authorized: READ on topic {topic} (to copy its records) (grant it: "
+                    f"kafka-acls --add --allow-principal User:{LIMITED_USER} --operation Read --topic {topic})")
     line = denied(kmc("diff", "limited", "dst", "--topics", topic, "--data", expect=None))
-    assert "not authorized (TopicAuthorizationFailed)" in line
+    assert f"limited: not authorized: READ on topic {topic} (to compare its records (--data))" in line
     line = denied(kmc("mirror", "src", "limited", "--topics", "kmc-acl-none", "--once", expect=None))
-    assert line.startswith("kmc: error: limited: create kmc.checkpoints: not authorized (TopicAuthorizationFailed)")
+    assert line.startswith("kmc: error: limited: not authorized: CREATE, DESCRIBE, READ and WRITE on topic "
+                           "kmc.checkpoints (to create kmc's checkpoint topic, find the checkpoints, ")
 
     grant(sasl_broker, ResourceType.TOPIC, "kmc.checkpoints", AclOperation.ALL)
     grant(sasl_broker, ResourceType.TOPIC, "kmc.provenance", AclOperation.ALL)
@@ -514,10 +515,13 @@ def test_a_missing_acl_is_one_line_naming_it(config: Path, sasl_broker: SaslBrok
     assert kmc("mirror", "limited", "dst", "--topics", topic, "--once", "-o", "json").json()["records"] == 10
     line = denied(kmc("mirror", "limited", "limited", "--topics", topic, "--rename", "{topic}-copy", "--once",
                       expect=None))
-    assert line.startswith(f"kmc: error: limited: create topic {topic}-copy: not authorized (TopicAuthorizationFailed)")
+    assert line.startswith(f"kmc: error: limited: not authorized: CREATE, DESCRIBE and WRITE on topic {topic}-copy "
+                           "(to create the mirrored topic, list it, write the records)")
+    assert line.endswith(f"--operation Create --operation Write --topic {topic}-copy)")  # WRITE includes DESCRIBE
     line = denied(kmc("mirror", "src", "limited", "--topics", "kmc-acl-none", "--once", "--exactly-once",
                       expect=None))
-    assert "not authorized (TransactionalIdAuthorizationFailed)" in line and "prefix kmc/" in line
+    assert "not authorized: DESCRIBE and WRITE on transactional ids prefixed kmc/" in line
+    assert "--transactional-id kmc/ --resource-pattern-type prefixed" in line
     # the ACL the hint names is the one that is needed
     grant(sasl_broker, ResourceType.TRANSACTIONAL_ID, "kmc/", AclOperation.WRITE, AclOperation.DESCRIBE,
           pattern=ResourcePatternType.PREFIXED)

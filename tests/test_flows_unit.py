@@ -289,7 +289,7 @@ def test_flow_list_json_keys(tmp_path: Path) -> None:
     rows = kmc("flow", "list", "--config", path, "-o", "json").json()
     assert rows == [{"name": "agg", "from": ["dc1", "dc2"], "to": "central", "topics": ["orders"], "exclude": [],
                      "rename": "{source}.{topic}", "sync_configs": False, "sync_groups": [], "exactly_once": False,
-                     "partitioner": "same"}]
+                     "partitioner": "same", "sync_acls": False}]
 
 
 def test_flow_run_errors(tmp_path: Path) -> None:

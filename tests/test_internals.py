@@ -7,6 +7,13 @@ from __future__ import annotations
 
 import inspect
 import re
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kafka.errors as kafka_errors
@@ -20,7 +27,9 @@ from kafka.net.selector import NetworkSelector
 from kmc import _kafka_internals as kafka_internals
 from kmc import _re_internals as sre
 from kmc.cli import _typer_internals as typer_internals
+from kmc.client import client_config
 from kmc.errors import UsageError
+from kmc.profiles import Cluster, Secret
 from tests.helpers import bootstrap, create_topic
 
 CLIENT_CLASSES = (KafkaAdminClient, KafkaConsumer, KafkaProducer)
@@ -121,6 +130,144 @@ def test_kafka_client_sensors(src_cluster, topic_name) -> None:  # noqa: ANN001
         assert not kafka_internals.observe_sensor(unmeasured, "request-latency", requests.append)
     finally:
         unmeasured.close()
+
+
+# ---------------------------------------------------------------------- kafka-python: what the watch diagnoses
+
+TIMEOUT = 3.0
+
+
+class RecordingWatch(kafka_internals.ConnectionWatch):
+    """A ConnectionWatch that keeps what it was told about each closed connection, and diagnoses nothing."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__(cluster)
+        self.closed: list[dict[str, Any]] = []
+
+    def note(self, connection: Any, error: BaseException, address: tuple[str, int] | None, manager: Any) -> None:
+        self.closed.append({"error": error, "address": address, "init_failed": connection.init_future.failed(),
+                            "answered": connection.broker_version_data is not None,
+                            "sasl": connection.sasl_enabled, "bootstrapped": manager.bootstrapped})
+
+
+def settings(cluster: Cluster, client_class: Any = KafkaAdminClient) -> dict[str, Any]:
+    config = client_config(cluster, TIMEOUT)
+    return {key: value for key, value in config.items() if key in client_class.DEFAULT_CONFIG}
+
+
+def construct(cluster: Cluster, watch: kafka_internals.ConnectionWatch, client_class: Any = KafkaAdminClient) -> Any:
+    """Build a client with the watch as its ``kafka_client``; None when construction failed."""
+    try:
+        return client_class(**settings(cluster, client_class), kafka_client=watch.client)
+    except Exception:  # noqa: BLE001 - the tests look at what the watch saw
+        watch.stop_io()
+        return None
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """A local TLS endpoint (not Kafka) with a self-signed certificate for 127.0.0.1: the port and its cert."""
+    directory = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", "key.pem", "-out", "cert.pem", "-days", "2", "-subj", "/CN=hooks",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], cwd=directory, check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = server.accept()
+            except TimeoutError:
+                continue
+            with raw:
+                raw.settimeout(2)
+                try:
+                    with context.wrap_socket(raw, server_side=True) as wrapped:
+                        wrapped.recv(4)
+                except (OSError, ssl.SSLError):
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], directory / "cert.pem"
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def cluster_at(address: str, **settings: Any) -> Cluster:
+    return Cluster(name="hooks", bootstrap=(address,), **settings)
+
+
+def test_kafka_manager_get_connection_closed_before_set_up(tls_server) -> None:  # noqa: ANN001
+    port, _ = tls_server
+    watch = RecordingWatch(cluster_at(f"127.0.0.1:{port}"))  # plaintext Kafka against a TLS endpoint
+    assert construct(watch.cluster, watch) is None
+    assert watch.closed, "close_future never failed"
+    first = watch.closed[0]
+    assert first["init_failed"] and not first["answered"] and not first["sasl"]
+
+
+@pytest.mark.kafka
+def test_kafka_manager_get_connection_answered_then_closed_during_sasl(src_cluster) -> None:  # noqa: ANN001
+    watch = RecordingWatch(cluster_at(src_cluster.bootstrap[0], security_protocol="SASL_PLAINTEXT",
+                                      sasl_mechanism="PLAIN", username="u", password=Secret("p")))
+    assert construct(watch.cluster, watch) is None  # a plaintext listener refuses the SASL handshake
+    assert any(closed["answered"] and closed["sasl"] and closed["init_failed"] for closed in watch.closed)
+
+
+@pytest.mark.kafka
+def test_kafka_bootstrap_stops_on_get_connection_error(src_cluster) -> None:  # noqa: ANN001
+    watch = kafka_internals.ConnectionWatch(cluster_at(src_cluster.bootstrap[0]))
+    sentinel = kafka_errors.SaslAuthenticationFailedError("sentinel")
+    watch.fatal = sentinel
+    started = time.monotonic()
+    with pytest.raises(kafka_errors.SaslAuthenticationFailedError) as raised:
+        KafkaAdminClient(**settings(watch.cluster), kafka_client=watch.client)
+    assert raised.value is sentinel and time.monotonic() - started < TIMEOUT / 2
+    watch.stop_io()
+    healthy = kafka_internals.ConnectionWatch(cluster_at(src_cluster.bootstrap[0]))
+    client = KafkaAdminClient(**settings(healthy.cluster), kafka_client=healthy.client)
+    try:
+        assert healthy.manager.bootstrapped is True
+    finally:
+        client.close()
+
+
+def test_kafka_handshake_error_context(tls_server, tmp_path: Path) -> None:  # noqa: ANN001
+    port, _ = tls_server
+    other = tmp_path / "other.pem"  # a CA that did not sign the endpoint's certificate
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(tmp_path / "other.key"), "-out", str(other), "-days", "2", "-subj", "/CN=other"],
+                   check=True, capture_output=True)
+    watch = RecordingWatch(cluster_at(f"127.0.0.1:{port}", security_protocol="SSL", ssl_cafile=str(other)))
+    assert construct(watch.cluster, watch) is None
+    error = watch.closed[0]["error"]
+    assert isinstance(error, kafka_errors.KafkaConnectionError)
+    assert isinstance(error.__context__, ssl.SSLCertVerificationError)
+
+
+def test_kafka_manager_broker_metadata(tls_server) -> None:  # noqa: ANN001
+    port, _ = tls_server
+    watch = RecordingWatch(cluster_at(f"127.0.0.1:{port}"))
+    construct(watch.cluster, watch)
+    assert watch.closed[0]["address"] == ("127.0.0.1", port)
+
+
+def test_kafka_net_client_parts_stop_ends_the_io_thread(tls_server) -> None:  # noqa: ANN001
+    port, _ = tls_server
+    before = {thread.ident for thread in threading.enumerate()}
+    watch = RecordingWatch(cluster_at(f"127.0.0.1:{port}"))
+    assert construct(watch.cluster, watch) is None  # construct() stops the selector of a client that failed
+    deadline = time.monotonic() + 5
+    while [thread for thread in threading.enumerate()
+           if thread.ident not in before and thread.name.startswith("kafka-io")]:
+        assert time.monotonic() < deadline, "the IO thread is still running"
+        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------------------------ CPython's re parser

@@ -60,6 +60,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(src_cluster, dst_cluster, t
     plan = mirror_json("dst", "src", "--topics", topic_name, "--dry-run")
     assert set(plan) == PLAN_KEYS
     assert plan["checkpoint_topic"] == {"name": "kmc.checkpoints", "exists": "kmc.checkpoints" in before}
+    assert plan["acls"] is None and plan["permissions"]  # no authorizer: everything is granted
+    assert {row["status"] for row in plan["permissions"]} == {"granted"}
     [topic] = plan["topics"]
     assert set(topic) == PLAN_TOPIC_KEYS
     assert topic == {"source_topic": topic_name, "target_topic": topic_name, "partitions": 3,

@@ -103,7 +103,8 @@ def test_status_reports_up(src_cluster, dst_cluster):
 def test_state_file_and_listing(src_cluster):
     src_cluster = sandbox.get(src_cluster.name)  # current pids: other tests restart brokers
     state = json.loads(src_cluster.state_file.read_text())
-    assert set(state) == {"name", "bootstrap", "brokers", "kafka_cluster_id", "kafka_version", "created"}
+    assert set(state) == {"name", "bootstrap", "brokers", "kafka_cluster_id", "kafka_version", "created", "security"}
+    assert state["security"] == "plaintext"
     assert state["bootstrap"] == [f"127.0.0.1:{src_cluster.brokers[0].port}"]
     assert set(state["brokers"][0]) == {"node_id", "port", "controller_port", "pid", "log_dir", "log_file"}
     assert state["kafka_version"] == runtime.KAFKA_VERSION

@@ -44,6 +44,10 @@ EXACTLY_ONCE = typer.Option(False, "--exactly-once",
                             help="Write records and their checkpoints in one target transaction per checkpoint "
                                  "interval: read_committed consumers of DST see each record once, even across "
                                  "crashes.")
+SYNC_ACLS = typer.Option(False, "--sync-acls",
+                         help="Copy the source's ACLs of the mirrored topics to the target, renamed with the topics, "
+                              "except ALLOW WRITE (as MirrorMaker 2 does); needs DESCRIBE on the source cluster and "
+                              "ALTER on the target cluster.")
 DELIVERY_TIMEOUT = typer.Option(300.0, "--delivery-timeout", min=2.0, metavar="SECONDS",
                                 help="How long a batch is retried before kmc rewinds to the last acknowledged "
                                      "offsets and sends it again.")

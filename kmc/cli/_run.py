@@ -65,14 +65,14 @@ def execute(app_ctx: context.AppContext, jobs: Sequence[MirrorJob], options: Run
     failure = report.failure()
     if single:
         outcome = report.outcomes[0]
+        if outcome.plan is not None:  # a dry run: shown even when a permission is missing (then its error)
+            _render_plan(app_ctx, outcome.plan)
         if outcome.error is not None:
             raise outcome.error
-        if outcome.plan is not None:
-            _render_plan(app_ctx, outcome.plan)
-        elif outcome.result is not None:
-            _render_result(app_ctx, outcome.result)
-        else:
+        if outcome.plan is None and outcome.result is None:
             raise Interrupted("stopped before the mirror started")
+        if outcome.plan is None:
+            _render_result(app_ctx, outcome.result)
     elif options.dry_run:
         _render_plans(app_ctx, report)
     else:
@@ -145,14 +145,32 @@ def _table(*keys: str) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 
 def _render_plan(app_ctx: context.AppContext, plan: Plan) -> None:
+    if app_ctx.render.fmt is not OutputFormat.json:
+        _report_permissions(app_ctx, plan)
+        if plan.refused:
+            return
     app_ctx.render.report(plan, PLAN_COLUMNS, table=_table("actions", "config_drift"))
     if app_ctx.render.fmt is OutputFormat.json:
         return
     for warning in plan.warnings:
         app_ctx.messages.warn(warning)
+    for binding in plan.acl_sync.create if plan.acl_sync is not None else ():
+        app_ctx.messages.info(f"would create ACL {binding.label()} on topic {binding.name}")
     app_ctx.messages.info(f"copy mode: {plan.copy[0]}: {plan.copy[1]}")
     count = len(plan.topics)
     app_ctx.messages.info(f"dry run: nothing changed ({count} topic{'' if count == 1 else 's'} planned)")
+
+
+def _report_permissions(app_ctx: context.AppContext, plan: Plan, label: str = "") -> None:
+    """A dry run's permission check on stderr: a warning per missing permission, a note per one nothing tells."""
+    for cluster, verdict in plan.permissions:
+        where = f"{label}{cluster}: {verdict.need.permission.label()}"
+        if verdict.status == "missing":
+            app_ctx.messages.warn(f"{where}: missing (needed to {verdict.need.purpose})")
+        elif verdict.status == "unknown":
+            app_ctx.messages.info(f"{where}: cannot tell whether it is granted ({verdict.how})")
+    granted = sum(verdict.status == "granted" for _, verdict in plan.permissions)
+    app_ctx.messages.info(f"{label}permissions: {granted} of {len(plan.permissions)} needed are granted")
 
 
 def _render_result(app_ctx: context.AppContext, result: MirrorResult) -> None:
@@ -174,6 +192,8 @@ def _render_plans(app_ctx: context.AppContext, report: runner.RunReport) -> None
     if app_ctx.render.fmt is OutputFormat.json:
         return
     for outcome in report.outcomes:
+        if outcome.plan is not None:
+            _report_permissions(app_ctx, outcome.plan, f"{outcome.job.label}: ")
         for warning in outcome.plan.warnings if outcome.plan is not None else ():
             app_ctx.messages.warn(f"{outcome.job.label}: {warning}")
         if outcome.plan is not None:

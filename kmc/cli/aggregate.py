@@ -32,6 +32,7 @@ def aggregate(
                                   "`kmc mirror SRC DST` with the same options shares checkpoints and lock."),
     sync_configs: bool = options.SYNC_CONFIGS,
     exactly_once: bool = options.EXACTLY_ONCE,
+    sync_acls: bool = options.SYNC_ACLS,
     run: options.RunOptions = None,
 ) -> None:
     """Copy the topics of every SRC into DST at once, each source with its own checkpoints and lock.
@@ -59,7 +60,7 @@ def aggregate(
         raise UsageError("give --merge or --rename, not both")
     spec = MirrorSpec(topics=tuple(topics or ()), exclude=tuple(exclude or ()),
                       rename=MERGE_RENAME if merge else rename or PREFIX_RENAME, flow=flow, sync_configs=sync_configs,
-                      partitioner=partitioner, exactly_once=exactly_once, **run.spec)
+                      partitioner=partitioner, exactly_once=exactly_once, sync_acls=sync_acls, **run.spec)
     target = app_ctx.cluster(into)
     jobs = aggregate_jobs([app_ctx.cluster(source) for source in sources], target, spec)
     title = f"aggregate {', '.join(job.source.name for job in jobs)} -> {target.name}"

@@ -34,6 +34,8 @@ class AppContext:
     def config(self) -> Config:
         if self._config is None:
             self._config = load_config(self.config_path)
+            for warning in self._config.warnings:
+                self.messages.warn(warning)
         return self._config
 
     def reload_config(self) -> Config:

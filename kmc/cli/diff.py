@@ -37,26 +37,30 @@ def diff(
     data: bool = typer.Option(False, "--data",
                               help="Also compare content: every record's key, value, headers (except kmc-*) and "
                                    "timestamp, partition by partition, in order (read_committed)."),
+    acls: bool = typer.Option(False, "--acls",
+                              help="Also compare the topics' literal ACLs as --sync-acls makes them (ALLOW WRITE "
+                                   "left out, ALLOW ALL as READ); needs DESCRIBE on both clusters."),
 ) -> None:
     """Compare the topics of SRC with their counterparts in DST; exit 1 when they differ.
 
     Compares: topics missing or extra, partition counts, replication factor (a difference only with
     --strict), topic-level configs, per-partition record counts (offset spans; with --data the records
-    actually read) and, with --data, content. Raw offsets are never compared: a mirror's differ by nature.
-    SRC or DST may be an export directory (kmc export --to DIR), which stands for the cluster it was
-    exported from: `kmc diff DIR DST --data` proves an import complete (its record counts are the
-    exported records; {source} in --rename is the exported cluster's name).
+    actually read), with --data content, and with --acls the topics' ACLs. Raw offsets are never compared:
+    a mirror's differ by nature. SRC or DST may be an export directory (kmc export --to DIR), which stands
+    for the cluster it was exported from: `kmc diff DIR DST --data` proves an import complete (its record
+    counts are the exported records; {source} in --rename is the exported cluster's name).
 
     Exit status: 0 no differences, 1 differences (and only then), 2 bad option, unknown cluster, bad regex
-    or rename template, 4 a cluster unreachable, 5 authentication or authorization failed, 8 the comparison
-    failed (a broker refused a request, a read failed), 9 an export is damaged: a script can tell "different"
-    from "could not tell".
+    or rename template, 4 a cluster unreachable, 5 authentication or authorization failed (a missing ACL: the
+    line names the operation and the resource), 8 the comparison failed (a broker refused a request, a read
+    failed), 9 an export is damaged: a script can tell "different" from "could not tell".
 
-    JSON (-o json): source, target, rename, configs, strict, data, equal,
+    JSON (-o json): source, target, rename, configs, strict, data, acls, equal,
     topics[] {topic, target_topic, status (equal|different|missing|extra), partitions, replication_factor,
     records: each {source, target}},
     differences[] {kind, topic, target_topic, partition, key, source, target, data} where kind is one of
-    missing_topic, extra_topic, partitions, replication_factor, config, records, data, and data (kind
+    missing_topic, extra_topic, partitions, replication_factor, config, acl, records, data (for acl, key is the
+    ACL, source or target holds it on the side that has it), and data (kind
     "data" only, else null) is {differing, missing, extra, first_difference: {index, source_offset,
     target_offset, fields}},
     summary {topics, equal_topics, different_topics, missing_topics, extra_topics, differences,
@@ -64,7 +68,7 @@ def diff(
     """
     app_ctx = context.get(ctx)
     options = DiffOptions(topics=tuple(topics or ()), exclude=tuple(exclude or ()), rename=rename,
-                          configs=ConfigSelection.parse(configs), data=data, strict=strict)
+                          configs=ConfigSelection.parse(configs), data=data, strict=strict, acls=acls)
     validate_options(options)  # before the config file is read: a bad option is exit 2 whatever the file holds
     source_cluster, target_cluster = (Path(side) if is_export(side) else app_ctx.cluster(side) for side in (src, dst))
     with _progress(app_ctx, data) as progress:
@@ -119,6 +123,8 @@ def _table_row(difference: Difference) -> dict[str, Any]:
     elif difference.kind == "extra_topic":
         row.update(key="topic", source=ABSENT, target=difference.target_topic, topic=difference.target_topic,
                    detail=f"no source topic {difference.topic}" if renamed else "")
+    elif difference.kind == "acl":
+        row.update(key="acl", source=difference.source or ABSENT, target=difference.target or ABSENT)
     elif difference.kind == "config":
         row.update(key=f"config {difference.key}",
                    source=UNSET if difference.source is None else difference.source,

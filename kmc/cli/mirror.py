@@ -21,6 +21,7 @@ def mirror(
     flow: str = typer.Option(DEFAULT_FLOW, "--flow", metavar="NAME",
                              help="Name of this mirror in checkpoint keys and its lock."),
     exactly_once: bool = options.EXACTLY_ONCE,
+    sync_acls: bool = options.SYNC_ACLS,
     workers: int = typer.Option(1, "--workers", min=1, max=64, metavar="N",
                                 help="Copy in N processes, worker i taking the source partitions p with "
                                      "p % N == i (more cores for one mirror)."),
@@ -37,20 +38,23 @@ def mirror(
     copied back.
 
     Exit status: 0 done (or stopped by SIGTERM), 2 bad option, 4 a cluster unreachable, 5 authentication
-    failed, 8 a Kafka error the mirror cannot retry (a record too large for the target...), 75 another run
-    of the same mirror holds its lock, 130 stopped by SIGINT (progress is checkpointed).
+    failed, TLS does not fit or an ACL is missing (the line names the operation and resource), 8 a Kafka
+    error the mirror cannot retry (a record too large for the target...), 75 another run of the same mirror
+    holds its lock, 130 stopped by SIGINT (progress is checkpointed).
 
     JSON (-o json): flow, source, target, source_cluster_id, target_cluster_id, mode, complete,
     elapsed_seconds, records, bytes, skipped, redelivered, changes[], warnings[], topics[] {source_topic,
     target_topic, partitions, records, bytes, skipped, redelivered, lag}. With --dry-run: flow, source,
     target, source_cluster_id, target_cluster_id, checkpoint_topic {name, exists}, topics[] {source_topic,
-    target_topic, partitions, target_partitions, replication_factor, configs, config_drift, actions},
-    warnings[]. -o ndjson and -o csv give the topics only, one per line. --workers N gives the same
+    target_topic, partitions, target_partitions, replication_factor, configs, config_drift, actions}, acls
+    (with --sync-acls), permissions[] {cluster, resource_type, resource, pattern, operation, status,
+    needed_for, checked_by}, warnings[]; a dry run checks every permission the mirror needs and exits 5
+    when one is missing. -o ndjson and -o csv give the topics only, one per line. --workers N gives the same
     document, each topic's counts summed over the workers.
     """
     app_ctx = context.get(ctx)
     spec = MirrorSpec(topics=tuple(topics or ()), exclude=tuple(exclude or ()), rename=rename, flow=flow,
-                      sync_configs=sync_configs, exactly_once=exactly_once, **run.spec)
+                      sync_configs=sync_configs, exactly_once=exactly_once, sync_acls=sync_acls, **run.spec)
     job = MirrorJob(app_ctx.cluster(src), app_ctx.cluster(dst), spec, workers=workers)
     _run.execute(app_ctx, [job], run)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import typer
 
 from kmc.cli import context
 from kmc.client import Outcome, probe_clusters
-from kmc.errors import UsageError, combined_failure
+from kmc.errors import AuthError, KmcError, UsageError, combined_failure
 from kmc.output import Column, columns
 from kmc.profiles import (
     SASL_MECHANISMS,
@@ -20,13 +21,14 @@ from kmc.profiles import (
     parse_bootstrap,
     remove_cluster,
 )
+from kmc.tls import uses_tls
 
 app = typer.Typer(help="Named clusters: list, show, add, remove, test.", no_args_is_help=True)
 
 LIST_COLUMNS = columns("name", "bootstrap", "security_protocol", Column("sandbox"), "source")
 TEST_COLUMNS = columns(
-    "name", "status", "cluster_id", Column("brokers", numeric=True), Column("controller", numeric=True),
-    Column("rtt_ms", "RTT MS", numeric=True), "error",
+    "name", "status", "authentication", "cluster_id", Column("brokers", numeric=True),
+    Column("controller", numeric=True), Column("rtt_ms", "RTT MS", numeric=True), "error",
 )
 
 
@@ -128,16 +130,39 @@ def remove(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster nam
     app_ctx.messages.info(f"removed cluster '{name}' from {path}")
 
 
+def _authentication(cluster: Cluster, error: KmcError | None) -> str | None:
+    """How the profile authenticates, and "failed" when that is what went wrong (None: not known yet)."""
+    if not cluster.bootstrap:  # a cluster that could not be resolved
+        return None
+    tls = uses_tls(cluster)
+    if cluster.sasl_mechanism:
+        how = f"{cluster.sasl_mechanism} as {cluster.username}" + (", TLS" if tls else "")
+    elif tls and cluster.ssl_certfile:
+        how = f"TLS client certificate {Path(cluster.ssl_certfile).name}"
+    elif tls:
+        how = "TLS, no client authentication"
+    else:
+        how = "none"
+    if isinstance(error, AuthError):
+        return f"{how}: failed"
+    if error is not None:
+        return f"{how}: not tried"
+    return how
+
+
 @app.command("test")
 def test(
     ctx: typer.Context,
     names: list[str] | None = typer.Argument(None, help="Clusters to test [default: all]."),
     bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", help="Test an ad-hoc host:port instead."),
 ) -> None:
-    """Connect to clusters and report cluster id, brokers, controller and round-trip time.
+    """Connect to clusters and report how each authenticates, cluster id, brokers, controller and round-trip time.
 
-    Exit 4 when a cluster is unreachable, 5 when authentication fails, 6 when only some fail.
-    JSON keys: name, status, cluster_id, brokers, controller, rtt_ms, error.
+    authentication says how kmc proved who it is (e.g. "SCRAM-SHA-512 as mirror, TLS", "TLS client certificate
+    mirror.pem", "none") and whether that worked; a failure names its cause (wrong password, untrusted
+    certificate, TLS expected, ...). Exit 4 when a cluster is unreachable, 5 when authentication or TLS
+    fails, 6 when only some fail.
+    JSON keys: name, status, authentication, cluster_id, brokers, controller, rtt_ms, error.
     """
     app_ctx = context.get(ctx)
     if bootstrap:
@@ -155,6 +180,7 @@ def test(
     rows = []
     for outcome in outcomes:
         row = {"name": outcome.cluster.name, "status": "ok" if outcome.error is None else "error",
+               "authentication": _authentication(outcome.cluster, outcome.error),
                "cluster_id": None, "brokers": None, "controller": None, "rtt_ms": None, "error": None}
         if outcome.error is None:
             row.update(outcome.value)

@@ -9,13 +9,15 @@ import typer
 
 from kmc import sandbox
 from kmc.cli import context
+from kmc.errors import UsageError
 from kmc.output import Column, columns
 from kmc.seed import SAMPLE_TOPICS
 from kmc.seed import seed as seed_sample_data
 
 app = typer.Typer(help="Local real Apache Kafka clusters (KRaft) for demos and tests.", no_args_is_help=True)
 
-STATUS_COLUMNS = columns("name", "health", "bootstrap", Column("brokers", numeric=True), "pids", "data_dir")
+STATUS_COLUMNS = columns("name", "health", "security", "bootstrap", Column("brokers", numeric=True), "pids",
+                         "data_dir")
 
 
 @app.command("up")
@@ -24,17 +26,29 @@ def up(
     names: list[str] = typer.Argument(..., help="Names of the clusters to start (also their profile names)."),
     brokers: int = typer.Option(1, "--brokers", min=1, max=5, help="Brokers per cluster (3 gives a real quorum)."),
     wait: float = typer.Option(120.0, "--wait", metavar="SECONDS", help="How long to wait for the clusters to answer."),
+    secure: bool = typer.Option(False, "--secure",
+                                help="A SASL_SSL listener (SCRAM-SHA-512, users admin and mirror), TLS from a CA of "
+                                     "its own, ACLs enforced."),
+    mtls: bool = typer.Option(False, "--mtls",
+                              help="An SSL listener that requires client certificates (CN admin or mirror), ACLs "
+                                   "enforced."),
 ) -> None:
     """Start clusters (idempotent: a running one is left as it is) and register them as profiles.
 
     Kafka's jars come from $KAFKA_HOME/libs when set, else from Maven Central into
     $XDG_CACHE_HOME/kmc the first time. Data and logs live under $XDG_DATA_HOME/kmc/sandbox/NAME.
+    A --secure or --mtls cluster NAME is registered twice: NAME authenticates as admin (a super user),
+    NAME.mirror as the mirror user, who may do nothing until ACLs are granted. Their CA, certificates and
+    passwords live under NAME/security (secrets mode 0600); profiles read them from there.
     """
     app_ctx = context.get(ctx)
+    if secure and mtls:
+        raise UsageError("give --secure or --mtls, not both")
+    mode = sandbox.SASL_SSL if secure else sandbox.MTLS if mtls else None
     started = time.monotonic()
     spinner = app_ctx.messages.console.status("starting Kafka…") if app_ctx.messages.interactive else None
     with spinner or contextlib.nullcontext():
-        clusters = sandbox.up(list(names), brokers=brokers, timeout=wait)
+        clusters = sandbox.up(list(names), brokers=brokers, timeout=wait, security_mode=mode)
     app_ctx.messages.info(f"{len(clusters)} cluster(s) up in {time.monotonic() - started:.1f}s")
     app_ctx.render.rows(_status_rows(name for name in names), STATUS_COLUMNS)
 
@@ -56,9 +70,10 @@ def down(
 
 @app.command("status")
 def status(ctx: typer.Context) -> None:
-    """Each sandbox: health (up, degraded, down), bootstrap, pids, data directory.
+    """Each sandbox: health (up, degraded, down), security, bootstrap, pids, data directory.
 
-    JSON keys: name, health, bootstrap, brokers, pids, data_dir, nodes.
+    security is plaintext, sasl_ssl (--secure) or mtls (--mtls).
+    JSON keys: name, health, security, bootstrap, brokers, pids, data_dir, nodes.
     """
     app_ctx = context.get(ctx)
     rows = _status_rows(None)
@@ -96,6 +111,7 @@ def _status_rows(names) -> list[dict]:  # noqa: ANN001 - iterable of names or No
         rows.append({
             "name": entry["name"],
             "health": entry["health"],
+            "security": entry.get("security", sandbox.PLAINTEXT),
             "bootstrap": entry["bootstrap"],
             "brokers": len(nodes),
             "pids": [node.get("pid") for node in nodes],

@@ -13,12 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from kmc.acls import Need, acl_differences, diff_needs, explain_denials, literal_topic_names, raise_for_hidden_topics
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession
 from kmc.diff.compare import compare_topic, map_topics, reverse_topic_name
-from kmc.diff.model import Difference, DiffOptions, DiffReport, SequenceComparison, TopicComparison
+from kmc.diff.model import KINDS, Difference, DiffOptions, DiffReport, SequenceComparison, TopicComparison
 from kmc.diff.stream import ClusterSide, DataProgress, PartitionJob, compare_partitions
 from kmc.errors import KafkaOperationError, KmcError, UsageError
-from kmc.metadata import TopicInfo, compile_patterns, matches
+from kmc.metadata import TopicInfo, compile_patterns, matches, render_topic_name
 from kmc.profiles import Cluster, validate_rename
 
 
@@ -41,6 +42,9 @@ def diff_clusters(source: Cluster | Path, target: Cluster | Path, options: DiffO
     """
     started = time.monotonic()
     include, exclude = validate_options(options)
+    if options.acls and any(isinstance(side, Path) for side in (source, target)):
+        raise UsageError("--acls compares two clusters' ACLs; an export holds none: name two clusters")
+    pairs: list[tuple[str, str]] = []  # filled in once known: what a denial's needs are checked for
     with contextlib.ExitStack() as stack:
         sides = []
         for side in (source, target):
@@ -50,14 +54,24 @@ def diff_clusters(source: Cluster | Path, target: Cluster | Path, options: DiffO
                 sides.append(ArchiveSide(side))
             else:
                 sides.append(ClusterSide(stack.enter_context(KafkaSession(side, timeout))))
-        report = _compare(sides[0], sides[1], options, include, exclude, progress)
+
+        def checks() -> list[tuple[KafkaSession, list[Need]]]:
+            origin = getattr(sides[0], "source_name", sides[0].name)
+            wanted = pairs or [(name, render_topic_name(options.rename, name, origin))
+                               for name in literal_topic_names(options.topics)]
+            source_needs, target_needs = diff_needs(wanted, options.data, options.acls)
+            return [(side.session, needs) for side, needs in zip(sides, (source_needs, target_needs), strict=True)
+                    if isinstance(side, ClusterSide)]
+
+        with explain_denials(checks):  # a denial names the missing operation and resource (kmc.acls)
+            report = _compare(sides[0], sides[1], options, include, exclude, progress, pairs)
     report.seconds = time.monotonic() - started
     return report
 
 
 def _compare(source_side: Any, target_side: Any, options: DiffOptions,
              include: list[re.Pattern[str]], exclude: list[re.Pattern[str]],
-             progress: Callable[[DataProgress], None] | None) -> DiffReport:
+             progress: Callable[[DataProgress], None] | None, pairs: list[tuple[str, str]]) -> DiffReport:
     source_name = getattr(source_side, "source_name", source_side.name)
 
     def target_wanted(name: str) -> bool:
@@ -77,13 +91,23 @@ def _compare(source_side: Any, target_side: Any, options: DiffOptions,
             raise failures[0]  # the source's, when both fail
         source_topics = {topic.name: topic for topic in source_future.result()}
         target_topics = {topic.name: topic for topic in target_future.result()}
+        if isinstance(source_side, ClusterSide):
+            raise_for_hidden_topics(source_side.session, options.topics, source_topics, options.exclude)
         mapping = map_topics(source_topics, target_topics, options.rename, source_name, include, exclude)
+        pairs.extend(mapping.pairs)
         if options.configs.mode != "none" and mapping.pairs:
             source_configs_future = pool.submit(source_side.configs, [pair[0] for pair in mapping.pairs])
             target_configs_future = pool.submit(target_side.configs, [pair[1] for pair in mapping.pairs])
             source_configs, target_configs = source_configs_future.result(), target_configs_future.result()
         else:
             source_configs, target_configs = {}, {}
+        acl_found: dict[str, list[Difference]] = {}
+        if options.acls and mapping.pairs:
+            for item in acl_differences(source_side.session, target_side.session, dict(mapping.pairs)):
+                text = item.binding.label()
+                acl_found.setdefault(item.source_topic, []).append(Difference(
+                    "acl", item.source_topic, item.target_topic, key=text,
+                    source=text if item.side == "missing" else None, target=text if item.side == "extra" else None))
 
     report = DiffReport(source_side.name, target_side.name, options)
     data: dict[tuple[str, int], SequenceComparison] = {}
@@ -114,6 +138,8 @@ def _compare(source_side: Any, target_side: Any, options: DiffOptions,
                        _total(r.target_records for r in topic_data.values()))
         found = compare_topic(source_info, target_info, source_configs.get(topic, {}),
                               target_configs.get(target_topic, {}), options, topic_data)
+        found += acl_found.get(topic, [])
+        found.sort(key=lambda difference: KINDS.index(difference.kind))
         entries.append((topic, TopicComparison(
             topic, target_topic, "different" if found else "equal",
             (len(source_info.partitions), len(target_info.partitions)),

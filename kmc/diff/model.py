@@ -11,7 +11,7 @@ from kmc.errors import UsageError
 from kmc.metadata import CLUSTER_SPECIFIC_CONFIGS
 
 # Every kind of difference, in the order a topic's differences are listed.
-KINDS = ("missing_topic", "extra_topic", "partitions", "replication_factor", "config", "records", "data")
+KINDS = ("missing_topic", "extra_topic", "partitions", "replication_factor", "config", "acl", "records", "data")
 
 @dataclass(frozen=True)
 class ConfigSelection:
@@ -49,6 +49,7 @@ class DiffOptions:
     configs: ConfigSelection = ConfigSelection()
     data: bool = False
     strict: bool = False
+    acls: bool = False  # compare the topics' ACLs as --sync-acls would make them (kmc.acls)
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -95,7 +96,7 @@ class Difference:
     topic: str | None  # the source topic (for extra_topic: the source name it would come from)
     target_topic: str | None
     partition: int | None = None
-    key: str | None = None  # config key, for kind "config"
+    key: str | None = None  # config key, for kind "config"; the ACL ("ALLOW User:x READ"), for kind "acl"
     source: Any = None
     target: Any = None
     data: SequenceComparison | None = None
@@ -159,6 +160,7 @@ class DiffReport:
             "configs": self.options.configs.to_json(),
             "strict": self.options.strict,
             "data": self.options.data,
+            "acls": self.options.acls,
             "equal": self.equal,
             "topics": [topic.to_dict() for topic in self.topics],
             "differences": [difference.to_dict() for difference in self.differences],

@@ -95,6 +95,8 @@ def flow_spec(flow: Flow, **options: Any) -> MirrorSpec:
         settings["exactly_once"] = flow.exactly_once
     if "sync_groups" in supported:
         settings["sync_groups"] = flow.sync_groups
+    if "sync_acls" in supported:
+        settings["sync_acls"] = flow.sync_acls
     settings.update(options)
     return MirrorSpec(**settings)
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import kafka.errors as kafka_errors
 
-from kmc.client import KafkaSession, broker_error, translate_errors
+from kmc.client import KafkaSession, authorization_error, broker_error, translate_errors
 from kmc.errors import KafkaOperationError
 from kmc.mirror import producer_hooks
 from kmc.mirror.logreader import read_topic
@@ -226,4 +226,6 @@ class CheckpointStore:
         failed = self.take_failures()
         if failed:
             key, exc = failed[0]
+            if isinstance(exc, kafka_errors.AuthorizationError):  # exit 5, the missing ACL named (kmc.acls)
+                raise authorization_error(f"{self.target.cluster.name}: write {CHECKPOINT_TOPIC}: ", exc)
             raise KafkaOperationError(f"{self.target.cluster.name}: could not write checkpoint {key}: {exc}")

@@ -34,7 +34,8 @@ import kafka.errors as kafka_errors
 from kafka import TopicPartition
 from kafka.admin import OffsetSpec, OffsetTimestamp
 
-from kmc.client import DEFAULT_TIMEOUT, KafkaSession, is_transient, translate_errors
+from kmc.acls import explain_mirror_denials
+from kmc.client import DEFAULT_TIMEOUT, KafkaSession, authorization_error, is_transient, translate_errors
 from kmc.errors import (
     AuthorizationError,
     DataGapError,
@@ -400,7 +401,8 @@ def run_mirror(
     spec.validate()
     copy_mode(spec)  # a bad KMC_COPY_PATH is a usage error before any connection
     stop_event = stop_event or threading.Event()
-    with KafkaSession(source_cluster, timeout) as source, KafkaSession(target_cluster, timeout) as target:
+    with KafkaSession(source_cluster, timeout) as source, KafkaSession(target_cluster, timeout) as target, \
+            explain_mirror_denials(source, target, spec):  # a denial names the missing ACL (kmc.acls)
         identity = mirror_identity(source.cluster_id(), target.cluster_id(), spec)
         # A clean run removes its lock file: one left with a holder in it means the last run died (kill -9,
         # a lost host) and its last produce requests may still reach the target after this one starts.
@@ -1311,9 +1313,11 @@ class _Engine:
             part.stats.bytes -= part.txn_bytes
             part.txn_records = part.txn_bytes = 0
 
-    def _send_error(self, failure: _SendFailed) -> KafkaOperationError:
+    def _send_error(self, failure: _SendFailed) -> KmcError:
         """The error that ends the run when a send failed for a reason that resending cannot mend."""
         where = f" to {failure.part.target.topic}[{failure.part.target.partition}]" if failure.part else ""
+        if isinstance(failure.error, kafka_errors.AuthorizationError):  # exit 5, the missing ACL named (kmc.acls)
+            return authorization_error(f"{self.target.cluster.name}: sending{where}: ", failure.error)
         return KafkaOperationError(f"{self.target.cluster.name}: sending{where} failed: {_describe(failure.error)}")
 
     def _forget_unacknowledged(self) -> list[_Partition]:

@@ -5,6 +5,7 @@ must be created, which partitions added, which configs drift. :func:`plan_mirror
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,8 +15,17 @@ from typing import Any
 import kafka.errors as kafka_errors
 from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType
 
+from kmc.acls import (
+    AclSync,
+    Verdict,
+    acls_to_sync,
+    apply_acl_sync,
+    check_mirror,
+    permission_failure,
+    raise_for_hidden_topics,
+)
 from kmc.client import KafkaSession, broker_error, translate_errors
-from kmc.errors import KafkaOperationError, UsageError
+from kmc.errors import AuthorizationError, KafkaOperationError, KmcError, UsageError
 from kmc.metadata import (
     CLUSTER_SPECIFIC_CONFIGS,
     compile_patterns,
@@ -67,6 +77,9 @@ class MirrorSpec:
     # every record stamped with kmc-origin (merge mode: consumers of a merged topic tell sources apart by
     # it); otherwise batches of the source's own producers are forwarded whole, unstamped
     stamp_records: bool = False
+    # copy the source's ACLs of the mirrored topics to the target, renamed, minus ALLOW WRITE (--sync-acls;
+    # kmc.acls has the rules)
+    sync_acls: bool = False
 
     def __post_init__(self) -> None:
         # as typed on a command line: any case, "none" for uncompressed
@@ -189,6 +202,10 @@ class Plan:
     warnings: tuple[str, ...] = ()
     checkpoint_topic_exists: bool = False
     copy: tuple[str, str] = ("whole", "")  # copy_mode(spec): (mode, why)
+    acl_sync: AclSync | None = None  # with --sync-acls: the target ACLs to create
+    # a dry run's check of every permission the mirror needs: (profile name, verdict) pairs (kmc.acls)
+    permissions: tuple[tuple[str, Verdict], ...] = ()
+    refused: bool = False  # the clusters refused what planning asks: only ``permissions`` says anything
 
     @property
     def max_message_bytes(self) -> int:
@@ -202,17 +219,38 @@ class Plan:
             "flow": self.flow,
             "source": self.source,
             "target": self.target,
-            "source_cluster_id": self.source_cluster_id,
-            "target_cluster_id": self.target_cluster_id,
-            "checkpoint_topic": {"name": CHECKPOINT_TOPIC, "exists": self.checkpoint_topic_exists},
+            "source_cluster_id": self.source_cluster_id or None,
+            "target_cluster_id": self.target_cluster_id or None,
+            "checkpoint_topic": None if self.refused else {"name": CHECKPOINT_TOPIC,
+                                                           "exists": self.checkpoint_topic_exists},
             "copy": {"mode": self.copy[0], "why": self.copy[1]},
             "topics": [topic.to_dict() for topic in self.topics],
+            "acls": None if self.acl_sync is None else self.acl_sync.to_dict(),
+            "permissions": [verdict.to_dict(cluster) for cluster, verdict in self.permissions],
             "warnings": list(self.warnings),
         }
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per source topic (``-o ndjson`` and ``-o csv``): the ``topics`` of :meth:`to_dict`."""
         return [topic.to_dict() for topic in self.topics]
+
+
+def checked_plan(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) -> tuple[Plan, KmcError | None]:
+    """A dry run: the plan, and every permission the mirror needs checked on both clusters (kmc.acls), with
+    the error to end on (exit 5) when one is missing. When the plan itself is refused, the permissions are
+    checked all the same and the plan is an empty one that says so (``refused``)."""
+    plan: Plan | None = None
+    denied: KmcError | None = None
+    try:
+        plan = plan_mirror(source, target, spec)
+    except AuthorizationError as exc:
+        denied = exc
+    checks = check_mirror(source, target, spec, plan)
+    permissions = tuple((cluster.name, verdict) for cluster, verdicts in checks for verdict in verdicts)
+    if plan is None:
+        plan = Plan(spec.flow, source.cluster.name, target.cluster.name, "", "", 0, (), spec.sync_configs,
+                    refused=True)
+    return dataclasses.replace(plan, permissions=permissions), permission_failure(checks) or denied
 
 
 def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) -> Plan:
@@ -230,6 +268,7 @@ def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) ->
                          hint="give a --rename template, e.g. '{topic}.copy'")
     source_topics = [topic for topic in describe_topics(source, include, exclude, with_offsets=False)
                      if not topic.internal]
+    raise_for_hidden_topics(source, spec.topics, [topic.name for topic in source_topics], spec.exclude)
     mapping = {topic.name: render_topic_name(spec.rename, topic.name, source.cluster.name)
                for topic in source_topics}
     _check_target_names(mapping, spec.rename)
@@ -276,6 +315,10 @@ def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) ->
                                existing.topic_id))
     if not source_topics:
         warnings.append("no source topic matches the selection")
+    acl_sync = acls_to_sync(source, target, mapping) if spec.sync_acls else None
+    if acl_sync is not None and acl_sync.skipped:
+        warnings.append(f"--sync-acls: {len(acl_sync.skipped)} ALLOW WRITE ACL(s) of the source are not copied "
+                        "(only the mirror writes to a mirrored topic)")
     return Plan(
         flow=spec.flow,
         source=source.cluster.name,
@@ -288,6 +331,7 @@ def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) ->
         warnings=tuple(warnings),
         checkpoint_topic_exists=checkpoint_exists,
         copy=copy_mode(spec),
+        acl_sync=acl_sync,
     )
 
 
@@ -327,7 +371,7 @@ def _max_message_bytes(session: KafkaSession, topics: Mapping[str, str]) -> dict
 
 
 def apply_plan(target: KafkaSession, plan: Plan) -> list[str]:
-    """Create missing topics, add partitions and (when the plan says so) sync configs on the target.
+    """Create missing topics, add partitions and (when the plan says so) sync configs and ACLs on the target.
 
     Returns one line per change made. A topic created meanwhile by someone else (another source of an
     aggregate) is not an error.
@@ -379,6 +423,8 @@ def apply_plan(target: KafkaSession, plan: Plan) -> list[str]:
     if creates or grow:
         _wait_for_partitions(target, {topic.target_topic: topic.partitions for topic in plan.topics
                                       if topic.target_topic in creates or topic.target_topic in grow})
+    if plan.acl_sync is not None:
+        done += apply_acl_sync(target, plan.acl_sync)
     return done
 
 

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from kmc.acls import hidden_topics
 from kmc.client import KafkaSession, translate_errors
 from kmc.errors import AuthorizationError
 from kmc.mirror.checkpoints import ensure_internal_topic
@@ -73,6 +74,11 @@ class ProvenanceMap:
         with translate_errors(self.session.cluster, f"list {PROVENANCE_TOPIC}"):
             self.exists = PROVENANCE_TOPIC in set(self.session.admin.list_topics())
         if not self.exists:
+            if self.reads == 1 and hidden_topics(self.session, [PROVENANCE_TOPIC]):
+                # Kafka says "not authorized" for a topic this user may not describe, whether or not it exists
+                self.warn(f"{self.session.cluster.name}: cannot tell whether it has a {PROVENANCE_TOPIC} (copies "
+                          "other mirrors wrote into it would count as its own data): grant READ on topic "
+                          f"{PROVENANCE_TOPIC}")
             return
         producers: dict[bytes, int] = {}
         try:

@@ -33,7 +33,7 @@ from kmc.errors import (
 )
 from kmc.mirror.engine import MODES, MirrorProgress, MirrorResult, TopicProgress, TopicResult, mirror_lock, run_mirror
 from kmc.mirror.jobs import MirrorJob, job_waves
-from kmc.mirror.plan import Plan, plan_mirror
+from kmc.mirror.plan import Plan, checked_plan
 from kmc.mirror.preflight import NoticeCallback, preflight
 from kmc.mirror.telemetry import EMPTY_LATENCY, Notice
 from kmc.worker import Channel, Worker
@@ -181,13 +181,14 @@ def run(
 
 
 def _plan_all(outcomes: Sequence[JobOutcome], timeout: float) -> None:
-    """Each job's plan; a job that cannot be planned gets its error."""
+    """Each job's plan, with every permission it needs checked (kmc.acls); a job that cannot be planned, or
+    lacks a permission, gets its error (its plan says what is missing)."""
 
     def plan(outcome: JobOutcome) -> None:
         job = outcome.job
         try:
             with KafkaSession(job.source, timeout) as source, KafkaSession(job.target, timeout) as target:
-                outcome.plan = plan_mirror(source, target, job.spec)
+                outcome.plan, outcome.error = checked_plan(source, target, job.spec)
         except KmcError as exc:
             outcome.error = exc
 

@@ -25,9 +25,13 @@ from kmc.sandbox.cluster import (
     validate_name,
 )
 from kmc.sandbox.runtime import KAFKA_VERSION, find_java, find_mvn, kafka_classpath
+from kmc.sandbox.security import MTLS, PLAINTEXT, SASL_SSL
 
 __all__ = [
     "KAFKA_VERSION",
+    "MTLS",
+    "PLAINTEXT",
+    "SASL_SSL",
     "SandboxBroker",
     "SandboxCluster",
     "down",

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from kmc.errors import ConfigError, KmcError, UnreachableError, UsageError
-from kmc.sandbox import runtime
+from kmc.sandbox import runtime, security
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ class SandboxCluster:
     kafka_cluster_id: str
     kafka_version: str
     created: str
+    security: str = security.PLAINTEXT  # plaintext | sasl_ssl (--secure) | mtls (--mtls): see security.py
 
     @property
     def bootstrap_servers(self) -> str:
@@ -156,7 +157,12 @@ class SandboxCluster:
             "kafka_cluster_id": self.kafka_cluster_id,
             "kafka_version": self.kafka_version,
             "created": self.created,
+            "security": self.security,
         }
+
+    def profile_tables(self) -> dict[str, dict[str, Any]]:
+        """The profiles this sandbox registers (config-file tables; secrets referenced by file)."""
+        return security.profile_tables(self.name, self.data_dir, self.security, self.bootstrap)
 
 
 # ---------------------------------------------------------------------------------------- locations
@@ -210,10 +216,11 @@ def _read_state(cluster_dir: Path) -> SandboxCluster | None:
             kafka_cluster_id=str(raw["kafka_cluster_id"]),
             kafka_version=str(raw.get("kafka_version", "")),
             created=str(raw.get("created", "")),
+            security=security.validate_mode(str(raw.get("security", security.PLAINTEXT))),
         )
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, UsageError) as exc:
         log.warning("ignoring unreadable sandbox state %s: %s", path, exc)
         return None
 
@@ -455,6 +462,8 @@ def _server_properties(cluster: SandboxCluster, broker: SandboxBroker) -> str:
         # fault tests show data deleted by retention, as a production cluster deletes it
         "log.retention.check.interval.ms": 2000,
     }
+    settings.update(security.broker_settings(cluster.data_dir, cluster.security, broker.port, broker.controller_port,
+                                             HOST))
     lines = [f"# written by kmc for sandbox {cluster.name}, node {broker.node_id}; rewritten on every start"]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
@@ -465,7 +474,15 @@ def _write_configs(cluster: SandboxCluster) -> None:
     (cluster.data_dir / "log4j2.properties").write_text(LOG4J2_CONFIG)
     for broker in cluster.brokers:
         broker.node_dir.mkdir(parents=True, exist_ok=True)
-        broker.config_file.write_text(_server_properties(cluster, broker))
+        _write_private(broker.config_file, _server_properties(cluster, broker))  # a secure one holds passwords
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
 
 
 def _jvm_command(
@@ -594,8 +611,13 @@ def _format(rt: _Runtime, clusters: list[SandboxCluster]) -> None:
         for broker in cluster.brokers:
             main = ["kafka.tools.StorageTool", "format", "--config", str(broker.config_file)]
             main += ["--cluster-id", cluster.kafka_cluster_id]
+            # SCRAM users of a secure sandbox: their passwords go in an argument file (java @FILE), never on a
+            # command line, which every user of the machine can read
+            argument_file = broker.node_dir / "format.args"
+            _write_private(argument_file, security.argument_file_text(
+                main + security.format_arguments(cluster.data_dir, cluster.security)))
             extra = ["-XX:TieredStopAtLevel=1", *_cds_options(rt, None, train=False)]  # short run: C1 is enough
-            cmd = _jvm_command(rt, cluster, broker, main, extra)
+            cmd = _jvm_command(rt, cluster, broker, [f"@{argument_file}"], extra)
             proc = subprocess.Popen(
                 cmd, cwd=broker.node_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
@@ -607,6 +629,8 @@ def _format(rt: _Runtime, clusters: list[SandboxCluster]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
+        finally:
+            (broker.node_dir / "format.args").unlink(missing_ok=True)
         if proc.returncode != 0:
             line = _relevant_line(out.decode("utf-8", "replace"))
             failures.setdefault(cluster.name, []).append(f"node {broker.node_id}: {line}")
@@ -670,6 +694,7 @@ def _describe(cluster: SandboxCluster, timeout: float = PROBE_TIMEOUT) -> dict[s
             client_id="kmc-sandbox",
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,
+            **security.admin_client_settings(cluster.data_dir, cluster.security),
         )
     except Exception as exc:  # noqa: BLE001 - any failure means "not answering"
         log.debug("sandbox %s: no metadata yet (%s)", cluster.name, exc)
@@ -787,14 +812,19 @@ def get(name: str) -> SandboxCluster:
     return cluster
 
 
-def up(names: list[str], brokers: int = 1, timeout: float = 90) -> list[SandboxCluster]:
+def up(names: list[str], brokers: int = 1, timeout: float = 90, security_mode: str | None = None,
+       ) -> list[SandboxCluster]:
     """Start (or create) the named sandboxes, all in parallel; return them once they serve metadata.
 
     A sandbox that is already running is returned unchanged (stopped nodes of it are started again); a
     stopped one restarts on its data (on its old ports when they are still free); a new one gets
     ``brokers`` combined broker+controller nodes. For an existing sandbox ``brokers`` must be 1 (the
     default: take it as it is) or its broker count. ``timeout`` bounds the wait for the metadata.
+    ``security_mode`` (``plaintext``, ``sasl_ssl``, ``mtls``; see :mod:`kmc.sandbox.security`) applies to
+    new sandboxes; None means plaintext for a new one and "as it is" for an existing one.
     """
+    if security_mode is not None:
+        security.validate_mode(security_mode)
     names = _unique(names)
     if not names:
         raise UsageError("no sandbox name given")
@@ -815,8 +845,14 @@ def up(names: list[str], brokers: int = 1, timeout: float = 90) -> list[SandboxC
                 ports = _free_ports(2 * brokers, avoid)
                 avoid.update(ports)
                 cluster = _new_cluster(cluster_dir, name, brokers, ports, runtime.KAFKA_VERSION)
+                cluster = dataclasses.replace(cluster, security=security_mode or security.PLAINTEXT)
                 plans.append((cluster, [b.node_id for b in cluster.brokers], True))
                 continue
+            if security_mode is not None and security_mode != cluster.security:
+                raise UsageError(
+                    f"sandbox {name} already exists with security {cluster.security}",
+                    hint=f"run 'kmc sandbox down {name}' first to recreate it as {security_mode}",
+                )
             if len(cluster.brokers) != brokers and brokers != 1:
                 raise UsageError(
                     f"sandbox {name} already exists with {len(cluster.brokers)} broker(s)",
@@ -842,6 +878,7 @@ def up(names: list[str], brokers: int = 1, timeout: float = 90) -> list[SandboxC
                     assert rt is not None
                     if fresh:
                         cluster = dataclasses.replace(cluster, kafka_version=rt.version)
+                        security.create_material(cluster.data_dir, cluster.security, cluster.name)
                         fresh_clusters.append(cluster)
                     _write_configs(cluster)
                 pending.append(_Pending(cluster, {}))
@@ -1043,6 +1080,7 @@ def status() -> list[dict[str, Any]]:
             "kafka_version": cluster.kafka_version,
             "created": cluster.created,
             "data_dir": str(cluster.data_dir),
+            "security": cluster.security,
         }
 
     if len(clusters) <= 1:
