@@ -11,11 +11,12 @@ file's grammar and error messages.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -69,6 +70,7 @@ class Cluster:
     sasl_mechanism: str | None = None
     username: str | None = None
     password: Secret | None = None
+    password_file: str | None = None  # where ``password`` was read from (a path, not a secret: shown)
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -88,9 +90,12 @@ class Cluster:
             value = getattr(self, key)
             if value is not None:
                 shown[key] = value
-        for key in ("password", "ssl_password"):
-            if getattr(self, key) is not None:
-                shown[key] = MASK
+        if self.password_file is not None:
+            shown["password_file"] = self.password_file
+        elif self.password is not None:
+            shown["password"] = MASK
+        if self.ssl_password is not None:
+            shown["ssl_password"] = MASK
         if self.client:
             shown["client"] = {
                 key: (MASK if _is_secret_key(key) else value) for key, value in self.client.items()
@@ -317,7 +322,9 @@ def known_client_keys() -> frozenset[str]:
 
 
 def _is_secret_key(key: str) -> bool:
-    return any(word in key.lower() for word in ("password", "secret", "token"))
+    """A setting whose value is a secret; a path to one (``password_file``, ``ssl_keyfile``) is not."""
+    lowered = key.lower()
+    return any(word in lowered for word in ("password", "secret", "token")) and not lowered.endswith("file")
 
 
 def _is_reference(value: Any) -> bool:
@@ -461,10 +468,11 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
     if "password" in body and "password_file" in body:
         raise ConfigError(f"{where}: set either 'password' or 'password_file', not both")
     password: Secret | None = None
+    password_file: str | None = None
     if "password" in body:
         password = Secret(_string(body["password"], path, f"clusters.{name}.password"))
     elif "password_file" in body:
-        password_file = _string(body["password_file"], path, f"clusters.{name}.password_file")
+        password_file = _file_path(_string(body["password_file"], path, f"clusters.{name}.password_file"), path)
         password = Secret(_read_password_file(password_file, where))
     if protocol.startswith("SASL_"):
         mechanism = mechanism or "PLAIN"
@@ -476,7 +484,7 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
     ssl: dict[str, str | None] = {}
     for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         value = body.get(key)
-        ssl[key] = None if value is None else str(Path(_string(value, path, f"clusters.{name}.{key}")).expanduser())
+        ssl[key] = None if value is None else _file_path(_string(value, path, f"clusters.{name}.{key}"), path)
     ssl_password = body.get("ssl_password")
     client = _table(body.get("client", {}), path, f"clusters.{name}.client")
     allowed = known_client_keys()
@@ -492,6 +500,7 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
         sasl_mechanism=mechanism,
         username=username,
         password=password,
+        password_file=password_file,
         ssl_cafile=ssl["ssl_cafile"],
         ssl_certfile=ssl["ssl_certfile"],
         ssl_keyfile=ssl["ssl_keyfile"],
@@ -500,6 +509,13 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
         client=MappingProxyType(dict(client)),
         source=str(path),
     )
+
+
+def _file_path(value: str, config: Path) -> str:
+    """A path setting: ``~`` expanded; a relative path is relative to the config file's directory, so the
+    file is found whatever directory kmc runs in (cron starts in $HOME)."""
+    expanded = Path(value).expanduser()
+    return str(expanded if expanded.is_absolute() else Path(os.path.abspath(config)).parent / expanded)
 
 
 def _read_password_file(name: str, where: str) -> str:
@@ -636,92 +652,178 @@ def render_cluster_table(name: str, settings: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+def _key_path(fragment: str) -> tuple[str, ...]:
+    """The key path that one table header or one key/value statement sets, read by tomllib itself (so
+    quoted, spaced and dotted keys are all understood): ``[clusters.dc1.client]`` gives
+    ``("clusters", "dc1", "client")``, ``dc2 = { bootstrap = ["h:1"] }`` gives ``("dc2", "bootstrap")``."""
+    data: Any = tomllib.loads(fragment)
+    path: list[str] = []
+    while isinstance(data, dict) and len(data) == 1:
+        key, data = next(iter(data.items()))
+        path.append(key)
+    return tuple(path)
 
 
-def _table_span(lines: list[str], name: str) -> tuple[int, int] | None:
-    """Line range [start, end) of ``[clusters.NAME]`` and its subtables.
-
-    Comments and blank lines after its last setting are left out: they sit above the next table
-    (or close the file) and belong there.
-    """
-    own = {f"clusters.{name}", f'clusters."{name}"'}
-    start = None
-    end = len(lines)
-    for index, line in enumerate(lines):
-        match = _HEADER_RE.match(line)
-        if not match:
+def _statements(lines: list[str]) -> Iterator[tuple[int, int, tuple[str, ...]]]:
+    """Each table header and key/value statement of a valid TOML text: its lines [start, end) and the full
+    key path it sets (a header's own path; a statement's table path plus its key). Blank and comment lines
+    between statements are skipped. A statement ends at the first line where it parses on its own, which is
+    where a multi-line array or string closes."""
+    table: tuple[str, ...] = ()
+    start = 0
+    while start < len(lines):
+        stripped = lines[start].strip()
+        if not stripped or stripped.startswith("#"):
+            start += 1
             continue
-        header = match.group(1).replace(" ", "")
-        inside = header in own or any(header.startswith(prefix + ".") for prefix in own)
-        if start is None and header in own:
-            start = index
-        elif start is not None and not inside:
-            end = index
-            break
-    if start is None:
-        return None
-    while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
-        end -= 1
-    return start, end
+        end = start + 1
+        while True:
+            try:
+                path = _key_path("".join(lines[start:end]))
+                break
+            except tomllib.TOMLDecodeError:
+                if end >= len(lines):
+                    raise
+                end += 1
+        if stripped.startswith("["):
+            table = path
+            yield start, end, path
+        else:
+            yield start, end, table + path
+        start = end
+
+
+def _cluster_blocks(lines: list[str], name: str) -> list[tuple[int, int]]:
+    """The line ranges that define cluster ``name``, whatever the layout: ``[clusters.NAME]`` and its
+    subtables, dotted keys (``clusters.NAME.bootstrap = ...``, or ``NAME.bootstrap`` under ``[clusters]``)
+    and inline tables (``NAME = { ... }``). Comment and blank lines inside a block go with it; those after
+    its last statement stay (they sit above what follows)."""
+    own = ("clusters", name)
+    blocks: list[list[int]] = []
+    open_block = False
+    for start, end, path in _statements(lines):
+        if path[:2] == own:
+            if open_block:
+                blocks[-1][1] = end
+            else:
+                blocks.append([start, end])
+            open_block = True
+        else:
+            open_block = False
+    return [(start, end) for start, end in blocks]
+
+
+def _without_cluster(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    result = dict(data)
+    clusters = {key: value for key, value in result.get("clusters", {}).items() if key != name}
+    result.pop("clusters", None)
+    if clusters:
+        result["clusters"] = clusters
+    return result
+
+
+def _remove_cluster_text(text: str, path: Path, name: str) -> str:
+    """``text`` without cluster ``name``, the rest kept byte for byte; checked by parsing the result."""
+    before = parse_toml(text, path)
+    lines = text.splitlines(keepends=True)
+    for start, end in reversed(_cluster_blocks(lines, name)):
+        del lines[start:end]
+    body = "".join(lines)
+    try:
+        after = parse_toml(body, path)
+    except ConfigError:
+        after = None
+    if after is None or _without_cluster(after, name) != _without_cluster(before, name) \
+            or name in after.get("clusters", {}):
+        raise ConfigError(f"{path}: cluster '{name}' is written in a form kmc cannot edit",
+                          hint="edit the file by hand")
+    return body
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse to rewrite a file its owner made read-only (even root would otherwise replace it)."""
+    real = Path(os.path.realpath(path))
+    if real.exists() and not real.stat().st_mode & stat.S_IWUSR:
+        mode = stat.S_IMODE(real.stat().st_mode)
+        raise ConfigError(f"{path} is read-only (mode {mode:04o}): not changed",
+                          hint=f"chmod u+w {real} to let kmc edit it, or edit it by hand")
 
 
 def add_cluster(path: Path, name: str, settings: Mapping[str, Any], *, force: bool = False) -> None:
     """Append (or with ``force`` replace) a cluster table, keeping the rest of the file as written."""
     if not NAME_RE.match(name):
         raise UsageError(f"'{name}' is not a valid cluster name", hint="use letters, digits, '.', '_' or '-'")
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = _read_for_edit(path)
     data = parse_toml(text, path)
     exists = name in data.get("clusters", {})
     if exists and not force:
         raise UsageError(f"cluster '{name}' already exists in {path}", hint="pass --force to replace it")
-    lines = text.splitlines(keepends=True)
-    if exists:
-        span = _table_span(lines, name)
-        if span is None:
-            raise ConfigError(f"{path}: cluster '{name}' is defined in a form kmc cannot edit",
-                              hint="edit the file by hand")
-        lines[span[0]:span[1]] = []
-    body = "".join(lines)
+    _check_writable(path)
+    body = _remove_cluster_text(text, path, name) if exists else text
     if body and not body.endswith("\n"):
         body += "\n"
     if body.strip():
         body += "\n"
     table = render_cluster_table(name, settings)
     body += table
+    try:
+        result = tomllib.loads(body)
+    except tomllib.TOMLDecodeError as exc:  # e.g. `clusters = { ... }` written as one inline table
+        raise ConfigError(f"{path}: kmc cannot append [clusters.{name}] to this file's layout: {exc}",
+                          hint="edit the file by hand") from None
     # Validate the whole result before anything is written. A variable the new table refers to
     # (--password-env) is read when a command runs, so it need not be set while adding.
     environ = dict(os.environ)
     for match in _VAR_RE.finditer(table):
         if match.group(1):
             environ.setdefault(match.group(1), "set-at-run-time")
-    build_config(parse_toml(body, path), path, environ=environ)
+    build_config(result, path, environ=environ)
     _write_private(path, body)
 
 
 def remove_cluster(path: Path, name: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    lines = text.splitlines(keepends=True)
-    span = _table_span(lines, name)
-    if span is None:
-        raise UnknownClusterError(f"cluster '{name}' is not in {path}")
-    del lines[span[0]:span[1]]
-    body = "".join(lines)
-    parse_toml(body, path)
-    _write_private(path, body)
+    """Remove cluster ``name`` (any layout: tables, dotted keys, inline tables), keeping the rest as written."""
+    text = _read_for_edit(path)
+    if name not in parse_toml(text, path).get("clusters", {}):
+        raise UnknownClusterError(f"cluster '{name}' is not in {path}",
+                                  hint="run 'kmc profile list' to see the configured clusters")
+    _check_writable(path)
+    _write_private(path, _remove_cluster_text(text, path, name))
+
+
+def _read_for_edit(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
 
 
 def _write_private(path: Path, body: str) -> None:
-    """Write atomically; a new file gets mode 0600 (it may hold passwords)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o600
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Write atomically, through a symbolic link to the file it points at (a dotfiles repository keeps
+    the link); an existing file keeps its mode and owner, a new one gets mode 0600 (it may hold passwords).
+    A directory or file that cannot be written is a ConfigError naming it."""
+    real = Path(os.path.realpath(path))
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(body)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        real.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the directory of {path}: {exc.strerror or exc}",
+                          hint="pass --config with a writable path, or fix the directory") from exc
+    existing = real.stat() if real.exists() else None
+    mode = stat.S_IMODE(existing.st_mode) if existing else 0o600
+    temporary = real.with_name(f".{real.name}.{os.getpid()}.tmp")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(body)
+            os.chmod(temporary, mode)
+            if existing is not None and os.geteuid() == 0:  # root editing someone's file: keep it theirs
+                with contextlib.suppress(OSError):
+                    os.chown(temporary, existing.st_uid, existing.st_gid)
+            os.replace(temporary, real)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}",
+                          hint="pass --config with a writable path, or fix the file's permissions") from exc

@@ -171,7 +171,8 @@ def test_profile_add_with_password_file(config: Path, tmp_path: Path) -> None:
     kmc("profile", "add", "secure", "--bootstrap", "h:1", "--security-protocol", "SASL_SSL", "--username", "me",
         "--password-file", str(secret), "--ssl-cafile", "/ca.pem")
     shown = kmc("profile", "show", "secure", "-o", "json").json()
-    assert shown["password"] == "***" and shown["ssl_cafile"] == "/ca.pem"
+    assert shown["password_file"] == str(secret) and shown["ssl_cafile"] == "/ca.pem"  # a path, not a secret
+    assert "password" not in shown
     assert f'password_file = "{secret}"' in config.read_text()
     assert PASSWORD not in config.read_text()
 

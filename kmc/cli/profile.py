@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 
 import typer
 
 from kmc.cli import context
 from kmc.client import Outcome, probe_clusters
-from kmc.errors import UsageError, combined_failure
+from kmc.errors import KmcError, UnknownClusterError, UsageError, combined_failure
 from kmc.output import Column, columns
 from kmc.profiles import (
     SASL_MECHANISMS,
@@ -20,6 +22,7 @@ from kmc.profiles import (
     parse_bootstrap,
     remove_cluster,
 )
+from kmc.sandbox import list_sandboxes
 
 app = typer.Typer(help="Named clusters: list, show, add, remove, test.", no_args_is_help=True)
 
@@ -109,23 +112,45 @@ def add(
         "sasl_mechanism": sasl_mechanism,
         "username": username,
         "password": f"${{{password_env}}}" if password_env else None,
-        "password_file": password_file,
-        "ssl_cafile": ssl_cafile,
-        "ssl_certfile": ssl_certfile,
-        "ssl_keyfile": ssl_keyfile,
+        # stored absolute: a path relative to where `profile add` ran means nothing to a later run
+        "password_file": _absolute(password_file),
+        "ssl_cafile": _absolute(ssl_cafile),
+        "ssl_certfile": _absolute(ssl_certfile),
+        "ssl_keyfile": _absolute(ssl_keyfile),
     }
     path, _ = config_path(app_ctx.config_path)
     add_cluster(path, name, settings, force=force)
     app_ctx.messages.info(f"added cluster '{name}' to {path}")
 
 
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
+
+
 @app.command("remove")
 def remove(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster name.")) -> None:
-    """Remove a cluster from the config file (the rest of the file is kept as written)."""
+    """Remove a cluster from the config file (the rest of the file is kept as written).
+
+    Any layout is found: [clusters.NAME] tables, dotted keys and inline tables. Flows that name the
+    cluster are kept and named in a warning (they fail until it is added again or they are edited).
+    """
     app_ctx = context.get(ctx)
     path, _ = config_path(app_ctx.config_path)
-    remove_cluster(path, name)
+    try:
+        remove_cluster(path, name)
+    except UnknownClusterError:
+        sandboxes = [cluster.name for cluster in list_sandboxes()]
+        if name in sandboxes:
+            raise UnknownClusterError(f"'{name}' is a sandbox, not a cluster of {path}",
+                                      hint=f"stop it with 'kmc sandbox down {name}'") from None
+        raise
     app_ctx.messages.info(f"removed cluster '{name}' from {path}")
+    with contextlib.suppress(KmcError):  # the file was valid before the edit; the warning is a courtesy
+        users = sorted(flow.name for flow in app_ctx.reload_config().flows.values()
+                       if name in (*flow.sources, flow.target))
+        if users:
+            app_ctx.messages.warn(f"cluster '{name}' is still named by flows: {', '.join(users)} (they fail until "
+                                  f"the cluster is added again or they are edited in {path})")
 
 
 @app.command("test")
