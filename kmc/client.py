@@ -11,7 +11,9 @@ import contextlib
 import logging
 import re
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ from kmc._kafka_internals import ConnectionWatch, known_settings, transient_tran
 from kmc.errors import (
     AuthError,
     AuthorizationError,
+    Cancelled,
     KafkaOperationError,
     KmcError,
     UnreachableError,
@@ -58,6 +61,8 @@ def client_config(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT) -> dict[st
     if cluster.ssl_password is not None:
         config["ssl_password"] = _hand_over(cluster.ssl_password)
     config.update(cluster.client)
+    if isinstance(config.get("api_version"), str):  # "3.7" in the config file; kafka-python wants (3, 7)
+        config["api_version"] = tuple(int(part) for part in config["api_version"].split("."))
     return config
 
 
@@ -172,22 +177,63 @@ def logging_levels() -> tuple[int, int, str]:
     return logging.getLogger().getEffectiveLevel(), logging.getLogger("kafka").getEffectiveLevel(), _LOG_FORMAT[0]
 
 
+# Every client made by _connect that is alive, so that a signal can make them all give up at once
+# (abandon_connections); and whether it did, so that no new connection starts after it.
+_clients: weakref.WeakSet[ConnectionWatch] = weakref.WeakSet()
+_clients_lock = threading.Lock()
+_abandoned = False
+
+
+def abandon_connections(*, connecting_only: bool = False) -> None:
+    """Make kmc's clients in this process give up at once (called from a thread started by a signal
+    handler, when the user asked kmc to stop): connections being made fail with Cancelled, and so does
+    every connection started afterwards. With ``connecting_only`` the clients already connected keep
+    working (a mirror's clean stop still needs them to flush and checkpoint); otherwise their waiting
+    requests fail too, so that threads blocked on a silent broker end now rather than at --timeout."""
+    global _abandoned
+    with _clients_lock:
+        _abandoned = True
+        watches = list(_clients)
+    for watch in watches:
+        watch.cancel(connecting_only)
+
+
+def allow_connections() -> None:
+    """Undo abandon_connections (a new command in the same process)."""
+    global _abandoned
+    with _clients_lock:
+        _abandoned = False
+
+
 def _connect(cluster: Cluster, client_class: Any, settings: dict[str, Any], action: str) -> Any:
     """Construct a kafka-python client (it bootstraps on construction), reporting a failed
-    authentication as such rather than as the timeout it turns into."""
+    authentication as such rather than as the timeout it turns into, and a connection abandoned on a
+    signal (abandon_connections) as Cancelled, at once."""
     watch = ConnectionWatch()
+    abandoned = Cancelled(f"{cluster.name}: stopped while connecting to {','.join(cluster.bootstrap)}")
+    with _clients_lock:
+        if _abandoned:
+            raise abandoned
+        _clients.add(watch)
     with translate_errors(cluster, action):
         try:
-            return client_class(**settings, kafka_client=watch.client)
+            client = client_class(**settings, kafka_client=watch.client)
         except BaseException as exc:
             # Stop the IO thread of a client that failed to start; not on Ctrl-C, when the process is
             # about to exit and a stopped loop leaves coroutines that complain while being collected.
             if not isinstance(exc, KeyboardInterrupt):
                 with contextlib.suppress(Exception):
                     watch.stop_io()
+            if watch.cancelled and isinstance(exc, Exception):
+                raise abandoned from exc
             if isinstance(exc, kafka_errors.KafkaTimeoutError) and watch.failure is not None:
                 raise watch.failure from exc
             raise
+        if not watch.connected():  # abandoned just as it connected
+            with contextlib.suppress(Exception):
+                client.close()
+            raise abandoned
+        return client
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,13 @@ columns in a pipe (no colour, no box, never wrapped), so scripts can still ``awk
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import IO, Any
@@ -19,6 +20,8 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from kmc.errors import OutputError
 
 
 class OutputFormat(str, Enum):
@@ -114,7 +117,28 @@ class Renderer:
 
         JSON, NDJSON and CSV carry every key of each row, not only the table's columns.
         """
-        rows = list(rows)
+        with self._writing():
+            self._rows(list(rows), cols, title, styles)
+
+    def text(self, text: str) -> None:
+        """Raw text on stdout (a completion script)."""
+        with self._writing():
+            self.out.write(text)
+            self.out.flush()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A closed or full stdout is the user's to fix: OutputError, not an internal error. A reader that
+        went away (BrokenPipeError: `kmc ... | head`) is not an error; the CLI handles it."""
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write the output to stdout: {exc.strerror or exc}") from exc
+
+    def _rows(self, rows: list[Mapping[str, Any]], cols: Sequence[Column], title: str | None,
+              styles: Mapping[str, str] | None) -> None:
         if self.fmt is OutputFormat.json:
             self._write_json([_jsonable(row) for row in rows])
         elif self.fmt is OutputFormat.ndjson:
@@ -137,11 +161,12 @@ class Renderer:
     def document(self, data: Mapping[str, Any], *, title: str | None = None) -> None:
         """One object: JSON as is; a two-column KEY/VALUE table otherwise."""
         if self.fmt in (OutputFormat.json, OutputFormat.ndjson):
-            if self.fmt is OutputFormat.json:
-                self._write_json(_jsonable(data))
-            else:
-                self.out.write(json.dumps(_jsonable(data)) + "\n")
-            self.out.flush()
+            with self._writing():
+                if self.fmt is OutputFormat.json:
+                    self._write_json(_jsonable(data))
+                else:
+                    self.out.write(json.dumps(_jsonable(data)) + "\n")
+                self.out.flush()
             return
         pairs = [{"key": key, "value": value} for key, value in _flatten(data)]
         self.rows(pairs, columns(Column("key", "KEY"), Column("value", "VALUE")), title=title)

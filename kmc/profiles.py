@@ -321,6 +321,67 @@ def known_client_keys() -> frozenset[str]:
     return frozenset(keys - _MANAGED_CLIENT_KEYS)
 
 
+# What each kafka-python setting takes, where its default (None, or a float for "infinite") does not say.
+_CLIENT_VALUE_KINDS = {
+    "acks": "acks", "api_version": "version", "compression_type": "codec", "retries": "number",
+    "consumer_timeout_ms": "number", "receive_buffer_bytes": "int", "send_buffer_bytes": "int",
+    "partition_assignment_strategy": "list",
+}
+_KIND_NAMES = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
+               "list": "a list", "acks": '0, 1, -1 or "all"', "version": 'a version such as "3.7" or "2.8.1"',
+               "codec": '"gzip", "snappy", "lz4" or "zstd"'}
+
+
+def _client_kind(key: str) -> str:
+    if key in _CLIENT_VALUE_KINDS:
+        return _CLIENT_VALUE_KINDS[key]
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    for defaults in (KafkaConsumer.DEFAULT_CONFIG, KafkaProducer.DEFAULT_CONFIG, KafkaAdminClient.DEFAULT_CONFIG):
+        default = defaults.get(key)
+        if isinstance(default, bool):
+            return "bool"
+        if isinstance(default, int):
+            return "int"
+        if isinstance(default, float):
+            return "number"
+        if isinstance(default, (list, tuple)):
+            return "list"
+    return "str"  # a string default, or None for an optional name, path or id
+
+
+def _client_value(key: str, value: Any, where: str) -> Any:
+    """A ``[clusters.X.client]`` value checked against what kafka-python takes (a wrong type would
+    otherwise fail deep inside kafka-python, as an internal error)."""
+    kind = _client_kind(key)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    valid = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "number": number,
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+        "list": isinstance(value, list),
+        "acks": value in (0, 1, -1, "all") and not isinstance(value, bool),
+        "version": isinstance(value, str) and re.fullmatch(r"\d+(\.\d+){1,2}", value) is not None,
+        "codec": value in ("gzip", "snappy", "lz4", "zstd"),
+    }[kind]
+    if not valid:
+        shown = MASK if _is_secret_key(key) else _toml_value(value)
+        raise ConfigError(f"{where} must be {_KIND_NAMES[kind]}, not {shown}")
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    """A value as TOML writes it (for messages): true, "abc", [1, 2]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return str(value)
+
+
 def _is_secret_key(key: str) -> bool:
     """A setting whose value is a secret; a path to one (``password_file``, ``ssl_keyfile``) is not."""
     lowered = key.lower()
@@ -493,6 +554,7 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
             hint = ("set it with the profile's own key" if key in _MANAGED_CLIENT_KEYS
                     else "see kafka-python's KafkaConsumer/KafkaProducer/KafkaAdminClient settings")
             raise ConfigError(f"{where}.client: unknown kafka-python setting '{key}'", hint=hint)
+        client[key] = _client_value(key, client[key], f"{where}.client.{key}")
     return Cluster(
         name=name,
         bootstrap=bootstrap,

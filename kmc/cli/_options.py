@@ -15,6 +15,10 @@ import typer
 from kmc.cli._typer_internals import with_parameters
 from kmc.errors import UsageError
 
+# The longest wait any option takes: a day. Without a bound, --timeout inf or 1e308 overflowed kafka-python's
+# integer milliseconds as an internal error.
+MAX_SECONDS = 86400.0
+
 SOURCE = typer.Argument(..., metavar="SRC", help="Source cluster: a profile name, or host:port.")
 TARGET = typer.Argument(..., metavar="DST", help="Target cluster: a profile name, or host:port.")
 TOPICS = typer.Option(None, "--topics", metavar="RE",
@@ -28,14 +32,14 @@ FOLLOW = typer.Option(False, "--follow", help="Keep copying until SIGTERM (exit 
 START = typer.Option("earliest", "--from", metavar="earliest|latest|TIMESTAMP",
                      help="Where partitions without a checkpoint start: earliest, latest, epoch milliseconds or an "
                           "ISO-8601 time (UTC unless it has an offset).")
-REPLICATION_FACTOR = typer.Option(None, "--replication-factor", min=1, metavar="N",
+REPLICATION_FACTOR = typer.Option(None, "--replication-factor", min=1, max=32767, metavar="N",
                                   help="Replication factor of created topics [default: the source's, at most the "
                                        "target's brokers].")
 SYNC_CONFIGS = typer.Option(False, "--sync-configs", help="Make existing target topics' configs equal to the source's.")
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan and change nothing.")
-REFRESH = typer.Option(30.0, "--refresh", min=1.0, metavar="SECONDS",
+REFRESH = typer.Option(30.0, "--refresh", min=1.0, max=MAX_SECONDS, metavar="SECONDS",
                        help="--follow: how often to look for new topics and partitions.")
-CHECKPOINT_INTERVAL = typer.Option(1.0, "--checkpoint-interval", min=0.1, metavar="SECONDS",
+CHECKPOINT_INTERVAL = typer.Option(1.0, "--checkpoint-interval", min=0.1, max=3600.0, metavar="SECONDS",
                                    help="How often to write checkpoints of what the target acknowledged.")
 COMPRESSION = typer.Option("keep", "--compression", metavar="CODEC",
                            help="Codec of the batches sent to the target: keep (each batch as compressed at "
@@ -44,7 +48,7 @@ EXACTLY_ONCE = typer.Option(False, "--exactly-once",
                             help="Write records and their checkpoints in one target transaction per checkpoint "
                                  "interval: read_committed consumers of DST see each record once, even across "
                                  "crashes.")
-DELIVERY_TIMEOUT = typer.Option(300.0, "--delivery-timeout", min=2.0, metavar="SECONDS",
+DELIVERY_TIMEOUT = typer.Option(300.0, "--delivery-timeout", min=2.0, max=MAX_SECONDS, metavar="SECONDS",
                                 help="How long a batch is retried before kmc rewinds to the last acknowledged "
                                      "offsets and sends it again.")
 METRICS_ADDR = typer.Option(None, "--metrics-addr", metavar="HOST:PORT",

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from kmc.cli import context
+from kmc.cli import context, signals
 from kmc.cli._options import RunOptions
 from kmc.errors import Interrupted, UsageError
 from kmc.mirror import MirrorProgress, MirrorResult, Plan, runner
@@ -197,9 +197,13 @@ def _render_runs(app_ctx: context.AppContext, report: runner.RunReport, title: s
 
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
-    """SIGTERM and SIGINT set ``stop`` (the engine then stops cleanly); a second SIGINT gives up waiting
-    (KeyboardInterrupt). Yields the signals received, in order. Only the main thread can do this."""
-    received: list[int] = []
+    """SIGTERM and SIGINT set ``stop`` (the engine then stops cleanly) and make connections being made give
+    up at once (Cancelled; connected clients keep working, to finish cleanly); a second SIGINT gives up
+    waiting (KeyboardInterrupt). Yields the signals received, in order, from the first one kmc noted (a
+    signal that came before this handler: stop at once). Only the main thread can do this."""
+    received: list[int] = signals.pending()
+    if received:
+        stop.set()
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
@@ -209,6 +213,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
             raise KeyboardInterrupt
         received.append(signum)
         stop.set()
+        signals.abandon_soon(connecting_only=True)
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

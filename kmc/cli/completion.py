@@ -23,7 +23,7 @@ def completion_script(shell: str) -> str:
 
 def completion(ctx: typer.Context, shell: Shell = typer.Argument(..., help="bash, zsh or fish.")) -> None:
     """Print a completion script. Install, e.g.: kmc completion bash > ~/.local/share/bash-completion/completions/kmc"""
-    context.get(ctx).render.out.write(completion_script(shell.value))
+    context.get(ctx).render.text(completion_script(shell.value))
 
 
 def register(app: typer.Typer) -> None:

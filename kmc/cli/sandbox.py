@@ -9,6 +9,7 @@ import typer
 
 from kmc import sandbox
 from kmc.cli import context
+from kmc.cli._options import MAX_SECONDS
 from kmc.output import Column, columns
 from kmc.seed import SAMPLE_TOPICS
 from kmc.seed import seed as seed_sample_data
@@ -23,7 +24,8 @@ def up(
     ctx: typer.Context,
     names: list[str] = typer.Argument(..., help="Names of the clusters to start (also their profile names)."),
     brokers: int = typer.Option(1, "--brokers", min=1, max=5, help="Brokers per cluster (3 gives a real quorum)."),
-    wait: float = typer.Option(120.0, "--wait", metavar="SECONDS", help="How long to wait for the clusters to answer."),
+    wait: float = typer.Option(120.0, "--wait", min=1.0, max=MAX_SECONDS, metavar="SECONDS",
+                               help="How long to wait for the clusters to answer."),
 ) -> None:
     """Start clusters (idempotent: a running one is left as it is) and register them as profiles.
 
@@ -72,7 +74,7 @@ def seed(
     ctx: typer.Context,
     cluster: str = typer.Argument(..., metavar="CLUSTER", help="Cluster name, or host:port."),
     topics: str = typer.Option(",".join(SAMPLE_TOPICS), "--topics", help="Comma-separated sample topics."),
-    records: int = typer.Option(1000, "--records", min=1, help="Records per topic."),
+    records: int = typer.Option(1000, "--records", min=1, max=100_000_000, metavar="N", help="Records per topic."),
 ) -> None:
     """Write sample data (orders, payments, clicks, customers) with keys, headers and tombstones.
 
