@@ -452,6 +452,21 @@ def test_quiet_after_the_subcommand_silences_messages(config: Path) -> None:
     assert kmc("profile", "remove", "dc9", "--quiet").stderr == ""
 
 
+@pytest.mark.parametrize("flags", [["-vvv"], ["-qv"], ["-vq"], ["-qo", "json"], ["-qojson"], ["-vo", "csv"]])
+def test_combined_short_global_flags_after_the_subcommand(config: Path, flags: list[str]) -> None:
+    """The README says global options may stand anywhere: clusters of short ones too (issue 18, bug 6)."""
+    result = kmc("profile", "list", *flags)
+    assert result.stdout.startswith({"json": "[", "csv": "name,"}.get(flags[-1].removeprefix("-qo"), "NAME"))
+    assert "dc1" in result.stdout
+    if "q" in flags[0]:
+        assert kmc("profile", "add", "dc9", "--bootstrap", "h:1", *flags).stderr == ""
+
+
+def test_a_cluster_with_a_subcommand_letter_is_left_to_the_subcommand(config: Path) -> None:
+    message = kmc("profile", "list", "-vx", expect=2).stderr
+    assert message.startswith("kmc: error: No such option: -x")
+
+
 def test_help_and_version() -> None:
     assert "Cross-cluster Apache Kafka" in kmc("--help").stdout
     assert kmc("--version").stdout.startswith("kmc ")

@@ -108,6 +108,25 @@ _GLOBAL_OPTIONS = {
 }
 
 
+_SHORT_FLAGS = {"q", "v"}  # global short options that take no value; -o takes one
+
+
+def _short_globals(token: str) -> tuple[str, str, bool]:
+    """Split a cluster of short options into its leading global ones (-vvv, -qv, -qo json, -qojson), which
+    click reads as such once they stand before the subcommand, and the rest (the subcommand's own letters,
+    from the first one on, with any value attached: -vbhost:1 gives -v and -bhost:1). Also whether the next
+    argument is the value of a trailing -o. ("", token, False) when nothing is global."""
+    if not token.startswith("-") or token.startswith("--") or len(token) < 2:
+        return "", token, False
+    letters = token[1:]
+    lead = len(letters) - len(letters.lstrip("".join(_SHORT_FLAGS)))
+    if letters[lead:lead + 1] == "o":  # -o takes the rest, or the next argument, as its value
+        return token, "", lead + 1 == len(letters)
+    if lead == 0:
+        return "", token, False
+    return "-" + letters[:lead], ("-" + letters[lead:]) if letters[lead:] else "", False
+
+
 def hoist_global_options(argv: Sequence[str]) -> list[str]:
     """Move global options found after the subcommand to the front, so click sees them."""
     front: list[str] = []
@@ -124,12 +143,33 @@ def hoist_global_options(argv: Sequence[str]) -> list[str]:
             if _GLOBAL_OPTIONS[name] and "=" not in token and index + 1 < len(argv):
                 front.append(argv[index + 1])
                 index += 1
-        elif token.startswith("-o") and len(token) > 2 and not token.startswith("--"):
-            front.append(token)  # -ojson
+        elif _short_globals(token)[0]:  # -vvv, -qv, -qo json, -ojson, -vb
+            global_part, local_part, takes_next = _short_globals(token)
+            front.append(global_part)
+            if local_part:
+                rest.append(local_part)
+            if takes_next and index + 1 < len(argv):
+                front.append(argv[index + 1])
+                index += 1
         else:
             rest.append(token)
         index += 1
     return front + rest
+
+
+def _command_words(args: Sequence[str]) -> list[str]:
+    """The first two words of a hoisted command line that are neither options nor their values:
+    ["flow", "run"]. Only global options stand before the command, so only their values need skipping."""
+    words: list[str] = []
+    index = 0
+    while index < len(args) and len(words) < 2 and args[index] != "--":
+        token = args[index]
+        if token in _GLOBAL_OPTIONS and _GLOBAL_OPTIONS[token] or _short_globals(token)[2]:
+            index += 1  # its value
+        elif not token.startswith("-"):
+            words.append(token)
+        index += 1
+    return words
 
 
 def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] = ()) -> int:
@@ -140,7 +180,7 @@ def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] = ()) -
     _usable_standard_streams()
     _ERROR_FORMAT[0] = _log_format(args)
     allow_connections()
-    clean_stop = signals.stops_cleanly(args, {name for name, takes in _GLOBAL_OPTIONS.items() if takes})
+    clean_stop = signals.stops_cleanly(_command_words(args))
     if early_signals and not clean_stop:
         return _stopped_by(early_signals[-1])
     with signals.stopping(clean_stop, early_signals):

@@ -47,22 +47,9 @@ def record_early() -> list[int]:
     return early
 
 
-def stops_cleanly(args: Sequence[str], value_options: set[str]) -> bool:
-    """Whether the command line (global options first, as kmc.cli.main arranges them) runs a command that
-    stops cleanly on a signal. ``value_options`` are the global options that take a value."""
-    words: list[str] = []
-    index = 0
-    while index < len(args) and len(words) < 2:
-        token = args[index]
-        if token == "--":
-            break
-        if token.startswith("-"):
-            if token in value_options:
-                index += 1  # its value
-        else:
-            words.append(token)
-        index += 1
-    return tuple(words[:1]) in CLEAN_STOP_COMMANDS or tuple(words[:2]) in CLEAN_STOP_COMMANDS
+def stops_cleanly(command: Sequence[str]) -> bool:
+    """Whether the command (its words after `kmc`: ("flow", "run", ...)) stops cleanly on a signal."""
+    return tuple(command[:1]) in CLEAN_STOP_COMMANDS or tuple(command[:2]) in CLEAN_STOP_COMMANDS
 
 
 def abandon_soon(connecting_only: bool) -> None:
