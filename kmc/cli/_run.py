@@ -30,6 +30,14 @@ FLOW_COLUMNS = columns("flow", "source", "target", "source_topic", "target_topic
 PLAN_COLUMNS = columns("source_topic", "target_topic", Column("partitions", numeric=True),
                        Column("target_partitions", "TARGET PARTS", numeric=True),
                        Column("replication_factor", "RF", numeric=True), "actions", "config_drift")
+# The row keys of -o csv and -o ndjson (the CSV header, whatever the rows): one row per source topic, of one
+# mirror (kmc mirror) or of every job with its flow, source and target (kmc aggregate, kmc flow run).
+RESULT_KEYS = ("source_topic", "target_topic", "partitions", "records", "bytes", "skipped", "redelivered", "lag",
+               "gaps")
+PLAN_KEYS = ("source_topic", "target_topic", "partitions", "target_partitions", "replication_factor", "configs",
+             "config_drift", "actions")
+JOBS_RESULT_KEYS = ("flow", "source", "target", *RESULT_KEYS)
+JOBS_PLAN_KEYS = ("flow", "source", *PLAN_KEYS)
 JOBS_PLAN_COLUMNS = columns("flow", "source", "source_topic", "target_topic", Column("partitions", numeric=True),
                             Column("target_partitions", "TARGET PARTS", numeric=True), "actions")
 
@@ -145,7 +153,7 @@ def _table(*keys: str) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 
 def _render_plan(app_ctx: context.AppContext, plan: Plan) -> None:
-    app_ctx.render.report(plan, PLAN_COLUMNS, table=_table("actions", "config_drift"))
+    app_ctx.render.report(plan, PLAN_COLUMNS, keys=PLAN_KEYS, table=_table("actions", "config_drift"))
     if app_ctx.render.fmt is OutputFormat.json:
         return
     for warning in plan.warnings:
@@ -157,7 +165,7 @@ def _render_plan(app_ctx: context.AppContext, plan: Plan) -> None:
 
 def _render_result(app_ctx: context.AppContext, result: MirrorResult) -> None:
     """The summary: the JSON document, or one row per topic, and a line on stderr."""
-    app_ctx.render.report(result, RESULT_COLUMNS)
+    app_ctx.render.report(result, RESULT_COLUMNS, keys=RESULT_KEYS)
     if app_ctx.render.fmt is OutputFormat.json:
         return
     megabytes = result.bytes / 1e6
@@ -170,7 +178,7 @@ def _render_result(app_ctx: context.AppContext, result: MirrorResult) -> None:
 
 def _render_plans(app_ctx: context.AppContext, report: runner.RunReport) -> None:
     """Each job's plan; a job that could not be planned is reported like a failed run."""
-    app_ctx.render.report(report, JOBS_PLAN_COLUMNS, table=_table("actions"))
+    app_ctx.render.report(report, JOBS_PLAN_COLUMNS, keys=JOBS_PLAN_KEYS, table=_table("actions"))
     if app_ctx.render.fmt is OutputFormat.json:
         return
     for outcome in report.outcomes:
@@ -183,7 +191,7 @@ def _render_plans(app_ctx: context.AppContext, report: runner.RunReport) -> None
 
 
 def _render_runs(app_ctx: context.AppContext, report: runner.RunReport, title: str, by_flow: bool) -> None:
-    app_ctx.render.report(report, FLOW_COLUMNS if by_flow else AGGREGATE_COLUMNS)
+    app_ctx.render.report(report, FLOW_COLUMNS if by_flow else AGGREGATE_COLUMNS, keys=JOBS_RESULT_KEYS)
     if app_ctx.render.fmt is OutputFormat.json:
         return
     rate = report.records / report.elapsed if report.elapsed > 0 else 0.0

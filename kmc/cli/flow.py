@@ -7,7 +7,7 @@ import typer
 from kmc.cli import _options as options
 from kmc.cli import _run, _watch, context
 from kmc.errors import ConfigError, UsageError, combined_failure
-from kmc.flows import GRAPH_FORMATS, check_flows, flow_graph, flow_jobs, flow_status
+from kmc.flows import GRAPH_FORMATS, STATUS_KEYS, check_flows, flow_graph, flow_jobs, flow_status
 from kmc.output import Column, OutputFormat, columns
 from kmc.profiles import Flow
 
@@ -46,7 +46,7 @@ def list_flows(ctx: typer.Context) -> None:
              "exclude": list(flow.exclude), "rename": flow.rename, "sync_configs": flow.sync_configs,
              "sync_groups": list(flow.sync_groups), "exactly_once": flow.exactly_once,
              "partitioner": flow.partitioner} for flow in (config.flows[name] for name in sorted(config.flows))]
-    app_ctx.render.rows(rows, LIST_COLUMNS)
+    app_ctx.render.rows(rows, LIST_COLUMNS, keys=LIST_KEYS)
     if not rows:
         app_ctx.messages.info(f"no flows in {config.path}; see docs/flows.md")
 
@@ -159,7 +159,7 @@ def status(
         return
     report = flow_status(app_ctx.config(), flows, app_ctx.timeout)
     rows = _status_rows(app_ctx, report.rows)
-    app_ctx.render.rows(rows, STATUS_COLUMNS)
+    app_ctx.render.rows(rows, STATUS_COLUMNS, keys=STATUS_KEYS)
     for row in rows:
         if row["error"] is not None:
             app_ctx.messages.error(f"flow {row['flow']}: {row['source']} -> {row['target']}: {row['error']}")

@@ -151,7 +151,7 @@ def _render(app_ctx: AppContext, view: View, outcomes: list[Outcome]) -> None:
         render.rows(rows, columns(*keys))
         return
     if any(row["error"] for row in rows):
-        table_columns = (*table_columns, Column("error"))
+        table_columns = (*table_columns, Column("error", free=True))
     render.rows([_table_row(row) for row in rows], table_columns, styles=STYLES)
 
 

@@ -29,7 +29,7 @@ app = typer.Typer(help="Named clusters: list, show, add, remove, test.", no_args
 LIST_COLUMNS = columns("name", "bootstrap", "security_protocol", Column("sandbox"), "source")
 TEST_COLUMNS = columns(
     "name", "status", "cluster_id", Column("brokers", numeric=True), Column("controller", numeric=True),
-    Column("rtt_ms", "RTT MS", numeric=True), "error",
+    Column("rtt_ms", "RTT MS", numeric=True), Column("error", free=True),
 )
 
 

@@ -17,6 +17,7 @@ from kmc.seed import seed as seed_sample_data
 app = typer.Typer(help="Local real Apache Kafka clusters (KRaft) for demos and tests.", no_args_is_help=True)
 
 STATUS_COLUMNS = columns("name", "health", "bootstrap", Column("brokers", numeric=True), "pids", "data_dir")
+STATUS_KEYS = ("name", "health", "bootstrap", "brokers", "pids", "data_dir", "nodes")
 
 
 @app.command("up")
@@ -38,7 +39,7 @@ def up(
     with spinner or contextlib.nullcontext():
         clusters = sandbox.up(list(names), brokers=brokers, timeout=wait)
     app_ctx.messages.info(f"{len(clusters)} cluster(s) up in {time.monotonic() - started:.1f}s")
-    app_ctx.render.rows(_status_rows(name for name in names), STATUS_COLUMNS)
+    app_ctx.render.rows(_status_rows(name for name in names), STATUS_COLUMNS, keys=STATUS_KEYS)
 
 
 @app.command("down")
@@ -64,7 +65,8 @@ def status(ctx: typer.Context) -> None:
     """
     app_ctx = context.get(ctx)
     rows = _status_rows(None)
-    app_ctx.render.rows(rows, STATUS_COLUMNS, styles={"up": "green", "degraded": "yellow", "down": "red"})
+    app_ctx.render.rows(rows, STATUS_COLUMNS, keys=STATUS_KEYS, styles={"up": "green", "degraded": "yellow",
+                                                                          "down": "red"})
     if not rows:
         app_ctx.messages.info("no sandbox clusters; start some with 'kmc sandbox up NAME...'")
 

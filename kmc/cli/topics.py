@@ -13,6 +13,9 @@ TOPIC_COLUMNS = columns(
     Column("records", numeric=True), Column("under_replicated", "UNDER-REPL", numeric=True),
 )
 GROUP_COLUMNS = columns("group", "state", Column("members", numeric=True), "topics", Column("lag", numeric=True))
+# The row keys (-o json/ndjson/csv), as each command's help lists them.
+TOPIC_KEYS = ("topic", "partitions", "replication_factor", "records", "under_replicated", "internal")
+GROUP_KEYS = ("group", "state", "protocol_type", "members", "topics", "lag")
 
 
 def _cluster_and_pattern(
@@ -42,7 +45,7 @@ def topics(
     include = compile_patterns([pattern] if pattern else [], "PATTERN")
     found = cluster_topics(app_ctx.one_cluster(cluster, bootstrap), include, include_internal=include_internal,
                            timeout=app_ctx.timeout)
-    app_ctx.render.rows([topic.to_dict() for topic in found], TOPIC_COLUMNS)
+    app_ctx.render.rows([topic.to_dict() for topic in found], TOPIC_COLUMNS, keys=TOPIC_KEYS)
 
 
 def groups(
@@ -61,7 +64,7 @@ def groups(
     cluster, pattern = _cluster_and_pattern(cluster, pattern, bootstrap)
     include = compile_patterns([pattern] if pattern else [], "PATTERN")
     found = cluster_groups(app_ctx.one_cluster(cluster, bootstrap), include, timeout=app_ctx.timeout)
-    app_ctx.render.rows([group.to_dict() for group in found], GROUP_COLUMNS)
+    app_ctx.render.rows([group.to_dict() for group in found], GROUP_COLUMNS, keys=GROUP_KEYS)
 
 
 def register(app: typer.Typer) -> None:
