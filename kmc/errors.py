@@ -80,7 +80,8 @@ class UsageError(KmcError):
 
 
 class UnknownClusterError(UsageError):
-    default_hint = "run 'kmc profile list' to see the configured clusters, or pass --bootstrap host:port"
+    # every command that takes a cluster name also takes host:port in its place
+    default_hint = "name a cluster of 'kmc profile list', or give its address as host:port"
 
 
 class ConfigError(KmcError):

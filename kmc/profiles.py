@@ -179,10 +179,11 @@ class Config:
         try:
             return self.flows[name]
         except KeyError:
-            known = ", ".join(sorted(self.flows)) or "none configured"
-            raise UsageError(
-                f"unknown flow '{name}' (known: {known})", hint="run 'kmc flow list'"
-            ) from None
+            if not self.flows:
+                raise UsageError(f"unknown flow '{name}': no flows in {self.path}",
+                                 hint="add a [flows.NAME] table, see docs/flows.md") from None
+            raise UsageError(f"unknown flow '{name}' (known: {', '.join(sorted(self.flows))})",
+                             hint="run 'kmc flow list'") from None
 
 
 # --- lookup -----------------------------------------------------------------------------
@@ -673,19 +674,22 @@ def looks_like_bootstrap(value: str) -> bool:
     return ":" in value
 
 
-def adhoc_cluster(bootstrap: str) -> Cluster:
-    """A cluster from ``--bootstrap host:port[,host:port]``, PLAINTEXT, named after its address."""
+def adhoc_cluster(bootstrap: str, where: str = "--bootstrap") -> Cluster:
+    """A cluster from ``host:port[,host:port]``, PLAINTEXT, named after its address. ``where`` names what
+    gave it in a message: the option, or the argument (a cluster name or address)."""
     try:
-        servers = parse_bootstrap(bootstrap, "--bootstrap")
+        servers = parse_bootstrap(bootstrap, where)
     except ConfigError as exc:
-        raise UsageError(exc.message, hint=exc.hint) from None
+        hint = exc.hint if where.startswith("--") else \
+            "a cluster is a profile name, or host:port[,host:port] such as localhost:9092; names hold no ':'"
+        raise UsageError(exc.message, hint=hint) from None
     return Cluster(name=servers[0], bootstrap=servers, source=ADHOC_SOURCE)
 
 
 def resolve_cluster(config: Config, reference: str) -> Cluster:
     """A profile name, or an ad-hoc ``host:port[,host:port]`` list."""
     if looks_like_bootstrap(reference):
-        return adhoc_cluster(reference)
+        return adhoc_cluster(reference, f"cluster '{reference}'")
     return config.cluster(reference)
 
 

@@ -461,6 +461,25 @@ def test_debug_does_not_suggest_debug(config: Path, monkeypatch: pytest.MonkeyPa
     assert last == "kmc: error: dc1: the broker said no (details above)"
 
 
+@pytest.mark.parametrize("args", [["diff", "nope", "dc1"], ["mirror", "dc1", "nope"], ["sandbox", "seed", "nope"],
+                                  ["profile", "remove", "nope"], ["aggregate", "dc1", "--into", "nope"],
+                                  ["diff", "h:abc", "dc1"], ["mirror", "dc1", "x:y"], ["inventory", "h:1,h:x"]])
+def test_hints_name_only_what_the_command_has(config: Path, args: list[str]) -> None:
+    """A command without --bootstrap is not told to pass it; a bad address given as a cluster argument is
+    not called --bootstrap (issue 18)."""
+    message = assert_one_error_line(kmc(*args, expect=None), 2)
+    assert "--bootstrap" not in message
+    if ":" in args[1] or ":" in args[2]:
+        bad = args[1] if ":" in args[1] else args[2]
+        assert message.startswith(f"kmc: error: cluster '{bad}': bootstrap server '")
+        assert "a cluster is a profile name, or host:port" in message
+
+
+def test_unknown_flow_when_there_are_none(config: Path) -> None:
+    message = assert_one_error_line(kmc("flow", "run", "nope", expect=None), 2)
+    assert f"unknown flow 'nope': no flows in {config}" in message and "[flows.NAME]" in message
+
+
 # --- internal errors: never locals ----------------------------------------------------------------------
 
 

@@ -217,7 +217,8 @@ def _run(args: list[str], debug: bool) -> int:
             traceback.print_exc()
         line = exc.one_line()
         if debug:  # the traceback is above already: do not ask for it
-            line = line.replace("(run again with --debug for details)", "(details above)")
+            line = line.replace("(run again with --debug for details)", "(details above)").replace(
+                "run again with --debug and report it", "report it, with the traceback above")
         _error_line(line)
         return int(exc.exit_code)
     except EXIT_EXCEPTIONS as exc:
