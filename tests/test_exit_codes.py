@@ -421,12 +421,13 @@ def test_debug_shows_a_traceback(config: Path) -> None:
     assert "Traceback (most recent call last)" in late.stderr
 
 
-def test_a_state_directory_that_cannot_be_created(config: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """XDG_STATE_HOME pointing at a file: the lock cannot be made, before any cluster is contacted."""
+@pytest.mark.kafka
+def test_a_state_directory_that_cannot_be_created(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  src_cluster, dst_cluster) -> None:  # noqa: ANN001
+    """XDG_STATE_HOME pointing at a file: the lock cannot be made; nothing is copied."""
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "a-file"))
-    message = assert_one_error_line(kmc("mirror", "dc1", f"127.0.0.1:{closed_port()}", expect=None), 3)
+    message = assert_one_error_line(kmc("mirror", "src", "dst", "--topics", "kmc-none-18", expect=None), 3)
     assert "cannot create the lock directory" in message and "Not a directory" in message
     assert "XDG_STATE_HOME" in message
 
