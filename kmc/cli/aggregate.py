@@ -6,6 +6,7 @@ import typer
 
 from kmc.cli import _options as options
 from kmc.cli import _run, context
+from kmc.cli.completion import complete_cluster, complete_from
 from kmc.errors import UsageError
 from kmc.flows import MERGE_RENAME, PREFIX_RENAME, aggregate_jobs
 from kmc.mirror import DEFAULT_FLOW, MirrorSpec
@@ -14,8 +15,10 @@ from kmc.mirror import DEFAULT_FLOW, MirrorSpec
 @options.run_options
 def aggregate(
     ctx: typer.Context,
-    sources: list[str] = typer.Argument(..., metavar="SRC", help="Source clusters: profile names, or host:port."),
-    into: str = typer.Option(..., "--into", metavar="DST", help="Target cluster: a profile name, or host:port."),
+    sources: list[str] = typer.Argument(..., metavar="SRC", help="Source clusters: profile names, or host:port.",
+                                        autocompletion=complete_cluster),
+    into: str = typer.Option(..., "--into", metavar="DST", help="Target cluster: a profile name, or host:port.",
+                             autocompletion=complete_cluster),
     topics: list[str] | None = options.TOPICS,
     exclude: list[str] | None = options.EXCLUDE,
     rename: str | None = typer.Option(None, "--rename", metavar="TEMPLATE",
@@ -24,6 +27,8 @@ def aggregate(
     merge: bool = typer.Option(False, "--merge", help=f"Write every source's topic into one target topic "
                                                       f"(--rename '{MERGE_RENAME}'); kmc-origin tells them apart."),
     partitioner: str = typer.Option("same", "--partitioner", metavar="same|key",
+                                    autocompletion=complete_from({"same": "partition i to partition i",
+                                                                  "key": "murmur2(key) mod partitions"}),
                                     help="same: partition i to partition i (merging needs equal partition "
                                          "counts); key: murmur2(key) mod the target's partitions, like a Kafka "
                                          "producer."),

@@ -6,6 +6,8 @@ import typer
 
 from kmc.cli import _options as options
 from kmc.cli import _run, _watch, context
+from kmc.cli._options import MAX_SECONDS
+from kmc.cli.completion import complete_flow
 from kmc.errors import ConfigError, UsageError, combined_failure
 from kmc.flows import GRAPH_FORMATS, STATUS_KEYS, check_flows, flow_graph, flow_jobs, flow_status
 from kmc.output import Column, OutputFormat, columns
@@ -94,7 +96,7 @@ def check(
 @options.run_options
 def run_flows(
     ctx: typer.Context,
-    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows to run."),
+    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows to run.", autocompletion=complete_flow),
     every: bool = typer.Option(False, "--all", help="Run every flow of the config file."),
     run: options.RunOptions = None,
 ) -> None:
@@ -123,10 +125,11 @@ def run_flows(
 @app.command("status")
 def status(
     ctx: typer.Context,
-    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows [default: all]."),
+    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows [default: all].",
+                                             autocompletion=complete_flow),
     watch: bool = typer.Option(False, "--watch", help="Look again every --interval seconds, with records/s and a "
                                                       "lag history, until Ctrl-C."),
-    interval: float = typer.Option(5.0, "--interval", min=0.5, metavar="SECONDS",
+    interval: float = typer.Option(5.0, "--interval", min=0.5, max=MAX_SECONDS, metavar="SECONDS",
                                    help="--watch: seconds between looks."),
 ) -> None:
     """How far each flow is behind, per source and topic, from its checkpoints in the target.

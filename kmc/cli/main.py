@@ -17,7 +17,13 @@ import typer
 from kmc import __version__
 from kmc.cli import context, signals
 from kmc.cli._options import MAX_SECONDS
-from kmc.cli._typer_internals import ABORT_EXCEPTIONS, EXIT_EXCEPTIONS, NoArgsIsHelpError, UsageError
+from kmc.cli._typer_internals import (
+    ABORT_EXCEPTIONS,
+    EXIT_EXCEPTIONS,
+    NoArgsIsHelpError,
+    UsageError,
+    plain_help_style,
+)
 from kmc.client import DEFAULT_TIMEOUT, allow_connections, configure_logging
 from kmc.errors import Cancelled, ExitCode, KmcError, OutputError, Terminated
 from kmc.output import LogFormat, OutputFormat, color_enabled
@@ -50,7 +56,8 @@ def root(
     timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=0.5, max=MAX_SECONDS, metavar="SECONDS",
                                   help="How long to wait for a cluster before giving up (exit 4)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only data and errors; no progress or messages."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail on stderr (-vv for client logs)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, show_default=False,
+                                help="More detail on stderr (-vv for client logs)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and kafka-python's debug log."),
     no_color: bool = typer.Option(False, "--no-color", help="No colour (also NO_COLOR)."),
     log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", case_sensitive=False,
@@ -99,6 +106,7 @@ def _register_commands() -> None:
 
 
 _register_commands()
+plain_help_style()
 
 # Global options that may stand anywhere on the command line; value-taking ones listed with True.
 _GLOBAL_OPTIONS = {

@@ -9,6 +9,7 @@ import re
 import typer
 
 from kmc.cli import context
+from kmc.cli.completion import complete_cluster, complete_from
 from kmc.client import Outcome, probe_clusters
 from kmc.errors import KmcError, UnknownClusterError, UsageError, combined_failure
 from kmc.output import Column, columns
@@ -53,7 +54,8 @@ def list_profiles(ctx: typer.Context) -> None:
 
 
 @app.command("show")
-def show(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster name.")) -> None:
+def show(ctx: typer.Context, name: str = typer.Argument(..., metavar="NAME", help="Cluster name.",
+                                                      autocompletion=complete_cluster)) -> None:
     """Show one cluster's settings, secrets masked."""
     app_ctx = context.get(ctx)
     config = None if looks_like_bootstrap(name) else app_ctx.config()
@@ -67,20 +69,28 @@ def show(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster name.
 @app.command("add")
 def add(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Name for the cluster."),
-    bootstrap: str = typer.Option(..., "--bootstrap", "-b", help="host:port[,host:port...]"),
-    security_protocol: str = typer.Option("PLAINTEXT", "--security-protocol",
+    name: str = typer.Argument(..., metavar="NAME", help="Name for the cluster: letters, digits, '.', '_', '-'."),
+    bootstrap: str = typer.Option(..., "--bootstrap", "-b", metavar="HOST:PORT",
+                                  help="The cluster's brokers: host:port[,host:port...]."),
+    security_protocol: str = typer.Option("PLAINTEXT", "--security-protocol", metavar="PROTOCOL",
+                                          autocompletion=complete_from(dict.fromkeys(SECURITY_PROTOCOLS, "")),
                                           help=f"One of {', '.join(SECURITY_PROTOCOLS)}."),
-    sasl_mechanism: str | None = typer.Option(None, "--sasl-mechanism", help=f"One of {', '.join(SASL_MECHANISMS)}."),
-    username: str | None = typer.Option(None, "--username"),
+    sasl_mechanism: str | None = typer.Option(None, "--sasl-mechanism", metavar="MECHANISM",
+                                              autocompletion=complete_from(dict.fromkeys(SASL_MECHANISMS, "")),
+                                              help=f"One of {', '.join(SASL_MECHANISMS)} [default with SASL: PLAIN]."),
+    username: str | None = typer.Option(None, "--username", metavar="USER",
+                                        help="SASL user name (SASL_PLAINTEXT, SASL_SSL)."),
     password_env: str | None = typer.Option(None, "--password-env", metavar="VAR",
                                                help="Store password = \"${VAR}\": read from the environment "
                                                     "at run time."),
     password_file: str | None = typer.Option(None, "--password-file", metavar="PATH",
                                                 help="A file (mode 0600) holding the password."),
-    ssl_cafile: str | None = typer.Option(None, "--ssl-cafile", metavar="PATH"),
-    ssl_certfile: str | None = typer.Option(None, "--ssl-certfile", metavar="PATH"),
-    ssl_keyfile: str | None = typer.Option(None, "--ssl-keyfile", metavar="PATH"),
+    ssl_cafile: str | None = typer.Option(None, "--ssl-cafile", metavar="PATH",
+                                          help="CA certificates (PEM) to verify the brokers (SSL, SASL_SSL)."),
+    ssl_certfile: str | None = typer.Option(None, "--ssl-certfile", metavar="PATH",
+                                            help="Client certificate (PEM), when the brokers ask for one."),
+    ssl_keyfile: str | None = typer.Option(None, "--ssl-keyfile", metavar="PATH",
+                                           help="The client certificate's private key (PEM)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing cluster of that name."),
 ) -> None:
     """Add a cluster to the config file (created with mode 0600; comments and the rest kept).
@@ -128,7 +138,8 @@ def _absolute(path: str | None) -> str | None:
 
 
 @app.command("remove")
-def remove(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster name.")) -> None:
+def remove(ctx: typer.Context, name: str = typer.Argument(..., metavar="NAME", help="Cluster name.",
+                                                        autocompletion=complete_cluster)) -> None:
     """Remove a cluster from the config file (the rest of the file is kept as written).
 
     Any layout is found: [clusters.NAME] tables, dotted keys and inline tables. Flows that name the
@@ -156,8 +167,10 @@ def remove(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster nam
 @app.command("test")
 def test(
     ctx: typer.Context,
-    names: list[str] | None = typer.Argument(None, help="Clusters to test [default: all]."),
-    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", help="Test an ad-hoc host:port instead."),
+    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Clusters to test [default: all].",
+                                             autocompletion=complete_cluster),
+    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", metavar="HOST:PORT",
+                                         help="Test an ad-hoc host:port[,host:port] instead."),
 ) -> None:
     """Connect to clusters and report cluster id, brokers, controller and round-trip time.
 

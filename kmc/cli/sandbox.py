@@ -10,6 +10,7 @@ import typer
 from kmc import sandbox
 from kmc.cli import context
 from kmc.cli._options import MAX_SECONDS
+from kmc.cli.completion import complete_cluster, complete_sandbox
 from kmc.output import Column, columns
 from kmc.seed import SAMPLE_TOPICS
 from kmc.seed import seed as seed_sample_data
@@ -23,8 +24,10 @@ STATUS_KEYS = ("name", "health", "bootstrap", "brokers", "pids", "data_dir", "no
 @app.command("up")
 def up(
     ctx: typer.Context,
-    names: list[str] = typer.Argument(..., help="Names of the clusters to start (also their profile names)."),
-    brokers: int = typer.Option(1, "--brokers", min=1, max=5, help="Brokers per cluster (3 gives a real quorum)."),
+    names: list[str] = typer.Argument(..., metavar="NAME", help="Names of the clusters to start (also their profile "
+                                                               "names)."),
+    brokers: int = typer.Option(1, "--brokers", min=1, max=5, metavar="N",
+                                help="Brokers per cluster (3 gives a real quorum)."),
     wait: float = typer.Option(120.0, "--wait", min=1.0, max=MAX_SECONDS, metavar="SECONDS",
                                help="How long to wait for the clusters to answer."),
 ) -> None:
@@ -45,7 +48,8 @@ def up(
 @app.command("down")
 def down(
     ctx: typer.Context,
-    names: list[str] | None = typer.Argument(None, help="Clusters to stop [default: all sandboxes]."),
+    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Clusters to stop [default: all sandboxes].",
+                                             autocompletion=complete_sandbox),
     keep_data: bool = typer.Option(False, "--keep-data", help="Keep data and logs for the next 'up'."),
 ) -> None:
     """Stop sandbox clusters (only the processes kmc started) and remove their data."""
@@ -74,8 +78,10 @@ def status(ctx: typer.Context) -> None:
 @app.command("seed")
 def seed(
     ctx: typer.Context,
-    cluster: str = typer.Argument(..., metavar="CLUSTER", help="Cluster name, or host:port."),
-    topics: str = typer.Option(",".join(SAMPLE_TOPICS), "--topics", help="Comma-separated sample topics."),
+    cluster: str = typer.Argument(..., metavar="CLUSTER", help="Cluster name, or host:port.",
+                                  autocompletion=complete_cluster),
+    topics: str = typer.Option(",".join(SAMPLE_TOPICS), "--topics", metavar="TOPIC[,TOPIC...]",
+                               help="Which sample topics to write."),
     records: int = typer.Option(1000, "--records", min=1, max=100_000_000, metavar="N", help="Records per topic."),
 ) -> None:
     """Write sample data (orders, payments, clicks, customers) with keys, headers and tombstones.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from kmc.cli import context
+from kmc.cli.completion import complete_cluster
 from kmc.metadata import cluster_groups, cluster_topics, compile_patterns
 from kmc.output import Column, columns
 
@@ -29,9 +30,11 @@ def _cluster_and_pattern(
 
 def topics(
     ctx: typer.Context,
-    cluster: str | None = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port."),
+    cluster: str | None = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port.",
+                                         autocompletion=complete_cluster),
     pattern: str | None = typer.Argument(None, metavar="PATTERN", help="Anchored regex of topic names [default: all]."),
-    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", help="Ad-hoc host:port instead of a name."),
+    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", metavar="HOST:PORT",
+                                         help="Ad-hoc host:port[,host:port] instead of a name."),
     include_internal: bool = typer.Option(False, "--include-internal", help="Also Kafka's and kmc's internal topics."),
 ) -> None:
     """List topics: partitions, replication factor, records (latest minus earliest offsets).
@@ -50,9 +53,11 @@ def topics(
 
 def groups(
     ctx: typer.Context,
-    cluster: str | None = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port."),
+    cluster: str | None = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port.",
+                                         autocompletion=complete_cluster),
     pattern: str | None = typer.Argument(None, metavar="PATTERN", help="Anchored regex of group ids [default: all]."),
-    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", help="Ad-hoc host:port instead of a name."),
+    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", metavar="HOST:PORT",
+                                         help="Ad-hoc host:port[,host:port] instead of a name."),
 ) -> None:
     """List consumer groups: state, members, topics and total lag.
 
