@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -90,8 +93,6 @@ def test_help_reads_like_a_unix_tool(path):  # noqa: ANN001
 
 def complete(words: str, config: Path, shell: str = "bash") -> list[str]:
     """What the shell is offered for the last word of ``words`` (as the generated scripts ask kmc)."""
-    import os
-    import subprocess
     import sys
 
     env = dict(os.environ, KMC_CONFIG=str(config), _KMC_COMPLETE=f"complete_{shell}", COMP_WORDS=words,
@@ -142,3 +143,35 @@ def test_completion_with_a_broken_config_offers_nothing_and_says_nothing(tmp_pat
     broken = tmp_path / "config.toml"
     broken.write_text("[clusters.dc1\n")
     assert complete("kmc mirror ", broken) in ([], [""])
+
+
+# --- man pages (issue 18) ----------------------------------------------------------------------------------
+
+TOP_LEVEL = [path[0] for path, _ in ALL_COMMANDS if len(path) == 1]
+
+
+def test_no_stale_man_pages() -> None:
+    from kmc.cli.docs import stale_files
+
+    assert stale_files(ROOT) == [], "a man page no command generates: run `make docs`"
+
+
+@pytest.mark.parametrize("page", ["kmc", *(f"kmc-{name}" for name in TOP_LEVEL)])
+def test_every_command_has_a_man_page_with_its_sections(page: str) -> None:
+    text = (ROOT / "man" / f"{page}.1").read_text()
+    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "EXIT STATUS", "ENVIRONMENT", "FILES", "SEE ALSO"):
+        assert f"\n.SH {section}\n" in text, f"{page}(1) has no {section}"
+    assert "\\fBkmc\\fR(1)" in text or page == "kmc"
+
+
+@pytest.mark.skipif(shutil.which("man") is None, reason="needs man(1)")
+@pytest.mark.parametrize("page", ["kmc", *(f"kmc-{name}" for name in TOP_LEVEL)])
+def test_man_pages_fit_80_columns(page: str) -> None:
+    env = dict(os.environ, MANWIDTH="80", MAN_KEEP_FORMATTING="", LC_ALL="C.UTF-8")
+    proc = subprocess.run(["man", "-l", str(ROOT / "man" / f"{page}.1")], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout, proc.stderr
+    lines = [re.sub(r".\x08", "", line) for line in proc.stdout.splitlines()]  # overstrike bold and underline
+    assert len(lines) > 20
+    wide = [line for line in lines if len(line) > 80]
+    assert not wide, f"{page}(1) is wider than 80 columns: {wide[:3]}"
