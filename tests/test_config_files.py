@@ -243,3 +243,35 @@ def test_remove_of_a_sandbox_points_at_sandbox_down(tmp_path: Path, monkeypatch:
     use_config(tmp_path, monkeypatch, UNDER_A_TABLE)
     message = one_error(kmc("profile", "remove", "src", expect=2))
     assert "'src' is a sandbox" in message and "kmc sandbox down src" in message
+
+
+# --- sandbox seed writes only into sandboxes --------------------------------------------------------------
+
+
+def fake_sandbox(data_home: Path, name: str, port: int) -> None:
+    """The state file of a sandbox (no process behind it): enough for kmc to know the name and address."""
+    import json
+
+    directory = data_home / "kmc" / "sandbox" / name
+    directory.mkdir(parents=True)
+    (directory / "sandbox.json").write_text(json.dumps({
+        "name": name, "bootstrap": [f"127.0.0.1:{port}"], "kafka_cluster_id": "x",
+        "brokers": [{"node_id": 1, "port": port, "controller_port": port + 1, "pid": None, "log_dir": "d",
+                     "log_file": "f"}]}))
+
+
+def test_seed_refuses_a_cluster_that_is_not_a_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_exit_codes import closed_port
+
+    port = closed_port()
+    use_config(tmp_path, monkeypatch, f'[clusters.prod]\nbootstrap = ["127.0.0.1:{port}"]\n')
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    for target in ("prod", f"127.0.0.1:{port}"):
+        message = one_error(kmc("sandbox", "seed", target, expect=2))
+        assert f"'{target}' is not a sandbox" in message and "--force" in message
+    # --force goes ahead (and finds nothing listening)
+    assert "cannot reach" in one_error(kmc("sandbox", "seed", "prod", "--force", "--timeout", "1", expect=4))
+    # a sandbox, by name, by address, or by a profile of another name for it, is seeded without --force
+    fake_sandbox(tmp_path / "data", "play", port)
+    for target in ("play", f"127.0.0.1:{port}", "prod"):
+        assert "cannot reach" in one_error(kmc("sandbox", "seed", target, "--timeout", "1", expect=4))

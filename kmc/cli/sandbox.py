@@ -11,6 +11,7 @@ from kmc import sandbox
 from kmc.cli import context
 from kmc.cli._options import MAX_SECONDS
 from kmc.cli.completion import complete_cluster, complete_sandbox
+from kmc.errors import UsageError
 from kmc.output import Column, columns
 from kmc.seed import SAMPLE_TOPICS
 from kmc.seed import seed as seed_sample_data
@@ -83,17 +84,30 @@ def seed(
     topics: str = typer.Option(",".join(SAMPLE_TOPICS), "--topics", metavar="TOPIC[,TOPIC...]",
                                help="Which sample topics to write."),
     records: int = typer.Option(1000, "--records", min=1, max=100_000_000, metavar="N", help="Records per topic."),
+    force: bool = typer.Option(False, "--force", help="Write into a cluster that is not a sandbox."),
 ) -> None:
     """Write sample data (orders, payments, clicks, customers) with keys, headers and tombstones.
+
+    Only into sandboxes (by name, or by one of their addresses), so that a slip of the finger never adds
+    sample topics to a real cluster: any other cluster needs --force.
 
     JSON keys: topic, partitions, records (records written by this run).
     """
     app_ctx = context.get(ctx)
     target = app_ctx.cluster(cluster)
+    if not force and not _is_sandbox(target.bootstrap):
+        raise UsageError(f"'{cluster}' is not a sandbox; seed would write sample topics "
+                         f"({', '.join(SAMPLE_TOPICS)}) into it",
+                         hint="seed a sandbox ('kmc sandbox status'), or pass --force to write them there anyway")
     results = seed_sample_data(target, [t.strip() for t in topics.split(",") if t.strip()], records,
                                origin=target.name, timeout=app_ctx.timeout)
     app_ctx.render.rows([result.to_dict() for result in results],
                         columns("topic", Column("partitions", numeric=True), Column("records", numeric=True)))
+
+
+def _is_sandbox(bootstrap: tuple[str, ...]) -> bool:
+    """Whether the addresses are those of a sandbox (a profile of another name for it counts too)."""
+    return any(set(bootstrap) & set(found.bootstrap) for found in sandbox.list_sandboxes())
 
 
 def _status_rows(names) -> list[dict]:  # noqa: ANN001 - iterable of names or None
