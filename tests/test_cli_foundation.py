@@ -462,6 +462,13 @@ def test_combined_short_global_flags_after_the_subcommand(config: Path, flags: l
         assert kmc("profile", "add", "dc9", "--bootstrap", "h:1", *flags).stderr == ""
 
 
+@pytest.mark.parametrize("option", ["-o", "-qo", "--config", "--timeout", "--output"])
+def test_a_global_option_without_its_value_at_the_end(config: Path, option: str) -> None:
+    """`kmc profile list -o`: not "'profile' is not one of table, json..." (the word before it taken as the value)."""
+    result = kmc("profile", "list", option, expect=2)
+    assert result.stderr == f"kmc: error: option {option} needs a value (see 'kmc --help')\n"
+
+
 def test_a_cluster_with_a_subcommand_letter_is_left_to_the_subcommand(config: Path) -> None:
     message = kmc("profile", "list", "-vx", expect=2).stderr
     assert message.startswith("kmc: error: No such option: -x")

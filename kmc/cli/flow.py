@@ -31,7 +31,7 @@ def _flows(app_ctx: context.AppContext, names: list[str] | None, every: bool = T
     if not every:
         raise UsageError("name the flows to run, or give --all")
     if not config.flows:
-        raise UsageError(f"no flows configured in {config.path}", hint="add a [flows.NAME] table (see docs/flows.md)")
+        raise UsageError(f"no flows configured in {config.path}", hint="add a [flows.NAME] table, see docs/flows.md")
     return [config.flows[name] for name in sorted(config.flows)]
 
 

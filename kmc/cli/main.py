@@ -26,6 +26,7 @@ from kmc.cli._typer_internals import (
 )
 from kmc.client import DEFAULT_TIMEOUT, allow_connections, configure_logging
 from kmc.errors import Cancelled, ExitCode, KmcError, OutputError, Terminated
+from kmc.errors import UsageError as KmcUsageError
 from kmc.output import LogFormat, OutputFormat, color_enabled
 
 app = typer.Typer(
@@ -146,17 +147,21 @@ def hoist_global_options(argv: Sequence[str]) -> list[str]:
             rest.extend(argv[index:])
             break
         name = token.split("=", 1)[0]
-        if name in _GLOBAL_OPTIONS:
+        if name in _GLOBAL_OPTIONS and _GLOBAL_OPTIONS[name] and "=" not in token and index + 1 == len(argv):
+            raise KmcUsageError(f"option {token} needs a value", hint="see 'kmc --help'")
+        elif name in _GLOBAL_OPTIONS:
             front.append(token)
-            if _GLOBAL_OPTIONS[name] and "=" not in token and index + 1 < len(argv):
+            if _GLOBAL_OPTIONS[name] and "=" not in token:
                 front.append(argv[index + 1])
                 index += 1
         elif _short_globals(token)[0]:  # -vvv, -qv, -qo json, -ojson, -vb
             global_part, local_part, takes_next = _short_globals(token)
+            if takes_next and index + 1 == len(argv):
+                raise KmcUsageError(f"option {token} needs a value", hint="see 'kmc --help'")
             front.append(global_part)
             if local_part:
                 rest.append(local_part)
-            if takes_next and index + 1 < len(argv):
+            if takes_next:
                 front.append(argv[index + 1])
                 index += 1
         else:
@@ -184,8 +189,12 @@ def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] = ()) -
     """Entry point: run the command, turn every failure into one stderr line and an exit code.
 
     ``early_signals`` are SIGINT/SIGTERM received while kmc was being imported (kmc.__main__)."""
-    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     _usable_standard_streams()
+    try:
+        args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    except KmcError as exc:
+        _error_line(exc.one_line())
+        return int(exc.exit_code)
     _ERROR_FORMAT[0] = _log_format(args)
     allow_connections()
     clean_stop = signals.stops_cleanly(_command_words(args))
