@@ -201,6 +201,8 @@ class Renderer:
         grid = [[_cell(row.get(col.key)) for col in cols] for row in rows]
         lists = [[isinstance(row.get(col.key), (list, tuple)) for col in cols] for row in rows]
         layout = _TerminalLayout(cols, grid, lists, console.width)
+        if layout.excess() > 0:  # numbers only left to shorten: whole lines, which the terminal wraps
+            console.width = console.width + layout.excess()
         table = Table(title=title, title_justify="left", header_style="bold" if self.color else "",
                       box=None, pad_edge=False, padding=(0, 1) if layout.gap == 2 else (0, 1, 0, 0))
         for index in layout.shown:
@@ -256,42 +258,46 @@ class _TerminalLayout:
         self.below: list[int] = []
         self.widths = [max(cell_len(header), value) for header, value in zip(self.headers, values, strict=True)]
         self.gap = 2
-        if self._excess() > 0:
+        if self.excess() > 0:
             self.gap = 1
         for index in range(count):  # free text wraps, or leaves the table
-            if cols[index].free and self._excess() > 0:
-                room = self.widths[index] - self._excess()
+            if cols[index].free and self.excess() > 0:
+                room = self.widths[index] - self.excess()
                 if room >= min(self.FREE_TEXT_MIN, values[index]):
                     self.widths[index] = room
                 else:
                     self.below.append(index)
         for index in range(count):  # headers break at '-' or ' '
-            if self._excess() > 0 and cell_len(self.headers[index]) > values[index]:
+            if self.excess() > 0 and cell_len(self.headers[index]) > values[index]:
                 broken = re.sub(r"([- ])", lambda match: "-\n" if match.group(1) == "-" else "\n", self.headers[index])
                 if "\n" in broken:
                     self.headers[index] = broken
                     self.widths[index] = max(values[index], *(cell_len(part) for part in broken.split("\n")))
         for index in range(count):  # lists break after commas
-            if self._excess() > 0 and elements[index]:
+            if self.excess() > 0 and elements[index]:
                 self.widths[index] = max(elements[index], cell_len(self.headers[index].split("\n")[0]),
-                                         self.widths[index] - self._excess())
+                                         self.widths[index] - self.excess())
         # Last: the widest text column loses its end (a path its start); the first column (what the row is)
-        # and lists (already broken at commas) only after the others.
+        # and lists (already broken at commas) only after the others. Not when numbers alone are too wide:
+        # shortening text would lose it for nothing, so whole lines go out, for the terminal to wrap.
+        whole = list(self.widths)
         for last_resort in (False, True):
-            while self._excess() > 0:
+            while self.excess() > 0:
                 candidates = [index for index in self.shown if not cols[index].numeric and not cols[index].free
                               and self.widths[index] > self.TEXT_MIN
                               and (last_resort or (index > 0 and not elements[index]))]
                 if not candidates:
                     break  # numbers only: the terminal wraps the lines
                 widest = max(candidates, key=lambda index: self.widths[index])
-                self.widths[widest] = max(self.TEXT_MIN, self.widths[widest] - self._excess())
+                self.widths[widest] = max(self.TEXT_MIN, self.widths[widest] - self.excess())
+        if self.excess() > 0:
+            self.widths = whole
 
     @property
     def shown(self) -> list[int]:
         return [index for index in range(len(self.cols)) if index not in self.below]
 
-    def _excess(self) -> int:
+    def excess(self) -> int:
         """How many characters the shown columns are too wide for the terminal (<= 0: they fit)."""
         shown = self.shown
         return sum(self.widths[index] for index in shown) + self.gap * (len(shown) - 1) - self.limit

@@ -412,3 +412,14 @@ def test_csv_header_does_not_depend_on_the_rows(tmp_path: Path) -> None:
     profiles = list(csv.reader(io.StringIO(kmc("--config", str(config), "profile", "list", "-o", "csv").stdout)))
     assert profiles[0] == ["name", "bootstrap", "security_protocol", "sandbox", "source"]
     assert profiles[1][:4] == ["dc1", "h:1 h:2", "PLAINTEXT", "false"]
+
+
+def test_numbers_are_never_shortened_on_a_narrow_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "30")
+    out = Terminal()
+    cols = columns("name", *(Column(f"n{index}", numeric=True) for index in range(5)))
+    rows = [{"name": "a-rather-long-cluster-name", **{f"n{index}": 123456789 + index for index in range(5)}}]
+    Renderer(OutputFormat.table, out=out).rows(rows, cols)
+    text = out.getvalue()
+    assert all(str(123456789 + index) in text for index in range(5)), text
+    assert "a-rather-long-cluster-name" in text and "…" not in text  # shortening text would not have helped
