@@ -5,9 +5,10 @@ in seconds, without starting clusters."""
 from __future__ import annotations
 
 import os
-import pty
 import subprocess
 from pathlib import Path
+
+from tests.helpers import on_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 ESC = "\x1b["
@@ -32,20 +33,6 @@ def test_demo_piped_has_no_escape_codes(tmp_path: Path) -> None:
 
 
 def test_demo_on_a_terminal_shows_commands_in_bold(tmp_path: Path) -> None:
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "demo.sh")], env=stub_env(tmp_path),
-                            stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE)
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 0
-    assert f"{ESC}1m$ kmc sandbox up dc1 dc2 central dr{ESC}0m" in b"".join(chunks).decode()
+    code, text, err = on_terminal(["bash", str(ROOT / "scripts" / "demo.sh")], stub_env(tmp_path))
+    assert code == 0, err
+    assert f"{ESC}1m$ kmc sandbox up dc1 dc2 central dr{ESC}0m" in text

@@ -11,7 +11,6 @@ import io
 import json
 import math
 import os
-import pty
 import re
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from kmc.output import Column, Messages, OutputFormat, Renderer, color_enabled, columns
+from tests.helpers import on_terminal
 
 ESC = "\x1b["
 ROWS = [
@@ -287,27 +287,9 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 def run_on_terminal(args: list[str], env: dict[str, str], expect: int = 0) -> str:
     """Run ``kmc ARGS`` with stdout on a pseudo-terminal; return what it printed there."""
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "kmc", *args], stdin=subprocess.DEVNULL, stdout=follower,
-                                stderr=subprocess.PIPE, env=env)
-    finally:
-        os.close(follower)
-    chunks = []
-    try:
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(leader)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == expect, err.decode()
-    return b"".join(chunks).decode().replace("\r\n", "\n")
+    code, text, err = on_terminal([sys.executable, "-m", "kmc", *args], env)
+    assert code == expect, err
+    return text
 
 
 def test_cli_table_on_a_terminal_is_coloured(cli_env: dict[str, str]) -> None:
