@@ -280,7 +280,7 @@ def test_topics_table_and_csv(config: Path, src_cluster, topic_name: str) -> Non
     assert [line.split() for line in lines] == [["TOPIC", "PARTITIONS", "RF", "RECORDS", "UNDER-REPL"],
                                                 [topic_name, "2", "1", "4", "0"]]
     assert kmc("topics", "src", topic_name, "-o", "csv").stdout.splitlines() == [
-        ",".join(TOPIC_KEYS), f"{topic_name},2,1,4,0,False"]
+        ",".join(TOPIC_KEYS), f"{topic_name},2,1,4,0,false"]
 
 
 @pytest.mark.kafka
