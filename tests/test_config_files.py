@@ -22,6 +22,12 @@ def one_error(result) -> str:  # noqa: ANN001 - tests.helpers.Result
     return result.stderr
 
 
+@pytest.fixture(autouse=True)
+def no_sandboxes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session's sandboxes (src, dst, ...) are profiles too: these tests list only their own file's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+
 # --- symbolic links and file modes -------------------------------------------------------------------------
 
 
@@ -237,10 +243,9 @@ def test_remove_of_an_unknown_name_says_what_to_do(tmp_path: Path, monkeypatch: 
     assert "--bootstrap" not in message  # remove has no such option
 
 
-@pytest.mark.kafka
-def test_remove_of_a_sandbox_points_at_sandbox_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    src_cluster) -> None:  # noqa: ANN001
+def test_remove_of_a_sandbox_points_at_sandbox_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     use_config(tmp_path, monkeypatch, UNDER_A_TABLE)
+    fake_sandbox(tmp_path / "data", "src", 1)
     message = one_error(kmc("profile", "remove", "src", expect=2))
     assert "'src' is a sandbox" in message and "kmc sandbox down src" in message
 
@@ -265,7 +270,6 @@ def test_seed_refuses_a_cluster_that_is_not_a_sandbox(tmp_path: Path, monkeypatc
 
     port = closed_port()
     use_config(tmp_path, monkeypatch, f'[clusters.prod]\nbootstrap = ["127.0.0.1:{port}"]\n')
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     for target in ("prod", f"127.0.0.1:{port}"):
         message = one_error(kmc("sandbox", "seed", target, expect=2))
         assert f"'{target}' is not a sandbox" in message and "--force" in message

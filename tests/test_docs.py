@@ -96,6 +96,7 @@ def complete(words: str, config: Path, shell: str = "bash") -> list[str]:
     import sys
 
     env = dict(os.environ, KMC_CONFIG=str(config), _KMC_COMPLETE=f"complete_{shell}", COMP_WORDS=words,
+               XDG_DATA_HOME=str(config.parent / "no-sandboxes"),  # the session's sandboxes are profiles too
                COMP_CWORD=str(len(words.split()) - (0 if words.endswith(" ") else 1)),
                _TYPER_COMPLETE_ARGS=words, _TYPER_COMPLETE_FISH_ACTION="get-args")
     proc = subprocess.run([sys.executable, "-m", "kmc"], env=env, capture_output=True, text=True, timeout=60)
