@@ -380,8 +380,10 @@ def test_inventory_headers_stay_whole_at_120_columns(cli_env: dict[str, str], tm
 # --- CSV: one header per command, whatever the rows (issue 18, bug 7) ---------------------------------------
 
 
-def test_csv_header_does_not_depend_on_the_rows(tmp_path: Path) -> None:
+def test_csv_header_does_not_depend_on_the_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.helpers import kmc
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # no session sandboxes among the profiles
 
     config = tmp_path / "config.toml"
     config.write_text('[clusters.dc1]\nbootstrap = ["h:1", "h:2"]\n')

@@ -76,7 +76,8 @@ def brokers(tmp_path: Path) -> Iterator[dict[str, SilentBroker]]:
 
 
 def start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, KMC_CONFIG=str(tmp_path / "config.toml"), XDG_STATE_HOME=str(tmp_path / "state"))
+    env = dict(os.environ, KMC_CONFIG=str(tmp_path / "config.toml"), XDG_STATE_HOME=str(tmp_path / "state"),
+               XDG_DATA_HOME=str(tmp_path / "data"))  # no session sandboxes among "every cluster"
     return subprocess.Popen([sys.executable, "-m", "kmc", "--timeout", TIMEOUT, *args], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
