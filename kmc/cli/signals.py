@@ -17,6 +17,7 @@ Three stages, each with its own handler:
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -58,6 +59,7 @@ def abandon_soon(connecting_only: bool) -> None:
     # imported here: stage 1 runs before kafka-python is imported
     from kmc.client import abandon_connections
 
+    _quiet_abandoned_coroutines()
     threading.Thread(target=abandon_connections, kwargs={"connecting_only": connecting_only},
                      name="kmc-abandon", daemon=True).start()
 
@@ -81,9 +83,6 @@ def stopping(clean_stop: bool, early: Sequence[int] = ()) -> Iterator[None]:
             abandon_soon(connecting_only=True)
             return
         abandon_soon(connecting_only=False)
-        # Clients closed under their coroutines make those complain when collected at exit: the process is
-        # ending on the user's request, and one error line is all they should see.
-        sys.unraisablehook = lambda unraisable: None
         raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 
     previous = {sig: signal.signal(sig, handle) for sig in _handled()}
@@ -92,6 +91,28 @@ def stopping(clean_stop: bool, early: Sequence[int] = ()) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _quiet_abandoned_coroutines() -> None:
+    """An abandoned client's event loop stops under coroutines still waiting on their sockets; collected
+    later (at exit, mostly) they fail ("Exception ignored in ... Bad file descriptor"). The user asked kmc to
+    stop and should see one line: drop those reports, and only those (raised in kafka-python's code)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "kmc_quiet", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        code = getattr(unraisable.object, "gi_code", None) or getattr(unraisable.object, "cr_code", None)
+        files = [code.co_filename] if code is not None else []
+        trace = unraisable.exc_traceback
+        while trace is not None:
+            files.append(trace.tb_frame.f_code.co_filename)
+            trace = trace.tb_next
+        if not any(f"{os.sep}kafka{os.sep}" in name for name in files):
+            previous(unraisable)
+
+    hook.kmc_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def pending() -> list[int]:
