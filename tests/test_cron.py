@@ -25,13 +25,7 @@ import pytest
 
 from kmc import sandbox
 from tests.conftest import sandboxes
-from tests.test_mirror import (
-    _drop_admin_clients,  # noqa: F401 - autouse: closes the cached admin clients with this module
-    count,
-    create_topic,
-    numbered,
-    produce,
-)
+from tests.helpers import count, create_topic, numbered, produce
 
 pytestmark = pytest.mark.kafka
 
