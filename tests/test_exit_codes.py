@@ -456,9 +456,9 @@ def test_debug_does_not_suggest_debug(config: Path, monkeypatch: pytest.MonkeyPa
         raise KafkaOperationError("dc1: the broker said no")
 
     monkeypatch.setattr("kmc.output.Renderer.document", document)
-    assert kmc("profile", "show", "dc1", expect=1).stderr == \
+    assert kmc("profile", "show", "dc1", expect=8).stderr == \
         "kmc: error: dc1: the broker said no (run again with --debug for details)\n"
-    last = kmc("profile", "show", "dc1", "--debug", expect=1).stderr.splitlines()[-1]
+    last = kmc("profile", "show", "dc1", "--debug", expect=8).stderr.splitlines()[-1]
     assert last == "kmc: error: dc1: the broker said no (details above)"
 
 
