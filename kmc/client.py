@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
 import threading
@@ -184,15 +185,40 @@ _clients_lock = threading.Lock()
 _abandoned = False
 
 
+def _quiet_abandoned_coroutines() -> None:
+    """An abandoned client's event loop stops under coroutines still waiting on their sockets; collected
+    later (at exit, mostly) they fail ("Exception ignored in ... Bad file descriptor"). The user asked kmc to
+    stop and should see one line: drop those reports, and only those (raised in kafka-python's code)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "kmc_quiet", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        code = getattr(unraisable.object, "gi_code", None) or getattr(unraisable.object, "cr_code", None)
+        files = [code.co_filename] if code is not None else []
+        trace = unraisable.exc_traceback
+        while trace is not None:
+            files.append(trace.tb_frame.f_code.co_filename)
+            trace = trace.tb_next
+        if not any(f"{os.sep}kafka{os.sep}" in name for name in files):
+            previous(unraisable)
+
+    hook.kmc_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
 def abandon_connections(*, connecting_only: bool = False) -> None:
     """Make kmc's clients in this process give up at once (called from a thread started by a signal
-    handler, when the user asked kmc to stop): connections being made fail with Cancelled, and so does
-    every connection started afterwards. With ``connecting_only`` the clients already connected keep
-    working (a mirror's clean stop still needs them to flush and checkpoint); otherwise their waiting
-    requests fail too, so that threads blocked on a silent broker end now rather than at --timeout."""
+    handler, when the user asked kmc to stop): connections being made fail with Cancelled. With
+    ``connecting_only`` that is all: connected clients keep working, and new ones may still be made (a
+    mirror's clean stop flushes and checkpoints, and may need a new producer for that); the caller does
+    not start new work once stopped. Otherwise the process is ending: requests waiting on connected
+    clients fail too, so that threads blocked on a silent broker end now rather than at --timeout, and
+    every connection started afterwards fails at once."""
     global _abandoned
+    _quiet_abandoned_coroutines()
     with _clients_lock:
-        _abandoned = True
+        _abandoned = _abandoned or not connecting_only
         watches = list(_clients)
     for watch in watches:
         watch.cancel(connecting_only)

@@ -172,3 +172,90 @@ def test_sigterm_while_starting_up(tmp_path: Path, brokers: dict[str, SilentBrok
     assert elapsed < startup + ALLOWED, f"{elapsed:.1f}s to stop; start-up takes {startup:.1f}s"
     if clean:
         assert "stopped while connecting; nothing copied" in stderr
+
+
+# --- the commands that run several mirrors: kmc aggregate, kmc flow run (issue 18, phase 2) -----------------
+
+RUNS = {
+    "aggregate --follow": ["aggregate", "a", "--into", "b", "--follow"],
+    "aggregate --once": ["aggregate", "a", "c", "--into", "b", "--once"],
+    "flow run --follow": ["flow", "run", "f", "--follow"],
+    "flow run --once": ["flow", "run", "f", "--once"],
+}
+
+
+def with_flow(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(config.read_text() + '[flows.f]\nfrom = ["a"]\nto = "b"\nrename = "{source}.{topic}"\n')
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_sigterm_while_mirrors_connect_is_a_clean_stop(tmp_path: Path, brokers: dict[str, SilentBroker],
+                                                       name: str) -> None:
+    """SIGTERM while every source is still connecting: exit 0 and the summary (systemd must not see a failed
+    unit), each mirror listed as stopped, none as failed; SIGINT: the same, exit 130."""
+    with_flow(tmp_path)
+    for signum, code in ((signal.SIGTERM, 0), (signal.SIGINT, ExitCode.INTERRUPTED)):
+        for broker in brokers.values():
+            broker.connected.clear()
+        proc = start(tmp_path, *RUNS[name], "-o", "json")
+        wait_connected(proc, [brokers["a"]])
+        elapsed, stdout, stderr = stop(proc, signum)
+        assert proc.returncode == code, stderr
+        assert elapsed < ALLOWED + 1.0, f"{name} took {elapsed:.1f}s to stop"  # child processes stop too
+        assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+        document = json.loads(stdout)
+        assert document["failures"] == [] and document["records"] == 0 and document["complete"] is False
+        assert {job["source"] for job in document["stopped"]} == set(RUNS[name][1:-3] if "aggregate" in name
+                                                                     else ["a"]) - {"--into"}
+
+
+def test_sigterm_while_a_source_is_retried_exits_0_with_the_summary(tmp_path: Path) -> None:
+    """--follow tries an unreachable source again and again (a datacenter down); `systemctl stop` meanwhile
+    is a clean stop: exit 0, the summary, the source listed as stopped with what it last met."""
+    from tests.test_exit_codes import closed_port
+
+    (tmp_path / "config.toml").write_text(f'[clusters.down]\nbootstrap = ["127.0.0.1:{closed_port()}"]\n'
+                                          f'[clusters.also-down]\nbootstrap = ["127.0.0.1:{closed_port()}"]\n')
+
+    def stopped_while_retrying(*output: str) -> tuple[str, str]:
+        proc = start(tmp_path, "aggregate", "down", "--into", "also-down", "--follow", "--timeout", "1", *output)
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        seen = ""
+        while "trying again in" not in seen:  # the first attempt failed: it waits to try again
+            assert time.monotonic() < deadline and proc.poll() is None, seen
+            seen += proc.stderr.readline()
+        elapsed, stdout, stderr = stop(proc, signal.SIGTERM)
+        assert proc.returncode == 0, seen + stderr
+        assert elapsed < ALLOWED, f"{elapsed:.1f}s to stop"
+        return stdout, stderr
+
+    document = json.loads(stopped_while_retrying("-o", "json")[0])
+    assert document["failures"] == [] and document["records"] == 0
+    [stopped] = document["stopped"]
+    assert (stopped["source"], stopped["target"]) == ("down", "also-down") and "cannot reach" in stopped["error"]
+    _, stderr = stopped_while_retrying()
+    assert "0 of 1 mirrors succeeded; 1 stopped before they connected" in stderr
+    assert "kmc: warning: down -> also-down: stopped; last: down: connect: cannot reach" in stderr
+    assert "kmc: error" not in stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+@pytest.mark.parametrize("name", ["aggregate --follow", "flow run --once"])
+def test_sigterm_in_the_first_second_of_a_run(tmp_path: Path, brokers: dict[str, SilentBroker], name: str) -> None:
+    """SIGTERM before kmc has even connected: still exit 0 with the summary, every mirror stopped."""
+    with_flow(tmp_path)
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "kmc", "--version"], capture_output=True, timeout=60, check=True)
+    startup = time.monotonic() - started
+    proc = start(tmp_path, *RUNS[name], "-o", "json")
+    deadline = time.monotonic() + 30
+    while not sigterm_handled(proc.pid):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.001)
+    elapsed, stdout, stderr = stop(proc, signal.SIGTERM)
+    assert proc.returncode == 0, stderr
+    assert elapsed < startup + ALLOWED, f"{elapsed:.1f}s to stop; start-up takes {startup:.1f}s"
+    document = json.loads(stdout)
+    assert document["failures"] == [] and document["stopped"] and document["records"] == 0

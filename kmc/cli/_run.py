@@ -73,12 +73,17 @@ def execute(app_ctx: context.AppContext, jobs: Sequence[MirrorJob], options: Run
     failure = report.failure()
     if single:
         outcome = report.outcomes[0]
-        if outcome.error is not None:
+        if outcome.failed:
             raise outcome.error
         if outcome.plan is not None:
             _render_plan(app_ctx, outcome.plan)
         elif outcome.result is not None:
             _render_result(app_ctx, outcome.result)
+        elif outcome.stopped and not options.dry_run:  # SIGTERM is a clean stop even then: the usual summary
+            app_ctx.messages.info(f"mirror {outcome.job.label}: stopped while connecting; nothing copied")
+            _render_result(app_ctx, runner.stopped_result(outcome.job, options.mode, report.elapsed))
+        elif outcome.stopped:
+            app_ctx.messages.info(f"mirror {outcome.job.label}: stopped while connecting; nothing planned")
         else:
             raise Interrupted("stopped before the mirror started")
     elif options.dry_run:
@@ -195,9 +200,13 @@ def _render_runs(app_ctx: context.AppContext, report: runner.RunReport, title: s
     if app_ctx.render.fmt is OutputFormat.json:
         return
     rate = report.records / report.elapsed if report.elapsed > 0 else 0.0
+    stopped = f"; {len(report.stopped)} stopped before they connected" if report.stopped else ""
     app_ctx.messages.info(f"{title}: {report.records:,} records ({report.bytes / 1e6:.1f} MB) in "
                           f"{report.elapsed:.1f}s ({rate:,.0f}/s); {len(report.results)} of {len(report.outcomes)} "
-                          "mirrors succeeded")
+                          f"mirrors succeeded{stopped}")
+    for outcome in report.stopped:
+        if outcome.error is not None:  # what it met before the stop (a source down, with --follow)
+            app_ctx.messages.warn(f"{outcome.job.label}: stopped; last: {outcome.error.one_line()}")
 
 
 # ------------------------------------------------------------------------------------------ while it runs

@@ -49,15 +49,20 @@ def aggregate(
     sources use several cores; a failing source does not stop the others. With --follow a source that
     cannot be reached is tried again, from 5 s up to every minute.
 
+    SIGTERM (and Ctrl-C) stop it within about a second, also while sources connect or wait to be tried
+    again: those are listed as stopped, not failed.
+
     Exit status: 0 done (or stopped by SIGTERM), 2 bad option or sources that cannot share a target
     topic, 6 some sources failed (the message names each and why) while others succeeded; when all
     failed, the first failure's status (4 unreachable, 5 authentication, 75 locked by another run);
     130 stopped by SIGINT.
 
     JSON (-o json): mode, complete, elapsed_seconds, records, bytes, runs[] (one kmc mirror -o json document
-    per source that ran), failures[] {flow, source, target, exit_code, error}. With --dry-run: plans[] (kmc
-    mirror --dry-run documents), failures[]. -o ndjson and -o csv give one row per source topic: flow,
-    source, target, source_topic, target_topic, partitions, records, bytes, skipped, redelivered, lag.
+    per source that ran), failures[] {flow, source, target, exit_code, error}, stopped[] {flow, source,
+    target, error (what it last met, or null)}: the mirrors the run was stopped before they connected. With
+    --dry-run: plans[] (kmc mirror --dry-run documents), failures[], stopped[]. -o ndjson and -o csv give one
+    row per source topic: flow, source, target, source_topic, target_topic, partitions, records, bytes,
+    skipped, redelivered, lag, gaps.
     """
     app_ctx = context.get(ctx)
     if merge and rename is not None:

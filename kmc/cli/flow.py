@@ -111,7 +111,8 @@ def run_flows(
     wrong (unknown cluster, unsupported setting), 6 some mirrors failed (each named, with why) while
     others succeeded; when all failed, the first failure's status (4, 5, 75); 130 stopped by SIGINT.
 
-    JSON (-o json): as kmc aggregate: mode, complete, elapsed_seconds, records, bytes, runs[], failures[].
+    JSON (-o json): as kmc aggregate: mode, complete, elapsed_seconds, records, bytes, runs[], failures[],
+    stopped[].
     """
     app_ctx = context.get(ctx)
     if names and every:

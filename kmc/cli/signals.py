@@ -17,9 +17,7 @@ Three stages, each with its own handler:
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -59,7 +57,6 @@ def abandon_soon(connecting_only: bool) -> None:
     # imported here: stage 1 runs before kafka-python is imported
     from kmc.client import abandon_connections
 
-    _quiet_abandoned_coroutines()
     threading.Thread(target=abandon_connections, kwargs={"connecting_only": connecting_only},
                      name="kmc-abandon", daemon=True).start()
 
@@ -91,28 +88,6 @@ def stopping(clean_stop: bool, early: Sequence[int] = ()) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _quiet_abandoned_coroutines() -> None:
-    """An abandoned client's event loop stops under coroutines still waiting on their sockets; collected
-    later (at exit, mostly) they fail ("Exception ignored in ... Bad file descriptor"). The user asked kmc to
-    stop and should see one line: drop those reports, and only those (raised in kafka-python's code)."""
-    previous = sys.unraisablehook
-    if getattr(previous, "kmc_quiet", False):
-        return
-
-    def hook(unraisable: Any) -> None:
-        code = getattr(unraisable.object, "gi_code", None) or getattr(unraisable.object, "cr_code", None)
-        files = [code.co_filename] if code is not None else []
-        trace = unraisable.exc_traceback
-        while trace is not None:
-            files.append(trace.tb_frame.f_code.co_filename)
-            trace = trace.tb_next
-        if not any(f"{os.sep}kafka{os.sep}" in name for name in files):
-            previous(unraisable)
-
-    hook.kmc_quiet = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
 
 
 def pending() -> list[int]:
