@@ -610,14 +610,40 @@ def compile_regexes(patterns: Iterable[str], where: str, error: type[KmcError] =
 _TEMPLATE_FIELDS = re.compile(r"\{([^{}]*)\}")
 
 
-def validate_rename(template: str, where: str, error: type[Exception] = ConfigError) -> None:
-    """A rename template uses only ``{topic}`` and ``{source}`` and must contain ``{topic}``."""
+TOPIC_NAME_CHARS = re.compile(r"[A-Za-z0-9._-]")
+MAX_TOPIC_NAME = 249  # Kafka's limit
+INTERNAL_PREFIXES = ("__", "kmc.")  # Kafka's internal topics, kmc's own (kmc.checkpoints)
+
+
+def validate_rename(template: str, where: str, error: type[Exception] = ConfigError,
+                    sources: Iterable[str] = ()) -> None:
+    """A rename template uses only ``{topic}`` and ``{source}``, contains ``{topic}``, and can give a topic
+    name at all: none of its own text outside what topic names allow, not a name reserved for internal
+    topics whatever the topic, not longer than Kafka allows for the shortest topic. ``sources``: the source
+    cluster names ``{source}`` stands for, when known (a flow's ``from``); all checked without a cluster."""
     for field_name in _TEMPLATE_FIELDS.findall(template):
         if field_name not in ("topic", "source"):
             raise error(f"{where}: unknown placeholder '{{{field_name}}}' in rename template '{template}'",
                         hint="use {topic} and {source}")
     if "{topic}" not in template:
         raise error(f"{where}: rename template '{template}' must contain {{topic}}")
+    wrong = sorted({char for char in _TEMPLATE_FIELDS.sub("", template) if not TOPIC_NAME_CHARS.fullmatch(char)})
+    if wrong:
+        raise error(f"{where}: rename template '{template}' puts {' '.join(repr(char) for char in wrong)} in "
+                    "every target topic name", hint="topic names use letters, digits, '.', '_' and '-' only")
+    for source in list(sources) or ["x"]:  # "x": a source name of one character, when the names are not known
+        sample = template.replace("{source}", source)
+        prefix = sample.split("{topic}", 1)[0]
+        reserved = next((start for start in INTERNAL_PREFIXES if prefix.startswith(start)), None)
+        if reserved is not None:
+            owner = "Kafka's" if reserved == "__" else "kmc's"
+            raise error(f"{where}: rename template '{template}' gives names starting with '{reserved}', "
+                        f"reserved for {owner} internal topics", hint="start the template otherwise")
+        shortest = len(sample.replace("{topic}", "x"))
+        if shortest > MAX_TOPIC_NAME:
+            named = f" with source {source}" if "{source}" in template and sources else ""
+            raise error(f"{where}: rename template '{template}' gives names of at least {shortest} "
+                        f"characters{named}; Kafka allows {MAX_TOPIC_NAME}", hint="shorten the template")
 
 
 def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Flow:
@@ -642,7 +668,7 @@ def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str
     compile_regexes(topics, f"{where}.topics")
     compile_regexes(exclude, f"{where}.exclude")
     rename = _string(body.get("rename", "{topic}"), path, f"flows.{name}.rename")
-    validate_rename(rename, f"{where}.rename")
+    validate_rename(rename, f"{where}.rename", sources=sources)
     sync_groups = _string_list(body.get("sync_groups", []), path, f"flows.{name}.sync_groups")
     compile_regexes(sync_groups, f"{where}.sync_groups")
     partitioner = _string(body.get("partitioner", "same"), path, f"flows.{name}.partitioner")

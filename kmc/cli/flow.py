@@ -62,12 +62,14 @@ def check(
     """Find what would go wrong with the config's flows, before running them.
 
     Errors (each names the flows and the config key): a cluster in from/to that is not configured; a
-    setting this version cannot honour; a source that is also the target with an identity rename; two
+    setting this version cannot honour; a source that is also the target with an identity rename; a
+    rename giving a topic the flow selects a name Kafka refuses (over 249 characters) or reserves; two
     flows, or two sources of a flow whose rename has {source}, writing the same target topic; a flow
     merging sources whose topics have differing partition counts (partitioner "same"); a cycle of flows
     whose renames keep producing names the next flow selects again (topics without end). An identity
     cycle is fine: the kmc-origin header stops records before they return to their origin. Bad regexes
-    and rename templates are found when the file is loaded (exit 3 too). Without --offline the source
+    and rename templates (that can never give a topic name: '{topic}/x', 'kmc.{topic}', '__{topic}', too
+    long) are found when the file is loaded (exit 3 too). Without --offline the source
     clusters are asked for their topics, so the checks also use the real names (a cluster that does not
     answer is a warning).
 
