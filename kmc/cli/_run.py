@@ -182,17 +182,22 @@ def _render_result(app_ctx: context.AppContext, result: MirrorResult) -> None:
 
 
 def _render_plans(app_ctx: context.AppContext, report: runner.RunReport) -> None:
-    """Each job's plan; a job that could not be planned is reported like a failed run."""
+    """Each job's plan; a job that could not be planned is reported like a failed run. When no job could be
+    planned there is no plan to show (a table of headers only) nor to sum up: the error says why."""
+    if not report.plans and not app_ctx.render.machine:
+        return
     app_ctx.render.report(report, JOBS_PLAN_COLUMNS, keys=JOBS_PLAN_KEYS, table=_table("actions"))
-    if app_ctx.render.fmt is OutputFormat.json:
+    if app_ctx.render.fmt is OutputFormat.json or not report.plans:
         return
     for outcome in report.outcomes:
         for warning in outcome.plan.warnings if outcome.plan is not None else ():
             app_ctx.messages.warn(f"{outcome.job.label}: {warning}")
         if outcome.plan is not None:
             app_ctx.messages.info(f"{outcome.job.label}: copy mode {outcome.plan.copy[0]}: {outcome.plan.copy[1]}")
+    unplanned = len(report.outcomes) - len(report.plans)
+    unplanned_text = f"; {unplanned} of {len(report.outcomes)} mirrors could not be planned" if unplanned else ""
     app_ctx.messages.info(f"dry run: nothing changed ({sum(len(plan.topics) for plan in report.plans)} topics "
-                          f"planned)")
+                          f"planned{unplanned_text})")
 
 
 def _render_runs(app_ctx: context.AppContext, report: runner.RunReport, title: str, by_flow: bool) -> None:

@@ -165,10 +165,10 @@ def status(
         return
     report = flow_status(app_ctx.config(), flows, app_ctx.timeout)
     rows = _status_rows(app_ctx, report.rows)
-    app_ctx.render.rows(rows, STATUS_COLUMNS, keys=STATUS_KEYS)
-    for row in rows:
-        if row["error"] is not None:
-            app_ctx.messages.error(f"flow {row['flow']}: {row['source']} -> {row['target']}: {row['error']}")
+    table_columns = STATUS_COLUMNS
+    if not app_ctx.render.machine and any(row["error"] for row in rows):  # why a row has no numbers, in the row
+        table_columns = (*STATUS_COLUMNS, Column("error", free=True))
+    app_ctx.render.rows(rows, table_columns, keys=STATUS_KEYS)
     failure = combined_failure(report.errors, report.sources - len(report.errors))
     if failure is not None:
         raise failure
