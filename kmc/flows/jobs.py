@@ -11,7 +11,7 @@ from typing import Any
 
 from kmc.errors import ConfigError, UnknownClusterError, UsageError
 from kmc.mirror import MirrorSpec
-from kmc.mirror.jobs import MirrorJob, check_source_name, cluster_key
+from kmc.mirror.jobs import MirrorJob, check_source_name, cluster_key, is_merge
 from kmc.profiles import Cluster, Config, Flow, resolve_cluster
 
 PREFIX_RENAME = "{source}.{topic}"  # kmc aggregate's default: each source's topics apart
