@@ -12,6 +12,10 @@ Assumptions, by name (the tests use the same names):
   callable called with the client's settings that returns the KafkaNetClient they use.
 - ``net_client_parts``: ``kafka.net.compat.KafkaNetClient(net=NetworkSelector, manager=KafkaConnectionManager,
   **configs)``; ``NetworkSelector(**configs)`` has ``stop(timeout_ms=...)``.
+- ``abandon_bootstrap``: a client constructor waits on the Future that ``KafkaConnectionManager.bootstrap_async``
+  returns; failing that Future on the loop (``NetworkSelector.call_soon_threadsafe``) makes the constructor
+  raise at once; ``stop()`` fails every request waiting on the loop's thread, and a true ``_closed`` makes
+  later requests raise ("NetworkSelector closed!") instead of running the loop on the caller's thread.
 - ``manager_get_connection``: ``KafkaConnectionManager.get_connection(node_id, ...)`` returns the connection
   for every request; a connection has ``close_future`` (errbacks get the closing error), ``init_future``
   (``failed()``), ``sasl_enabled`` and ``broker_version_data`` (None until ApiVersions answered).
@@ -41,6 +45,7 @@ Assumptions, by name (the tests use the same names):
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import weakref
@@ -116,7 +121,8 @@ class ConnectionWatch:
     :func:`kmc.tls.explain_close` finds for ``cluster`` (a certificate problem, ``handshake_error_context``;
     TLS against plaintext, SASL settings that do not match the listener's: short probes of the node's
     address, ``manager_broker_metadata``). ``stop_io`` stops the IO thread of a client that failed to start
-    (``net_client_parts``).
+    (``net_client_parts``). ``cancel`` makes the client give up, from another thread (``abandon_bootstrap``):
+    kmc.client calls it when a signal asks kmc to stop.
     """
 
     def __init__(self, cluster: Cluster | None = None) -> None:
@@ -125,13 +131,47 @@ class ConnectionWatch:
         self.fatal: Exception | None = None
         self.manager: _WatchingManager | None = None
         self._net: NetworkSelector | None = None
-        self._lock = threading.Lock()
         self._diagnosing: set[tuple[str, int]] = set()
+        self._bootstrap: Any = None
+        self.connecting = True  # until the client's constructor returns
+        self.cancelled = False
+        self._lock = threading.Lock()
 
     def client(self, **configs: Any) -> KafkaNetClient:
-        self._net = NetworkSelector(**configs)
+        with self._lock:
+            if self.cancelled:
+                raise kafka_errors.KafkaConnectionError("abandoned")
+            self._net = NetworkSelector(**configs)
         self.manager = _WatchingManager(self._net, self, **configs)
         return KafkaNetClient(net=self._net, manager=self.manager, **configs)
+
+    def connected(self) -> bool:
+        """The constructor returned: no longer "connecting". False if it was cancelled first."""
+        with self._lock:
+            self.connecting = False
+            return not self.cancelled
+
+    def cancel(self, connecting_only: bool = False) -> None:
+        """Make this client give up now, from any thread but its IO thread: its bootstrap fails, and its
+        event loop stops, which fails every request waiting on it, and is marked closed, which fails any
+        request made later. With ``connecting_only``, only if it is still connecting.
+
+        Stopped, not closed: the thread that owns the client may be stopping or closing it at this very
+        moment, and closing the selector under a running IO thread makes that thread die with EBADF."""
+        with self._lock:
+            if connecting_only and not self.connecting:
+                return
+            self.cancelled = True
+            net, bootstrap = self._net, self._bootstrap
+        if net is None:
+            return
+        if bootstrap is not None:  # a producer bootstraps on the caller's thread, with no IO thread to stop
+            with contextlib.suppress(Exception):
+                net.call_soon_threadsafe(lambda: bootstrap.is_done or bootstrap.failure(
+                    kafka_errors.KafkaConnectionError("abandoned")))
+        with contextlib.suppress(Exception):
+            net.stop(timeout_ms=1000)  # returns at once when there is no IO thread (yet), or it is stopping
+        net._closed = True
 
     def stop_io(self, timeout_ms: int = 1000) -> None:
         if self._net is not None:
@@ -189,6 +229,11 @@ class _WatchingManager(KafkaConnectionManager):
         super().__init__(net, **configs)
         self._watch = watch
         self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def bootstrap_async(self, *args: Any, **kwargs: Any) -> Any:
+        future = super().bootstrap_async(*args, **kwargs)
+        self._watch._bootstrap = future
+        return future
 
     def get_connection(self, node_id: Any, **kwargs: Any) -> Any:
         if self._watch.fatal is not None and not self.bootstrapped:  # bootstrap_stops_on_get_connection_error

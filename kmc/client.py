@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +26,7 @@ from kmc._kafka_internals import ConnectionWatch, known_settings, transient_tran
 from kmc.errors import (
     AuthError,
     AuthorizationError,
+    Cancelled,
     KafkaOperationError,
     KmcError,
     UnreachableError,
@@ -62,6 +66,8 @@ def client_config(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT) -> dict[st
         for key in ("ssl_crlfile", "ssl_ciphers"):
             client.pop(key, None)
     config.update(client)
+    if isinstance(config.get("api_version"), str):  # "3.7" in the config file; kafka-python wants (3, 7)
+        config["api_version"] = tuple(int(part) for part in config["api_version"].split("."))
     return config
 
 
@@ -176,26 +182,92 @@ def logging_levels() -> tuple[int, int, str]:
     return logging.getLogger().getEffectiveLevel(), logging.getLogger("kafka").getEffectiveLevel(), _LOG_FORMAT[0]
 
 
+# Every client made by _connect that is alive, so that a signal can make them all give up at once
+# (abandon_connections); and whether it did, so that no new connection starts after it.
+_clients: weakref.WeakSet[ConnectionWatch] = weakref.WeakSet()
+_clients_lock = threading.Lock()
+_abandoned = False
+
+
+def _quiet_abandoned_coroutines() -> None:
+    """An abandoned client's event loop stops under coroutines still waiting on their sockets; collected
+    later (at exit, mostly) they fail ("Exception ignored in ... Bad file descriptor"). The user asked kmc to
+    stop and should see one line: drop those reports, and only those (raised in kafka-python's code)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "kmc_quiet", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        code = getattr(unraisable.object, "gi_code", None) or getattr(unraisable.object, "cr_code", None)
+        files = [code.co_filename] if code is not None else []
+        trace = unraisable.exc_traceback
+        while trace is not None:
+            files.append(trace.tb_frame.f_code.co_filename)
+            trace = trace.tb_next
+        if not any(f"{os.sep}kafka{os.sep}" in name for name in files):
+            previous(unraisable)
+
+    hook.kmc_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def abandon_connections(*, connecting_only: bool = False) -> None:
+    """Make kmc's clients in this process give up at once (called from a thread started by a signal
+    handler, when the user asked kmc to stop): connections being made fail with Cancelled. With
+    ``connecting_only`` that is all: connected clients keep working, and new ones may still be made (a
+    mirror's clean stop flushes and checkpoints, and may need a new producer for that); the caller does
+    not start new work once stopped. Otherwise the process is ending: requests waiting on connected
+    clients fail too, so that threads blocked on a silent broker end now rather than at --timeout, and
+    every connection started afterwards fails at once."""
+    global _abandoned
+    _quiet_abandoned_coroutines()
+    with _clients_lock:
+        _abandoned = _abandoned or not connecting_only
+        watches = list(_clients)
+    for watch in watches:
+        watch.cancel(connecting_only)
+
+
+def allow_connections() -> None:
+    """Undo abandon_connections (a new command in the same process)."""
+    global _abandoned
+    with _clients_lock:
+        _abandoned = False
+
+
 def _connect(cluster: Cluster, client_class: Any, settings: dict[str, Any], action: str) -> Any:
     """Construct a kafka-python client (it bootstraps on construction), reporting a failed
     authentication or a TLS problem as such rather than as the timeout it turns into
-    (kmc._kafka_internals.ConnectionWatch)."""
+    (kmc._kafka_internals.ConnectionWatch), and a connection abandoned on a signal (abandon_connections)
+    as Cancelled, at once."""
     watch = ConnectionWatch(cluster)
+    abandoned = Cancelled(f"{cluster.name}: stopped while connecting to {','.join(cluster.bootstrap)}")
+    with _clients_lock:
+        if _abandoned:
+            raise abandoned
+        _clients.add(watch)
     with translate_errors(cluster, action):
         try:
-            return client_class(**settings, kafka_client=watch.client)
+            client = client_class(**settings, kafka_client=watch.client)
         except BaseException as exc:
             # Stop the IO thread of a client that failed to start; not on Ctrl-C, when the process is
             # about to exit and a stopped loop leaves coroutines that complain while being collected.
             if not isinstance(exc, KeyboardInterrupt):
                 with contextlib.suppress(Exception):
                     watch.stop_io()
+            if watch.cancelled and isinstance(exc, Exception):
+                raise abandoned from exc
             if isinstance(exc, kafka_errors.KafkaTimeoutError):
                 if watch.fatal is not None:
                     raise watch.fatal from exc
                 if watch.failure is not None:
                     raise watch.failure from exc
             raise
+        if not watch.connected():  # abandoned just as it connected
+            with contextlib.suppress(Exception):
+                client.close()
+            raise abandoned
+        return client
 
 
 @dataclass(frozen=True)

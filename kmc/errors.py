@@ -15,7 +15,7 @@ class ExitCode(IntEnum):
     OK = 0
     DIFFERENCES = 1  # diff found differences; nothing else exits 1, so scripts can tell "different" apart
     USAGE = 2  # bad option, unknown cluster or flow name, bad regex
-    CONFIG = 3  # unreadable or invalid config file, missing environment variable, missing tool
+    CONFIG = 3  # unreadable or invalid config file, missing environment variable, missing tool, unwritable files
     UNREACHABLE = 4  # a cluster could not be reached in time
     AUTH = 5  # authentication or authorization failed
     PARTIAL = 6  # some clusters, topics or partitions failed, the rest succeeded
@@ -23,14 +23,16 @@ class ExitCode(IntEnum):
     FAILED = 8  # an operation failed: a broker refused it for a reason none of the above, or an internal error
     ARCHIVE = 9  # an export (kmc export's files) is damaged, truncated, fails its checksum or has an unknown format
     LOCKED = 75  # another run of the same flow holds its lock (EX_TEMPFAIL)
-    INTERRUPTED = 130  # Ctrl-C
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    TERMINATED = 143  # SIGTERM, for commands that do not stop cleanly on it (mirror, aggregate, flow run do: 0)
 
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success; for diff, no differences",
     ExitCode.DIFFERENCES: "differences found (diff)",
     ExitCode.USAGE: "usage error: bad option, unknown cluster or flow name, bad regex",
-    ExitCode.CONFIG: "configuration error: invalid config file, missing environment variable, missing java/mvn",
+    ExitCode.CONFIG: "configuration error: invalid config file, missing environment variable, missing java/mvn, "
+                     "a file or directory kmc needs that cannot be written (config, state, stdout)",
     ExitCode.UNREACHABLE: "a cluster could not be reached in time",
     ExitCode.AUTH: "authentication or authorization failed",
     ExitCode.PARTIAL: "partial failure: some clusters, topics or partitions failed, the rest succeeded",
@@ -42,6 +44,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
                       "(kmc import, diff: nothing past the damage was imported)",
     ExitCode.LOCKED: "another run of the same flow holds its lock (cron overlap)",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C; progress up to the interruption is checkpointed",
+    ExitCode.TERMINATED: "stopped by SIGTERM (mirror, aggregate and flow run stop cleanly on it instead: exit 0)",
 }
 
 
@@ -80,7 +83,8 @@ class UsageError(KmcError):
 
 
 class UnknownClusterError(UsageError):
-    default_hint = "run 'kmc profile list' to see the configured clusters, or pass --bootstrap host:port"
+    # every command that takes a cluster name also takes host:port in its place
+    default_hint = "name a cluster of 'kmc profile list', or give its address as host:port"
 
 
 class ConfigError(KmcError):
@@ -90,6 +94,12 @@ class ConfigError(KmcError):
 
 class MissingToolError(ConfigError):
     default_hint = ""
+
+
+class OutputError(ConfigError):
+    """stdout cannot be written (closed, or on a full disk): the data would be lost."""
+
+    default_hint = "check where stdout goes"
 
 
 class UnreachableError(KmcError):
@@ -134,6 +144,15 @@ class LockedError(KmcError):
 class Interrupted(KmcError):
     exit_code = ExitCode.INTERRUPTED
     default_hint = ""
+
+
+class Cancelled(Interrupted):
+    """A connection abandoned because the run was asked to stop (SIGINT or SIGTERM) while it was made."""
+
+
+class Terminated(BaseException):  # noqa: N818 - named like KeyboardInterrupt, its SIGINT twin
+    """Raised in the main thread by kmc's SIGTERM handler, as KeyboardInterrupt is for SIGINT: not an
+    Exception, so no ``except Exception`` on the way out stops it."""
 
 
 class KafkaOperationError(KmcError):

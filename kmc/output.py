@@ -6,19 +6,25 @@ columns in a pipe (no colour, no box, never wrapped), so scripts can still ``awk
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
+import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import textwrap
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import IO, Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from kmc.errors import OutputError
 
 
 class OutputFormat(str, Enum):
@@ -40,6 +46,7 @@ class Column:
     key: str
     header: str = ""
     numeric: bool = False
+    free: bool = False  # free text (an error, a detail): may wrap between words on a terminal
 
     @property
     def title(self) -> str:
@@ -108,22 +115,46 @@ class Renderer:
     def machine(self) -> bool:
         return self.fmt is not OutputFormat.table
 
-    def rows(self, rows: Iterable[Mapping[str, Any]], cols: Sequence[Column], *,
+    def rows(self, rows: Iterable[Mapping[str, Any]], cols: Sequence[Column], *, keys: Sequence[str] | None = None,
              title: str | None = None, styles: Mapping[str, str] | None = None) -> None:
         """Render rows (plain dicts with stable keys); ``cols`` picks and orders table columns.
 
-        JSON, NDJSON and CSV carry every key of each row, not only the table's columns.
+        JSON, NDJSON and CSV carry every key of each row, not only the table's columns. ``keys`` are the
+        command's row keys, in order (default: the columns' keys): the CSV header, the same whatever the
+        rows hold, even none. Scripts rely on it; each command documents it.
         """
-        rows = list(rows)
+        with self._writing():
+            self._rows(list(rows), cols, keys or [col.key for col in cols], title, styles)
+
+    def text(self, text: str) -> None:
+        """Raw text on stdout (a completion script)."""
+        with self._writing():
+            self.out.write(text)
+            self.out.flush()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A closed or full stdout is the user's to fix: OutputError, not an internal error. A reader that
+        went away (BrokenPipeError: `kmc ... | head`) is not an error; the CLI handles it."""
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write the output to stdout: {exc.strerror or exc}") from exc
+
+    def _rows(self, rows: list[Mapping[str, Any]], cols: Sequence[Column], keys: Sequence[str], title: str | None,
+              styles: Mapping[str, str] | None) -> None:
         if self.fmt is OutputFormat.json:
             self._write_json([_jsonable(row) for row in rows])
         elif self.fmt is OutputFormat.ndjson:
             for row in rows:
                 self.out.write(json.dumps(_jsonable(row), sort_keys=False) + "\n")
         elif self.fmt is OutputFormat.csv:
-            keys = [col.key for col in cols]
             for row in rows:
-                keys.extend(key for key in row if key not in keys)
+                unknown = [key for key in row if key not in keys]
+                if unknown:  # a row key that is not in the documented header: a bug in the command
+                    raise ValueError(f"row keys {unknown} are not in the CSV header {list(keys)}")
             writer = csv.writer(self.out, lineterminator="\n")
             writer.writerow(keys)
             for row in rows:
@@ -137,25 +168,27 @@ class Renderer:
     def document(self, data: Mapping[str, Any], *, title: str | None = None) -> None:
         """One object: JSON as is; a two-column KEY/VALUE table otherwise."""
         if self.fmt in (OutputFormat.json, OutputFormat.ndjson):
-            if self.fmt is OutputFormat.json:
-                self._write_json(_jsonable(data))
-            else:
-                self.out.write(json.dumps(_jsonable(data)) + "\n")
-            self.out.flush()
+            with self._writing():
+                if self.fmt is OutputFormat.json:
+                    self._write_json(_jsonable(data))
+                else:
+                    self.out.write(json.dumps(_jsonable(data)) + "\n")
+                self.out.flush()
             return
         pairs = [{"key": key, "value": value} for key, value in _flatten(data)]
-        self.rows(pairs, columns(Column("key", "KEY"), Column("value", "VALUE")), title=title)
+        self.rows(pairs, columns(Column("key", "KEY"), Column("value", "VALUE", free=True)), title=title)
 
-    def report(self, report: Any, cols: Sequence[Column], *,
+    def report(self, report: Any, cols: Sequence[Column], *, keys: Sequence[str],
                table: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
                styles: Mapping[str, str] | None = None) -> None:
         """A report object (``to_dict()`` and ``rows()``, e.g. kmc.mirror.runner.RunReport): its document with
-        ``-o json``, else its rows, which ``table`` may reshape for a table (lists as text...)."""
+        ``-o json``, else its rows (``keys``: their keys, the CSV header), which ``table`` may reshape for a
+        table (lists as text...)."""
         if self.fmt is OutputFormat.json:
             self.document(report.to_dict())
             return
         rows = report.rows()
-        self.rows(rows if self.machine or table is None else table(rows), cols, styles=styles)
+        self.rows(rows if self.machine or table is None else table(rows), cols, keys=keys, styles=styles)
 
     def _write_json(self, data: Any) -> None:
         json.dump(data, self.out, indent=2 if self.terminal else None)
@@ -165,18 +198,28 @@ class Renderer:
                     styles: Mapping[str, str]) -> None:
         console = Console(file=self.out, no_color=not self.color, highlight=False,
                           force_terminal=True, color_system="auto" if self.color else None)
+        grid = [[_cell(row.get(col.key)) for col in cols] for row in rows]
+        lists = [[isinstance(row.get(col.key), (list, tuple)) for col in cols] for row in rows]
+        layout = _TerminalLayout(cols, grid, lists, console.width)
+        if layout.excess() > 0:  # numbers only left to shorten: whole lines, which the terminal wraps
+            console.width = console.width + layout.excess()
         table = Table(title=title, title_justify="left", header_style="bold" if self.color else "",
-                      box=None, pad_edge=False)
-        for col in cols:
-            table.add_column(col.title, justify="right" if col.numeric else "left", overflow="fold")
-        for row in rows:
+                      box=None, pad_edge=False, padding=(0, 1) if layout.gap == 2 else (0, 1, 0, 0))
+        for index in layout.shown:
+            table.add_column(layout.headers[index], justify="right" if cols[index].numeric else "left",
+                             width=layout.widths[index], no_wrap=True, overflow="crop")
+        for row_index, line in enumerate(grid):
             cells = []
-            for col in cols:
-                text = _cell(row.get(col.key))
-                style = styles.get(text, "") if self.color else ""
-                cells.append(Text(text, style=style))
+            for index in layout.shown:
+                style = styles.get(line[index], "") if self.color else ""
+                cells.append(Text(layout.cell(line[index], index, lists[row_index][index]), style=style))
             table.add_row(*cells)
         console.print(table)
+        for line in grid:  # free text that had no room in the table: below it, one line per row
+            for index in layout.below:
+                if line[index] not in ("", "-"):  # named by the row's first cell, unless it names itself
+                    named = line[index].startswith(f"{line[0]}:")
+                    console.print(Text(line[index] if named else f"{line[0]}: {line[index]}"), soft_wrap=True)
 
     def _plain_table(self, rows: list[Mapping[str, Any]], cols: Sequence[Column]) -> None:
         grid = [[col.title for col in cols]]
@@ -190,9 +233,107 @@ class Renderer:
             self.out.write("  ".join(cells).rstrip() + "\n")
 
 
+class _TerminalLayout:
+    """Column widths for a table on a terminal of ``width`` characters, keeping values whole.
+
+    Whole means: numbers and names are never split. When the natural widths do not fit, in this order:
+    columns are separated by one space instead of two; free text (errors) wraps between words, down to
+    FREE_TEXT_MIN characters, and below that leaves the table for lines of its own under it; headers wider
+    than their values break at '-' or ' ' (UNDER-/REPL); lists break after their commas; and only then are
+    the widest text cells shortened with an ellipsis (paths keep their end). Numbers are never shortened.
+    """
+
+    FREE_TEXT_MIN = 30
+    TEXT_MIN = 8
+
+    def __init__(self, cols: Sequence[Column], grid: list[list[str]], lists: list[list[bool]], width: int) -> None:
+        self.cols = cols
+        self.limit = width
+        count = len(cols)
+        self.headers = [col.title for col in cols]
+        values = [max([0, *(cell_len(line[index]) for line in grid)]) for index in range(count)]
+        # the narrowest a list column can be: its longest element, and the comma after it
+        elements = [max([0, *(cell_len(part) + 1 for row, line in enumerate(grid) if lists[row][index]
+                              for part in line[index].split(","))]) for index in range(count)]
+        self.below: list[int] = []
+        self.widths = [max(cell_len(header), value) for header, value in zip(self.headers, values, strict=True)]
+        self.gap = 2
+        if self.excess() > 0:
+            self.gap = 1
+        for index in range(count):  # free text wraps, or leaves the table
+            if cols[index].free and self.excess() > 0:
+                room = self.widths[index] - self.excess()
+                if room >= min(self.FREE_TEXT_MIN, values[index]):
+                    self.widths[index] = room
+                else:
+                    self.below.append(index)
+        for index in range(count):  # headers break at '-' or ' '
+            if self.excess() > 0 and cell_len(self.headers[index]) > values[index]:
+                broken = re.sub(r"([- ])", lambda match: "-\n" if match.group(1) == "-" else "\n", self.headers[index])
+                if "\n" in broken:
+                    self.headers[index] = broken
+                    self.widths[index] = max(values[index], *(cell_len(part) for part in broken.split("\n")))
+        for index in range(count):  # lists break after commas
+            if self.excess() > 0 and elements[index]:
+                self.widths[index] = max(elements[index], cell_len(self.headers[index].split("\n")[0]),
+                                         self.widths[index] - self.excess())
+        # Last: the widest text column loses its end (a path its start); the first column (what the row is)
+        # and lists (already broken at commas) only after the others. Not when numbers alone are too wide:
+        # shortening text would lose it for nothing, so whole lines go out, for the terminal to wrap.
+        whole = list(self.widths)
+        for last_resort in (False, True):
+            while self.excess() > 0:
+                candidates = [index for index in self.shown if not cols[index].numeric and not cols[index].free
+                              and self.widths[index] > self.TEXT_MIN
+                              and (last_resort or (index > 0 and not elements[index]))]
+                if not candidates:
+                    break  # numbers only: the terminal wraps the lines
+                widest = max(candidates, key=lambda index: self.widths[index])
+                self.widths[widest] = max(self.TEXT_MIN, self.widths[widest] - self.excess())
+        if self.excess() > 0:
+            self.widths = whole
+
+    @property
+    def shown(self) -> list[int]:
+        return [index for index in range(len(self.cols)) if index not in self.below]
+
+    def excess(self) -> int:
+        """How many characters the shown columns are too wide for the terminal (<= 0: they fit)."""
+        shown = self.shown
+        return sum(self.widths[index] for index in shown) + self.gap * (len(shown) - 1) - self.limit
+
+    def cell(self, text: str, index: int, is_list: bool) -> str:
+        """The cell's text, wrapped or shortened to its column's width."""
+        width = self.widths[index]
+        if cell_len(text) <= width:
+            return text
+        if self.cols[index].free:
+            return "\n".join(textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False))
+        if is_list:
+            lines: list[str] = []
+            for part in text.split(","):
+                if lines and cell_len(lines[-1]) + 1 + cell_len(part) <= width:
+                    lines[-1] += "," + part
+                else:
+                    if lines:
+                        lines[-1] += ","
+                    lines.append(part)
+            if all(cell_len(line) <= width for line in lines):
+                return "\n".join(lines)
+        if text.startswith(("/", "~")):  # a path: its end says most
+            return "…" + text[-(width - 1):]
+        return text[:width - 1] + "…"
+
+
 def _csv_cell(value: Any) -> Any:
+    """A CSV cell: empty for null, true/false, a list of names space-separated (Kafka names and addresses
+    hold no spaces), and anything nested (objects, lists of objects) as JSON."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)) and not any(isinstance(item, (Mapping, list, tuple)) for item in value):
+        return " ".join(str(_csv_cell(item)) for item in value)
     if isinstance(value, (Mapping, list, tuple)):
         return json.dumps(_jsonable(value))
     return value

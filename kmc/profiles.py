@@ -11,12 +11,13 @@ file's grammar and error messages.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import stat
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -70,15 +71,14 @@ class Cluster:
     sasl_mechanism: str | None = None
     username: str | None = None
     password: Secret | None = None
+    password_file: str | None = None  # where ``password`` was read from (a path, not a secret: shown)
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_password: Secret | None = None
     # False only by the profile's explicit (unsafe) ssl_check_hostname = false
     ssl_check_hostname: bool = True
-    # where password / ssl_password were read from, for display (the values themselves are Secrets)
-    password_file: str | None = None
-    ssl_password_file: str | None = None
+    ssl_password_file: str | None = None  # where ``ssl_password`` was read from (shown, as password_file is)
     client: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     sandbox: bool = False
     source: str = ""  # the file it came from, "sandbox", or "--bootstrap"
@@ -90,14 +90,15 @@ class Cluster:
             "bootstrap": list(self.bootstrap),
             "security_protocol": self.security_protocol,
         }
-        for key in ("sasl_mechanism", "username", "password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
-                    "ssl_password_file"):
+        for key in ("sasl_mechanism", "username", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             value = getattr(self, key)
             if value is not None:
                 shown[key] = value
-        for key in ("password", "ssl_password"):
+        for key in ("password", "ssl_password"):  # the value masked, and the file it came from (a path: shown)
             if getattr(self, key) is not None:
                 shown[key] = MASK
+            if getattr(self, f"{key}_file") is not None:
+                shown[f"{key}_file"] = getattr(self, f"{key}_file")
         if not self.ssl_check_hostname:
             shown["ssl_check_hostname"] = False
         if self.client:
@@ -186,10 +187,11 @@ class Config:
         try:
             return self.flows[name]
         except KeyError:
-            known = ", ".join(sorted(self.flows)) or "none configured"
-            raise UsageError(
-                f"unknown flow '{name}' (known: {known})", hint="run 'kmc flow list'"
-            ) from None
+            if not self.flows:
+                raise UsageError(f"unknown flow '{name}': no flows in {self.path}",
+                                 hint="add a [flows.NAME] table, see docs/flows.md") from None
+            raise UsageError(f"unknown flow '{name}' (known: {', '.join(sorted(self.flows))})",
+                             hint="run 'kmc flow list'") from None
 
 
 # --- lookup -----------------------------------------------------------------------------
@@ -363,8 +365,71 @@ def known_client_keys() -> frozenset[str]:
     return frozenset(keys - _MANAGED_CLIENT_KEYS)
 
 
+# What each kafka-python setting takes, where its default (None, or a float for "infinite") does not say.
+_CLIENT_VALUE_KINDS = {
+    "acks": "acks", "api_version": "version", "compression_type": "codec", "retries": "number",
+    "consumer_timeout_ms": "number", "receive_buffer_bytes": "int", "send_buffer_bytes": "int",
+    "partition_assignment_strategy": "list",
+}
+_KIND_NAMES = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
+               "list": "a list", "acks": '0, 1, -1 or "all"', "version": 'a version such as "3.7" or "2.8.1"',
+               "codec": '"gzip", "snappy", "lz4" or "zstd"'}
+
+
+def _client_kind(key: str) -> str:
+    if key in _CLIENT_VALUE_KINDS:
+        return _CLIENT_VALUE_KINDS[key]
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    for defaults in (KafkaConsumer.DEFAULT_CONFIG, KafkaProducer.DEFAULT_CONFIG, KafkaAdminClient.DEFAULT_CONFIG):
+        default = defaults.get(key)
+        if isinstance(default, bool):
+            return "bool"
+        if isinstance(default, int):
+            return "int"
+        if isinstance(default, float):
+            return "number"
+        if isinstance(default, (list, tuple)):
+            return "list"
+    return "str"  # a string default, or None for an optional name, path or id
+
+
+def _client_value(key: str, value: Any, where: str) -> Any:
+    """A ``[clusters.X.client]`` value checked against what kafka-python takes (a wrong type would
+    otherwise fail deep inside kafka-python, as an internal error)."""
+    kind = _client_kind(key)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    valid = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "number": number,
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+        "list": isinstance(value, list),
+        "acks": value in (0, 1, -1, "all") and not isinstance(value, bool),
+        "version": isinstance(value, str) and re.fullmatch(r"\d+(\.\d+){1,2}", value) is not None,
+        "codec": value in ("gzip", "snappy", "lz4", "zstd"),
+    }[kind]
+    if not valid:
+        shown = MASK if _is_secret_key(key) else _toml_value(value)
+        raise ConfigError(f"{where} must be {_KIND_NAMES[kind]}, not {shown}")
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    """A value as TOML writes it (for messages): true, "abc", [1, 2]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return str(value)
+
+
 def _is_secret_key(key: str) -> bool:
-    return any(word in key.lower() for word in ("password", "secret", "token"))
+    """A setting whose value is a secret; a path to one (``password_file``, ``ssl_keyfile``) is not."""
+    lowered = key.lower()
+    return any(word in lowered for word in ("password", "secret", "token")) and not lowered.endswith("file")
 
 
 def _is_reference(value: Any) -> bool:
@@ -512,7 +577,7 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
     if "password" in body:
         password = Secret(_string(body["password"], path, f"clusters.{name}.password"))
     elif "password_file" in body:
-        password_file = str(Path(_string(body["password_file"], path, f"clusters.{name}.password_file")).expanduser())
+        password_file = _file_path(_string(body["password_file"], path, f"clusters.{name}.password_file"), path)
         password = Secret(_read_password_file(password_file, f"{where}.password_file"))
     if protocol.startswith("SASL_"):
         mechanism = mechanism or "PLAIN"
@@ -524,15 +589,15 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
     ssl: dict[str, str | None] = {}
     for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         value = body.get(key)
-        ssl[key] = None if value is None else str(Path(_string(value, path, f"clusters.{name}.{key}")).expanduser())
+        ssl[key] = None if value is None else _file_path(_string(value, path, f"clusters.{name}.{key}"), path)
     if "ssl_password" in body and "ssl_password_file" in body:
         raise ConfigError(f"{where}: set either 'ssl_password' or 'ssl_password_file', not both")
     ssl_password: Secret | None = None
     if "ssl_password" in body:
         ssl_password = Secret(_string(body["ssl_password"], path, f"clusters.{name}.ssl_password"))
     elif "ssl_password_file" in body:
-        ssl_password_file = str(Path(_string(body["ssl_password_file"], path,
-                                             f"clusters.{name}.ssl_password_file")).expanduser())
+        ssl_password_file = _file_path(_string(body["ssl_password_file"], path,
+                                               f"clusters.{name}.ssl_password_file"), path)
         ssl_password = Secret(_read_password_file(ssl_password_file, f"{where}.ssl_password_file"))
     if ssl["ssl_keyfile"] is not None and ssl["ssl_certfile"] is None:
         raise ConfigError(f"{where}: ssl_keyfile needs ssl_certfile (the client certificate)")
@@ -544,6 +609,7 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
             hint = ("set it with the profile's own key" if key in _MANAGED_CLIENT_KEYS
                     else "see kafka-python's KafkaConsumer/KafkaProducer/KafkaAdminClient settings")
             raise ConfigError(f"{where}.client: unknown kafka-python setting '{key}'", hint=hint)
+        client[key] = _client_value(key, client[key], f"{where}.client.{key}")
     return Cluster(
         name=name,
         bootstrap=bootstrap,
@@ -551,16 +617,23 @@ def parse_cluster(name: str, body: dict[str, Any], path: Path, environ: Mapping[
         sasl_mechanism=mechanism,
         username=username,
         password=password,
+        password_file=password_file,
         ssl_cafile=ssl["ssl_cafile"],
         ssl_certfile=ssl["ssl_certfile"],
         ssl_keyfile=ssl["ssl_keyfile"],
         ssl_password=ssl_password,
         ssl_check_hostname=check_hostname,
-        password_file=password_file,
         ssl_password_file=ssl_password_file,
         client=MappingProxyType(dict(client)),
         source=str(path),
     )
+
+
+def _file_path(value: str, config: Path) -> str:
+    """A path setting: ``~`` expanded; a relative path is relative to the config file's directory, so the
+    file is found whatever directory kmc runs in (cron starts in $HOME)."""
+    expanded = Path(value).expanduser()
+    return str(expanded if expanded.is_absolute() else Path(os.path.abspath(config)).parent / expanded)
 
 
 def _read_password_file(name: str, where: str) -> str:
@@ -593,14 +666,40 @@ def compile_regexes(patterns: Iterable[str], where: str, error: type[KmcError] =
 _TEMPLATE_FIELDS = re.compile(r"\{([^{}]*)\}")
 
 
-def validate_rename(template: str, where: str, error: type[Exception] = ConfigError) -> None:
-    """A rename template uses only ``{topic}`` and ``{source}`` and must contain ``{topic}``."""
+TOPIC_NAME_CHARS = re.compile(r"[A-Za-z0-9._-]")
+MAX_TOPIC_NAME = 249  # Kafka's limit
+INTERNAL_PREFIXES = ("__", "kmc.")  # Kafka's internal topics, kmc's own (kmc.checkpoints)
+
+
+def validate_rename(template: str, where: str, error: type[Exception] = ConfigError,
+                    sources: Iterable[str] = ()) -> None:
+    """A rename template uses only ``{topic}`` and ``{source}``, contains ``{topic}``, and can give a topic
+    name at all: none of its own text outside what topic names allow, not a name reserved for internal
+    topics whatever the topic, not longer than Kafka allows for the shortest topic. ``sources``: the source
+    cluster names ``{source}`` stands for, when known (a flow's ``from``); all checked without a cluster."""
     for field_name in _TEMPLATE_FIELDS.findall(template):
         if field_name not in ("topic", "source"):
             raise error(f"{where}: unknown placeholder '{{{field_name}}}' in rename template '{template}'",
                         hint="use {topic} and {source}")
     if "{topic}" not in template:
         raise error(f"{where}: rename template '{template}' must contain {{topic}}")
+    wrong = sorted({char for char in _TEMPLATE_FIELDS.sub("", template) if not TOPIC_NAME_CHARS.fullmatch(char)})
+    if wrong:
+        raise error(f"{where}: rename template '{template}' puts {' '.join(repr(char) for char in wrong)} in "
+                    "every target topic name", hint="topic names use letters, digits, '.', '_' and '-' only")
+    for source in list(sources) or ["x"]:  # "x": a source name of one character, when the names are not known
+        sample = template.replace("{source}", source)
+        prefix = sample.split("{topic}", 1)[0]
+        reserved = next((start for start in INTERNAL_PREFIXES if prefix.startswith(start)), None)
+        if reserved is not None:
+            owner = "Kafka's" if reserved == "__" else "kmc's"
+            raise error(f"{where}: rename template '{template}' gives names starting with '{reserved}', "
+                        f"reserved for {owner} internal topics", hint="start the template otherwise")
+        shortest = len(sample.replace("{topic}", "x"))
+        if shortest > MAX_TOPIC_NAME:
+            named = f" with source {source}" if "{source}" in template and sources else ""
+            raise error(f"{where}: rename template '{template}' gives names of at least {shortest} "
+                        f"characters{named}; Kafka allows {MAX_TOPIC_NAME}", hint="shorten the template")
 
 
 def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Flow:
@@ -625,7 +724,7 @@ def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str
     compile_regexes(topics, f"{where}.topics")
     compile_regexes(exclude, f"{where}.exclude")
     rename = _string(body.get("rename", "{topic}"), path, f"flows.{name}.rename")
-    validate_rename(rename, f"{where}.rename")
+    validate_rename(rename, f"{where}.rename", sources=sources)
     sync_groups = _string_list(body.get("sync_groups", []), path, f"flows.{name}.sync_groups")
     compile_regexes(sync_groups, f"{where}.sync_groups")
     partitioner = _string(body.get("partitioner", "same"), path, f"flows.{name}.partitioner")
@@ -658,19 +757,22 @@ def looks_like_bootstrap(value: str) -> bool:
     return ":" in value
 
 
-def adhoc_cluster(bootstrap: str) -> Cluster:
-    """A cluster from ``--bootstrap host:port[,host:port]``, PLAINTEXT, named after its address."""
+def adhoc_cluster(bootstrap: str, where: str = "--bootstrap") -> Cluster:
+    """A cluster from ``host:port[,host:port]``, PLAINTEXT, named after its address. ``where`` names what
+    gave it in a message: the option, or the argument (a cluster name or address)."""
     try:
-        servers = parse_bootstrap(bootstrap, "--bootstrap")
+        servers = parse_bootstrap(bootstrap, where)
     except ConfigError as exc:
-        raise UsageError(exc.message, hint=exc.hint) from None
+        hint = exc.hint if where.startswith("--") else \
+            "a cluster is a profile name, or host:port[,host:port] such as localhost:9092; names hold no ':'"
+        raise UsageError(exc.message, hint=hint) from None
     return Cluster(name=servers[0], bootstrap=servers, source=ADHOC_SOURCE)
 
 
 def resolve_cluster(config: Config, reference: str) -> Cluster:
     """A profile name, or an ad-hoc ``host:port[,host:port]`` list."""
     if looks_like_bootstrap(reference):
-        return adhoc_cluster(reference)
+        return adhoc_cluster(reference, f"cluster '{reference}'")
     return config.cluster(reference)
 
 
@@ -699,92 +801,178 @@ def render_cluster_table(name: str, settings: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+def _key_path(fragment: str) -> tuple[str, ...]:
+    """The key path that one table header or one key/value statement sets, read by tomllib itself (so
+    quoted, spaced and dotted keys are all understood): ``[clusters.dc1.client]`` gives
+    ``("clusters", "dc1", "client")``, ``dc2 = { bootstrap = ["h:1"] }`` gives ``("dc2", "bootstrap")``."""
+    data: Any = tomllib.loads(fragment)
+    path: list[str] = []
+    while isinstance(data, dict) and len(data) == 1:
+        key, data = next(iter(data.items()))
+        path.append(key)
+    return tuple(path)
 
 
-def _table_span(lines: list[str], name: str) -> tuple[int, int] | None:
-    """Line range [start, end) of ``[clusters.NAME]`` and its subtables.
-
-    Comments and blank lines after its last setting are left out: they sit above the next table
-    (or close the file) and belong there.
-    """
-    own = {f"clusters.{name}", f'clusters."{name}"'}
-    start = None
-    end = len(lines)
-    for index, line in enumerate(lines):
-        match = _HEADER_RE.match(line)
-        if not match:
+def _statements(lines: list[str]) -> Iterator[tuple[int, int, tuple[str, ...]]]:
+    """Each table header and key/value statement of a valid TOML text: its lines [start, end) and the full
+    key path it sets (a header's own path; a statement's table path plus its key). Blank and comment lines
+    between statements are skipped. A statement ends at the first line where it parses on its own, which is
+    where a multi-line array or string closes."""
+    table: tuple[str, ...] = ()
+    start = 0
+    while start < len(lines):
+        stripped = lines[start].strip()
+        if not stripped or stripped.startswith("#"):
+            start += 1
             continue
-        header = match.group(1).replace(" ", "")
-        inside = header in own or any(header.startswith(prefix + ".") for prefix in own)
-        if start is None and header in own:
-            start = index
-        elif start is not None and not inside:
-            end = index
-            break
-    if start is None:
-        return None
-    while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
-        end -= 1
-    return start, end
+        end = start + 1
+        while True:
+            try:
+                path = _key_path("".join(lines[start:end]))
+                break
+            except tomllib.TOMLDecodeError:
+                if end >= len(lines):
+                    raise
+                end += 1
+        if stripped.startswith("["):
+            table = path
+            yield start, end, path
+        else:
+            yield start, end, table + path
+        start = end
+
+
+def _cluster_blocks(lines: list[str], name: str) -> list[tuple[int, int]]:
+    """The line ranges that define cluster ``name``, whatever the layout: ``[clusters.NAME]`` and its
+    subtables, dotted keys (``clusters.NAME.bootstrap = ...``, or ``NAME.bootstrap`` under ``[clusters]``)
+    and inline tables (``NAME = { ... }``). Comment and blank lines inside a block go with it; those after
+    its last statement stay (they sit above what follows)."""
+    own = ("clusters", name)
+    blocks: list[list[int]] = []
+    open_block = False
+    for start, end, path in _statements(lines):
+        if path[:2] == own:
+            if open_block:
+                blocks[-1][1] = end
+            else:
+                blocks.append([start, end])
+            open_block = True
+        else:
+            open_block = False
+    return [(start, end) for start, end in blocks]
+
+
+def _without_cluster(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    result = dict(data)
+    clusters = {key: value for key, value in result.get("clusters", {}).items() if key != name}
+    result.pop("clusters", None)
+    if clusters:
+        result["clusters"] = clusters
+    return result
+
+
+def _remove_cluster_text(text: str, path: Path, name: str) -> str:
+    """``text`` without cluster ``name``, the rest kept byte for byte; checked by parsing the result."""
+    before = parse_toml(text, path)
+    lines = text.splitlines(keepends=True)
+    for start, end in reversed(_cluster_blocks(lines, name)):
+        del lines[start:end]
+    body = "".join(lines)
+    try:
+        after = parse_toml(body, path)
+    except ConfigError:
+        after = None
+    if after is None or _without_cluster(after, name) != _without_cluster(before, name) \
+            or name in after.get("clusters", {}):
+        raise ConfigError(f"{path}: cluster '{name}' is written in a form kmc cannot edit",
+                          hint="edit the file by hand")
+    return body
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse to rewrite a file its owner made read-only (even root would otherwise replace it)."""
+    real = Path(os.path.realpath(path))
+    if real.exists() and not real.stat().st_mode & stat.S_IWUSR:
+        mode = stat.S_IMODE(real.stat().st_mode)
+        raise ConfigError(f"{path} is read-only (mode {mode:04o}): not changed",
+                          hint=f"chmod u+w {real} to let kmc edit it, or edit it by hand")
 
 
 def add_cluster(path: Path, name: str, settings: Mapping[str, Any], *, force: bool = False) -> None:
     """Append (or with ``force`` replace) a cluster table, keeping the rest of the file as written."""
     if not NAME_RE.match(name):
         raise UsageError(f"'{name}' is not a valid cluster name", hint="use letters, digits, '.', '_' or '-'")
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = _read_for_edit(path)
     data = parse_toml(text, path)
     exists = name in data.get("clusters", {})
     if exists and not force:
         raise UsageError(f"cluster '{name}' already exists in {path}", hint="pass --force to replace it")
-    lines = text.splitlines(keepends=True)
-    if exists:
-        span = _table_span(lines, name)
-        if span is None:
-            raise ConfigError(f"{path}: cluster '{name}' is defined in a form kmc cannot edit",
-                              hint="edit the file by hand")
-        lines[span[0]:span[1]] = []
-    body = "".join(lines)
+    _check_writable(path)
+    body = _remove_cluster_text(text, path, name) if exists else text
     if body and not body.endswith("\n"):
         body += "\n"
     if body.strip():
         body += "\n"
     table = render_cluster_table(name, settings)
     body += table
+    try:
+        result = tomllib.loads(body)
+    except tomllib.TOMLDecodeError as exc:  # e.g. `clusters = { ... }` written as one inline table
+        raise ConfigError(f"{path}: kmc cannot append [clusters.{name}] to this file's layout: {exc}",
+                          hint="edit the file by hand") from None
     # Validate the whole result before anything is written. A variable the new table refers to
     # (--password-env) is read when a command runs, so it need not be set while adding.
     environ = dict(os.environ)
     for match in _VAR_RE.finditer(table):
         if match.group(1):
             environ.setdefault(match.group(1), "set-at-run-time")
-    build_config(parse_toml(body, path), path, environ=environ)
+    build_config(result, path, environ=environ)
     _write_private(path, body)
 
 
 def remove_cluster(path: Path, name: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    lines = text.splitlines(keepends=True)
-    span = _table_span(lines, name)
-    if span is None:
-        raise UnknownClusterError(f"cluster '{name}' is not in {path}")
-    del lines[span[0]:span[1]]
-    body = "".join(lines)
-    parse_toml(body, path)
-    _write_private(path, body)
+    """Remove cluster ``name`` (any layout: tables, dotted keys, inline tables), keeping the rest as written."""
+    text = _read_for_edit(path)
+    if name not in parse_toml(text, path).get("clusters", {}):
+        raise UnknownClusterError(f"cluster '{name}' is not in {path}",
+                                  hint="run 'kmc profile list' to see the configured clusters")
+    _check_writable(path)
+    _write_private(path, _remove_cluster_text(text, path, name))
+
+
+def _read_for_edit(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
 
 
 def _write_private(path: Path, body: str) -> None:
-    """Write atomically; a new file gets mode 0600 (it may hold passwords)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o600
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Write atomically, through a symbolic link to the file it points at (a dotfiles repository keeps
+    the link); an existing file keeps its mode and owner, a new one gets mode 0600 (it may hold passwords).
+    A directory or file that cannot be written is a ConfigError naming it."""
+    real = Path(os.path.realpath(path))
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(body)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        real.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the directory of {path}: {exc.strerror or exc}",
+                          hint="pass --config with a writable path, or fix the directory") from exc
+    existing = real.stat() if real.exists() else None
+    mode = stat.S_IMODE(existing.st_mode) if existing else 0o600
+    temporary = real.with_name(f".{real.name}.{os.getpid()}.tmp")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(body)
+            os.chmod(temporary, mode)
+            if existing is not None and os.geteuid() == 0:  # root editing someone's file: keep it theirs
+                with contextlib.suppress(OSError):
+                    os.chown(temporary, existing.st_uid, existing.st_gid)
+            os.replace(temporary, real)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}",
+                          hint="pass --config with a writable path, or fix the file's permissions") from exc

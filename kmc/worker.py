@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from types import MappingProxyType
 from typing import Any
 
-from kmc.client import configure_logging, logging_levels
+from kmc.client import abandon_connections, configure_logging, logging_levels
 from kmc.errors import KafkaOperationError, KmcError
 
 COMMAND = (sys.executable, "-c", "from kmc.worker import serve; serve()")
@@ -179,7 +179,14 @@ def serve() -> None:
     """The body of a child process: read the request, run the task, answer (see the module's docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = Channel(sys.stdout.buffer)
-    signal.signal(signal.SIGTERM, lambda signum, frame: channel.stop.set())
+
+    def stop() -> None:
+        # a connection being made gives up at once (Cancelled): a task waiting on a cluster that does not
+        # answer would otherwise stop only at its timeout; connected clients go on, to finish cleanly
+        channel.stop.set()
+        abandon_connections(connecting_only=True)
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(target=stop, daemon=True).start())
 
     def read(size: int) -> bytes:
         # the raw file descriptor: a thread blocked in a buffered stdin would hold its lock at exit
@@ -200,7 +207,7 @@ def serve() -> None:
     def watch_stdin() -> None:
         with contextlib.suppress(OSError):
             os.read(0, 64)  # "stop", or the end: the parent is gone
-        channel.stop.set()
+        stop()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     module, _, function = request["task"].partition(":")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import pty
 import signal
 import struct
 import subprocess
@@ -370,3 +372,27 @@ def commit(cluster, group: str, offsets: dict[tuple[str, int], int]) -> None:  #
                                   for (topic, partition), offset in offsets.items()])
     finally:
         consumer.close()
+
+
+def on_terminal(command: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Run ``command`` with stdout on a pseudo-terminal: its exit status, what it printed there (newlines as
+    "\\n") and its stderr."""
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE, env=env)
+    finally:
+        os.close(follower)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, b"".join(chunks).decode().replace("\r\n", "\n"), err.decode()

@@ -171,7 +171,8 @@ def test_profile_add_with_password_file(config: Path, tmp_path: Path) -> None:
     kmc("profile", "add", "secure", "--bootstrap", "h:1", "--security-protocol", "SASL_SSL", "--username", "me",
         "--password-file", str(secret), "--ssl-cafile", "/ca.pem")
     shown = kmc("profile", "show", "secure", "-o", "json").json()
-    assert shown["password"] == "***" and shown["ssl_cafile"] == "/ca.pem"
+    assert shown["password_file"] == str(secret) and shown["ssl_cafile"] == "/ca.pem"  # a path, not a secret
+    assert shown["password"] == "***"  # set, and masked
     assert f'password_file = "{secret}"' in config.read_text()
     assert PASSWORD not in config.read_text()
 
@@ -280,7 +281,7 @@ def test_topics_table_and_csv(config: Path, src_cluster, topic_name: str) -> Non
     assert [line.split() for line in lines] == [["TOPIC", "PARTITIONS", "RF", "RECORDS", "UNDER-REPL"],
                                                 [topic_name, "2", "1", "4", "0"]]
     assert kmc("topics", "src", topic_name, "-o", "csv").stdout.splitlines() == [
-        ",".join(TOPIC_KEYS), f"{topic_name},2,1,4,0,False"]
+        ",".join(TOPIC_KEYS), f"{topic_name},2,1,4,0,false"]
 
 
 @pytest.mark.kafka
@@ -450,6 +451,28 @@ def test_config_option_after_the_subcommand_wins_over_env(config: Path, tmp_path
 def test_quiet_after_the_subcommand_silences_messages(config: Path) -> None:
     assert kmc("profile", "add", "dc9", "--bootstrap", "h:1", "-q").stderr == ""
     assert kmc("profile", "remove", "dc9", "--quiet").stderr == ""
+
+
+@pytest.mark.parametrize("flags", [["-vvv"], ["-qv"], ["-vq"], ["-qo", "json"], ["-qojson"], ["-vo", "csv"]])
+def test_combined_short_global_flags_after_the_subcommand(config: Path, flags: list[str]) -> None:
+    """The README says global options may stand anywhere: clusters of short ones too (issue 18, bug 6)."""
+    result = kmc("profile", "list", *flags)
+    assert result.stdout.startswith({"json": "[", "csv": "name,"}.get(flags[-1].removeprefix("-qo"), "NAME"))
+    assert "dc1" in result.stdout
+    if "q" in flags[0]:
+        assert kmc("profile", "add", "dc9", "--bootstrap", "h:1", *flags).stderr == ""
+
+
+@pytest.mark.parametrize("option", ["-o", "-qo", "--config", "--timeout", "--output"])
+def test_a_global_option_without_its_value_at_the_end(config: Path, option: str) -> None:
+    """`kmc profile list -o`: not "'profile' is not one of table, json..." (the word before it taken as the value)."""
+    result = kmc("profile", "list", option, expect=2)
+    assert result.stderr == f"kmc: error: option {option} needs a value (see 'kmc --help')\n"
+
+
+def test_a_cluster_with_a_subcommand_letter_is_left_to_the_subcommand(config: Path) -> None:
+    message = kmc("profile", "list", "-vx", expect=2).stderr
+    assert message.startswith("kmc: error: No such option: -x")
 
 
 def test_help_and_version() -> None:

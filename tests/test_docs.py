@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,126 @@ def test_readme_links_exist():
     for target in re.findall(r"\]\(([^)#]+)\)", readme):
         if not target.startswith("http"):
             assert (ROOT / target).exists(), f"README links to missing {target}"
+
+
+# --- help text (issue 18) ----------------------------------------------------------------------------------
+
+
+def _params():  # noqa: ANN202
+    for path, command in ALL_COMMANDS:
+        for param in command.params:
+            if param.name != "help":
+                yield " ".join(path), param
+
+
+@pytest.mark.parametrize(("path", "param"), list(_params()), ids=lambda value: getattr(value, "name", value))
+def test_every_value_has_a_placeholder_and_every_option_a_help_text(path, param):  # noqa: ANN001
+    takes_value = param.param_type_name == "argument" or not (param.is_flag or param.count)
+    if takes_value and not param.type_descriptor.is_choice:
+        assert param.metavar, f"kmc {path} {param.opts[0]}: give it a metavar (NAME, SECONDS, ...)"
+        assert not param.metavar.islower() or "|" in param.metavar, f"kmc {path} {param.opts[0]}: {param.metavar}"
+    if param.param_type_name == "option":
+        assert (param.help or "").strip(), f"kmc {path} {param.opts[0]} has no help text"
+
+
+@pytest.mark.parametrize("path", [" ".join(path) for path, _ in ALL_COMMANDS] + [""])
+def test_help_reads_like_a_unix_tool(path):  # noqa: ANN001
+    from tests.helpers import kmc
+
+    text = kmc(*path.split(), "--help").stdout
+    usage = text.splitlines()[0]
+    assert usage.startswith(f"Usage: kmc {path}".rstrip() + " ") and "{" not in usage, usage
+    for placeholder in ("<str", "<list", "<int", "<float", "<bool", "<path"):
+        assert placeholder not in text, f"kmc {path} --help shows {placeholder}>"
+    if path:  # global options may stand anywhere, so every command's help lists them
+        assert "Global options" in text and "--timeout SECONDS" in text and "-o, --output" in text
+
+
+# --- completion (issue 18) ---------------------------------------------------------------------------------
+
+
+def complete(words: str, config: Path, shell: str = "bash") -> list[str]:
+    """What the shell is offered for the last word of ``words`` (as the generated scripts ask kmc)."""
+    import sys
+
+    env = dict(os.environ, KMC_CONFIG=str(config), _KMC_COMPLETE=f"complete_{shell}", COMP_WORDS=words,
+               XDG_DATA_HOME=str(config.parent / "no-sandboxes"),  # the session's sandboxes are profiles too
+               COMP_CWORD=str(len(words.split()) - (0 if words.endswith(" ") else 1)),
+               _TYPER_COMPLETE_ARGS=words, _TYPER_COMPLETE_FISH_ACTION="get-args")
+    proc = subprocess.run([sys.executable, "-m", "kmc"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return proc.stdout.splitlines()
+
+
+@pytest.fixture
+def completion_config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text('[clusters.dc1]\nbootstrap = ["h1:9092"]\n[clusters.dc2]\nbootstrap = ["h2:9092"]\n'
+                    '[clusters.central]\nbootstrap = ["c:9092"]\n'
+                    '[flows.aggregate]\nfrom = ["dc1", "dc2"]\nto = "central"\n'
+                    '[flows.fanout]\nfrom = ["central"]\nto = "dc1"\nrename = "x.{topic}"\n')
+    return path
+
+
+@pytest.mark.parametrize(("words", "offered"), [
+    ("kmc mirror ", ["central", "dc1", "dc2"]),
+    ("kmc mirror dc", ["dc1", "dc2"]),
+    ("kmc diff dc1 c", ["central"]),
+    ("kmc aggregate dc1 dc2 --into ", ["central", "dc1", "dc2"]),
+    ("kmc topics d", ["dc1", "dc2"]),
+    ("kmc inventory ", ["central", "dc1", "dc2"]),
+    ("kmc profile show ", ["central", "dc1", "dc2"]),
+    ("kmc profile remove dc", ["dc1", "dc2"]),
+    ("kmc flow run ", ["aggregate", "fanout"]),
+    ("kmc flow status f", ["fanout"]),
+    ("kmc mirror dc1 central --compression ", ["keep", "none", "gzip", "snappy", "lz4", "zstd"]),
+    ("kmc mirror dc1 central --compression z", ["zstd"]),
+    ("kmc flow run aggregate --from ", ["earliest", "latest"]),
+    ("kmc profile add x --security-protocol SASL", ["SASL_PLAINTEXT", "SASL_SSL"]),
+])
+def test_completion_offers_names_and_values(completion_config: Path, words: str, offered: list[str]) -> None:
+    assert complete(words, completion_config) == offered
+
+
+def test_completion_describes_clusters_and_flows_for_zsh_and_fish(completion_config: Path) -> None:
+    assert complete("kmc flow run ", completion_config, "fish") == ["aggregate\tdc1,dc2 -> central",
+                                                                    "fanout\tcentral -> dc1"]
+    assert "dc1\th1:9092" in complete("kmc mirror ", completion_config, "fish")
+
+
+def test_completion_with_a_broken_config_offers_nothing_and_says_nothing(tmp_path: Path) -> None:
+    broken = tmp_path / "config.toml"
+    broken.write_text("[clusters.dc1\n")
+    assert complete("kmc mirror ", broken) in ([], [""])
+
+
+# --- man pages (issue 18) ----------------------------------------------------------------------------------
+
+TOP_LEVEL = [path[0] for path, _ in ALL_COMMANDS if len(path) == 1]
+
+
+def test_no_stale_man_pages() -> None:
+    from kmc.cli.docs import stale_files
+
+    assert stale_files(ROOT) == [], "a man page no command generates: run `make docs`"
+
+
+@pytest.mark.parametrize("page", ["kmc", *(f"kmc-{name}" for name in TOP_LEVEL)])
+def test_every_command_has_a_man_page_with_its_sections(page: str) -> None:
+    text = (ROOT / "man" / f"{page}.1").read_text()
+    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "EXIT STATUS", "ENVIRONMENT", "FILES", "SEE ALSO"):
+        assert f"\n.SH {section}\n" in text, f"{page}(1) has no {section}"
+    assert "\\fBkmc\\fR(1)" in text or page == "kmc"
+
+
+@pytest.mark.skipif(shutil.which("man") is None, reason="needs man(1)")
+@pytest.mark.parametrize("page", ["kmc", *(f"kmc-{name}" for name in TOP_LEVEL)])
+def test_man_pages_fit_80_columns(page: str) -> None:
+    env = dict(os.environ, MANWIDTH="80", MAN_KEEP_FORMATTING="", LC_ALL="C.UTF-8")
+    proc = subprocess.run(["man", "-l", str(ROOT / "man" / f"{page}.1")], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout, proc.stderr
+    lines = [re.sub(r".\x08", "", line) for line in proc.stdout.splitlines()]  # overstrike bold and underline
+    assert len(lines) > 20
+    wide = [line for line in lines if len(line) > 80]
+    assert not wide, f"{page}(1) is wider than 80 columns: {wide[:3]}"

@@ -54,6 +54,7 @@ EXIT_CODE_TESTS: dict[ExitCode, str] = {
     ExitCode.ARCHIVE: "test_exit_9_damaged_export",
     ExitCode.LOCKED: "elsewhere: the mirror/flow lock tests (issues 5, 6), an overlapping run exits 75",
     ExitCode.INTERRUPTED: "test_exit_130_interrupted",
+    ExitCode.TERMINATED: "test_exit_143_terminated",
 }
 
 TIMEOUT = 2.0
@@ -94,7 +95,7 @@ def test_every_exit_code_is_pinned() -> None:
 def test_exit_code_values_are_the_documented_ones() -> None:
     assert {code.name: int(code) for code in ExitCode} == {
         "OK": 0, "DIFFERENCES": 1, "USAGE": 2, "CONFIG": 3, "UNREACHABLE": 4, "AUTH": 5, "PARTIAL": 6,
-        "DATA_GAP": 7, "FAILED": 8, "ARCHIVE": 9, "LOCKED": 75, "INTERRUPTED": 130,
+        "DATA_GAP": 7, "FAILED": 8, "ARCHIVE": 9, "LOCKED": 75, "INTERRUPTED": 130, "TERMINATED": 143,
     }
 
 
@@ -157,11 +158,12 @@ def test_exit_9_damaged_export(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1 and "format version 2; this kmc reads version 1" in result.stderr
 
 
-def test_exit_130_interrupted(tmp_path: Path) -> None:
-    """Ctrl-C while waiting on a cluster: exit 130 at once, one line, no traceback.
+def signal_while_waiting(tmp_path: Path, signum: int) -> tuple[int, str, str, float]:
+    """Send ``signum`` to `kmc topics` waiting on a cluster; exit status, stdout, stderr, seconds to exit.
 
     The "cluster" is a socket that accepts and never answers: once it has a connection, kmc is
     certainly past start-up and waiting on Kafka (a fixed sleep is not, on a loaded machine).
+    More signal cases, for every kind of command: tests/test_signals.py.
     """
     env = dict(os.environ, KMC_CONFIG=str(tmp_path / "absent.toml"))
     with socket.socket() as silent:
@@ -177,17 +179,28 @@ def test_exit_130_interrupted(tmp_path: Path) -> None:
             connection, _ = silent.accept()
             with connection:
                 time.sleep(0.5)  # let it send its first request and wait for the answer
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signum)
                 started = time.monotonic()
                 stdout, stderr = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-    assert proc.returncode == 130, stderr
-    assert stderr == "kmc: error: interrupted\n"
-    assert stdout == ""
-    assert time.monotonic() - started < 10
+    return proc.returncode, stdout, stderr, time.monotonic() - started
+
+
+def test_exit_130_interrupted(tmp_path: Path) -> None:
+    """Ctrl-C while waiting on a cluster: exit 130 at once, one line, no traceback."""
+    code, stdout, stderr, elapsed = signal_while_waiting(tmp_path, signal.SIGINT)
+    assert (code, stdout, stderr) == (130, "", "kmc: error: interrupted\n")
+    assert elapsed < 10
+
+
+def test_exit_143_terminated(tmp_path: Path) -> None:
+    """SIGTERM while waiting on a cluster (a command that does not stop cleanly on it): exit 143 at once."""
+    code, stdout, stderr, elapsed = signal_while_waiting(tmp_path, signal.SIGTERM)
+    assert (code, stdout, stderr) == (143, "", "kmc: error: terminated\n")
+    assert elapsed < 10
 
 
 # --- exit 5: a SASL broker of our own ---------------------------------------------------------------------
@@ -368,6 +381,22 @@ BAD_INPUTS = {
                               "cannot reach"),
     "unreachable cluster by name": ('[clusters.dead]\nbootstrap = ["127.0.0.1:{port}"]\n',
                                     ["groups", "dead", "--timeout", str(TIMEOUT)], 4, "cannot reach"),
+    # issue 18: user mistakes that were reported as internal errors
+    "a client setting of the wrong type": ('[clusters.dc1]\nbootstrap = ["h:1"]\n[clusters.dc1.client]\n'
+                                           'reconnect_backoff_ms = "abc"\n', ["topics", "dc1"], 3,
+                                           'clusters.dc1.client.reconnect_backoff_ms must be an integer, not "abc"'),
+    "a bad api_version": ('[clusters.dc1]\nbootstrap = ["h:1"]\n[clusters.dc1.client]\napi_version = "banana"\n',
+                          ["topics", "dc1"], 3, 'api_version must be a version such as "3.7"'),
+    "a client flag that is not a boolean": ('[clusters.dc1]\nbootstrap = ["h:1"]\n[clusters.dc1.client]\n'
+                                            'check_crcs = 1\n', ["profile", "show", "dc1"], 3,
+                                            "check_crcs must be true or false, not 1"),
+    "--timeout inf": ('[clusters.dc1]\nbootstrap = ["h:1"]\n', ["topics", "dc1", "--timeout", "inf"], 2,
+                      "Invalid value for '--timeout'"),
+    "--timeout 1e308": ('[clusters.dc1]\nbootstrap = ["h:1"]\n', ["topics", "dc1", "--timeout", "1e308"], 2,
+                        "less than or equal to 86400"),
+    "--delivery-timeout inf": ('[clusters.dc1]\nbootstrap = ["h:1"]\n',
+                               ["mirror", "dc1", "h:2", "--delivery-timeout", "inf"], 2,
+                               "Invalid value for '--delivery-timeout'"),
 }
 
 
@@ -403,6 +432,66 @@ def test_debug_shows_a_traceback(config: Path) -> None:
     assert "Traceback (most recent call last)" in late.stderr
 
 
+@pytest.mark.kafka
+def test_a_state_directory_that_cannot_be_created(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  src_cluster, dst_cluster) -> None:  # noqa: ANN001
+    """XDG_STATE_HOME pointing at a file: the lock cannot be made; nothing is copied."""
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "a-file"))
+    message = assert_one_error_line(kmc("mirror", "src", "dst", "--topics", "kmc-none-18", expect=None), 3)
+    assert "cannot create the lock directory" in message and "Not a directory" in message
+    assert "XDG_STATE_HOME" in message
+
+
+@pytest.mark.parametrize("redirect", [">&-", ">/dev/full"])
+@pytest.mark.parametrize("args", [["profile", "list"], ["profile", "list", "-o", "json"], ["completion", "bash"]])
+def test_stdout_closed_or_full(config: Path, redirect: str, args: list[str]) -> None:
+    proc = subprocess.run(["sh", "-c", f'"$0" -m kmc "$@" {redirect}', sys.executable, *args],
+                          capture_output=False, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert proc.returncode == ExitCode.CONFIG, proc.stderr
+    reason = "stdout is closed" if redirect == ">&-" else "No space left on device"
+    assert proc.stderr == f"kmc: error: cannot write the output to stdout: {reason} (check where stdout goes)\n"
+
+
+def test_a_command_that_writes_nothing_to_stdout_works_with_it_closed(config: Path) -> None:
+    proc = subprocess.run(["sh", "-c", '"$0" -m kmc profile add dc2 --bootstrap h:2 >&-', sys.executable],
+                          stderr=subprocess.PIPE, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "[clusters.dc2]" in config.read_text()
+
+
+def test_debug_does_not_suggest_debug(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kmc.errors import KafkaOperationError
+
+    def document(self, data, title=None):  # noqa: ANN001, ANN202 - stands in for Renderer.document
+        raise KafkaOperationError("dc1: the broker said no")
+
+    monkeypatch.setattr("kmc.output.Renderer.document", document)
+    assert kmc("profile", "show", "dc1", expect=8).stderr == \
+        "kmc: error: dc1: the broker said no (run again with --debug for details)\n"
+    last = kmc("profile", "show", "dc1", "--debug", expect=8).stderr.splitlines()[-1]
+    assert last == "kmc: error: dc1: the broker said no (details above)"
+
+
+@pytest.mark.parametrize("args", [["diff", "nope", "dc1"], ["mirror", "dc1", "nope"], ["sandbox", "seed", "nope"],
+                                  ["profile", "remove", "nope"], ["aggregate", "dc1", "--into", "nope"],
+                                  ["diff", "h:abc", "dc1"], ["mirror", "dc1", "x:y"], ["inventory", "h:1,h:x"]])
+def test_hints_name_only_what_the_command_has(config: Path, args: list[str]) -> None:
+    """A command without --bootstrap is not told to pass it; a bad address given as a cluster argument is
+    not called --bootstrap (issue 18)."""
+    message = assert_one_error_line(kmc(*args, expect=None), 2)
+    assert "--bootstrap" not in message
+    if ":" in args[1] or ":" in args[2]:
+        bad = args[1] if ":" in args[1] else args[2]
+        assert message.startswith(f"kmc: error: cluster '{bad}': bootstrap server '")
+        assert "a cluster is a profile name, or host:port" in message
+
+
+def test_unknown_flow_when_there_are_none(config: Path) -> None:
+    message = assert_one_error_line(kmc("flow", "run", "nope", expect=None), 2)
+    assert f"unknown flow 'nope': no flows in {config}" in message and "[flows.NAME]" in message
+
+
 # --- internal errors: never locals ----------------------------------------------------------------------
 
 
@@ -435,7 +524,8 @@ def test_internal_error_with_debug_shows_traceback_but_no_locals(config: Path, b
     result = kmc("--debug", "profile", "show", "dc1", expect=8)
     assert "Traceback (most recent call last)" in result.stderr and "RuntimeError: boom" in result.stderr
     assert broken_renderer not in result.stderr
-    assert result.stderr.splitlines()[-1].startswith("kmc: error: internal error: RuntimeError: boom")
+    assert result.stderr.splitlines()[-1] == \
+        "kmc: error: internal error: RuntimeError: boom (report it, with the traceback above)"
 
 
 def test_installed_entry_point_never_shows_locals(tmp_path: Path) -> None:

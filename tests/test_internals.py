@@ -87,6 +87,42 @@ def test_kafka_admin_manager_send_and_request_api_key(src_cluster) -> None:  # n
         admin.close()
 
 
+# the abandoned client's coroutines fail when collected: kmc.client.abandon_connections keeps that quiet for users
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("client_class", CLIENT_CLASSES, ids=lambda cls: cls.__name__)
+def test_kafka_abandon_bootstrap(client_class: type) -> None:
+    """A client bootstrapping from a broker that accepts and never answers gives up as soon as its watch is
+    cancelled from another thread (the admin client and consumer on their IO thread, the producer on the
+    caller's), long before its bootstrap timeout; and requests after that raise instead of running a loop."""
+    import socket
+    import threading
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        watch = kafka_internals.ConnectionWatch()
+        failure: list[BaseException] = []
+
+        def construct() -> None:
+            try:
+                client_class(bootstrap_servers=f"127.0.0.1:{silent.getsockname()[1]}", bootstrap_timeout_ms=60000,
+                             kafka_client=watch.client)
+            except BaseException as exc:  # noqa: BLE001 - what the test looks at
+                failure.append(exc)
+
+        thread = threading.Thread(target=construct, daemon=True)
+        thread.start()
+        connection, _ = silent.accept()  # it is bootstrapping now
+        with connection:
+            started = time.monotonic()
+            watch.cancel()
+            thread.join(10)
+        assert not thread.is_alive() and time.monotonic() - started < 5
+        assert failure and isinstance(failure[0], (kafka_errors.KafkaError, RuntimeError)), failure
+        assert watch.cancelled and not watch.connected()
+
+
 def test_kafka_broker_api_versions() -> None:
     newest = kafka_internals.NEWEST_KNOWN_BROKER_VERSION
     assert isinstance(newest, tuple) and all(isinstance(part, int) for part in newest) and newest >= (4, 0)

@@ -11,7 +11,8 @@ import io
 import json
 import math
 import os
-import pty
+import re
+import socket
 import subprocess
 import sys
 from enum import Enum
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from kmc.output import Column, Messages, OutputFormat, Renderer, color_enabled, columns
+from tests.helpers import on_terminal
 
 ESC = "\x1b["
 ROWS = [
@@ -27,6 +29,7 @@ ROWS = [
     {"topic": "payments.eu", "partitions": 3, "records": None, "internal": True, "extra": ["a", "b"]},
 ]
 COLUMNS = columns("topic", Column("partitions", numeric=True), Column("records", numeric=True), "internal")
+KEYS = ("topic", "partitions", "records", "internal", "extra")
 
 
 class Terminal(io.StringIO):
@@ -39,7 +42,7 @@ class Terminal(io.StringIO):
 def render(fmt: OutputFormat, rows: list[dict] = ROWS, *, out: io.StringIO | None = None, color: bool = False,
            styles: dict[str, str] | None = None) -> str:
     out = io.StringIO() if out is None else out
-    Renderer(fmt, color=color, out=out).rows(rows, COLUMNS, styles=styles)
+    Renderer(fmt, color=color, out=out).rows(rows, COLUMNS, keys=KEYS, styles=styles)
     return out.getvalue()
 
 
@@ -122,15 +125,29 @@ def test_ndjson_one_object_per_line_keys_in_order() -> None:
     assert render(OutputFormat.ndjson, []) == ""
 
 
-def test_csv_columns_first_then_every_other_key() -> None:
+def test_csv_header_is_the_keys_then_one_line_per_row() -> None:
     text = render(OutputFormat.csv)
     records = list(csv.reader(io.StringIO(text)))
     assert records == [
         ["topic", "partitions", "records", "internal", "extra"],
-        ["orders", "12", "1234567", "False", ""],
-        ["payments.eu", "3", "", "True", '["a", "b"]'],
+        ["orders", "12", "1234567", "false", ""],
+        ["payments.eu", "3", "", "true", "a b"],
     ]
     assert "\r" not in text
+
+
+def test_csv_cells_of_every_kind() -> None:
+    out = io.StringIO()
+    row = {"none": None, "yes": True, "no": False, "names": ["h1:9092", "h2:9092"], "empty": [],
+           "nested": [{"a": 1}], "object": {"b": [1, 2]}, "number": 1.5}
+    Renderer(OutputFormat.csv, out=out).rows([row], columns("none"), keys=list(row))
+    assert list(csv.reader(io.StringIO(out.getvalue())))[1] == [
+        "", "true", "false", "h1:9092 h2:9092", "", '[{"a": 1}]', '{"b": [1, 2]}', "1.5"]
+
+
+def test_a_row_key_outside_the_csv_header_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="not in the CSV header"):
+        Renderer(OutputFormat.csv, out=io.StringIO()).rows([{"topic": "t", "surprise": 1}], COLUMNS)
 
 
 def test_csv_quotes_commas_and_quotes() -> None:
@@ -140,7 +157,7 @@ def test_csv_quotes_commas_and_quotes() -> None:
 
 
 def test_csv_header_only_when_no_rows() -> None:
-    assert render(OutputFormat.csv, []) == "topic,partitions,records,internal\n"
+    assert render(OutputFormat.csv, []) == "topic,partitions,records,internal,extra\n"
 
 
 class Color(Enum):
@@ -186,8 +203,8 @@ def test_document_table_is_key_value_with_nested_keys_flattened() -> None:
 
 def test_document_csv() -> None:
     assert list(csv.reader(io.StringIO(document(OutputFormat.csv)))) == [
-        ["key", "value"], ["name", "dc1"], ["bootstrap", '["h:1", "h:2"]'], ["client.request_timeout_ms", "5"],
-        ["sandbox", "False"],
+        ["key", "value"], ["name", "dc1"], ["bootstrap", "h:1 h:2"], ["client.request_timeout_ms", "5"],
+        ["sandbox", "false"],
     ]
 
 
@@ -268,29 +285,11 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_on_terminal(args: list[str], env: dict[str, str]) -> str:
+def run_on_terminal(args: list[str], env: dict[str, str], expect: int = 0) -> str:
     """Run ``kmc ARGS`` with stdout on a pseudo-terminal; return what it printed there."""
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "kmc", *args], stdin=subprocess.DEVNULL, stdout=follower,
-                                stderr=subprocess.PIPE, env=env)
-    finally:
-        os.close(follower)
-    chunks = []
-    try:
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(leader)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err.decode()
-    return b"".join(chunks).decode()
+    code, text, err = on_terminal([sys.executable, "-m", "kmc", *args], env)
+    assert code == expect, err
+    return text
 
 
 def test_cli_table_on_a_terminal_is_coloured(cli_env: dict[str, str]) -> None:
@@ -321,3 +320,90 @@ def test_cli_table_in_a_pipe_is_plain(cli_env: dict[str, str]) -> None:
         f"dc1   localhost:19092  PLAINTEXT          no       {cli_env['KMC_CONFIG']}",
     ]
     assert proc.stderr == ""
+
+
+# --- tables on a terminal keep values whole (issue 18) ---------------------------------------------------
+
+LONG = ["kafka-broker-number-one.example.com:9092", "kafka-broker-number-two.example.com:9092"]
+
+
+def narrow_terminal(cli_env: dict[str, str], tmp_path: Path, width: int) -> dict[str, str]:
+    """Three clusters, one with a long bootstrap list, two on closed ports; a terminal ``width`` wide."""
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    config = tmp_path / "wide.toml"
+    config.write_text(f'[clusters.alpha]\nbootstrap = {json.dumps(LONG)}\n'
+                      f'[clusters.beta]\nbootstrap = ["127.0.0.1:{ports[0]}"]\n'
+                      f'[clusters.gamma-cluster]\nbootstrap = ["127.0.0.1:{ports[1]}"]\n')
+    return dict(cli_env, KMC_CONFIG=str(config), COLUMNS=str(width), NO_COLOR="1")
+
+
+def lines_of(text: str) -> list[str]:
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def test_a_list_breaks_after_its_commas_not_inside_an_address(cli_env: dict[str, str], tmp_path: Path) -> None:
+    lines = lines_of(run_on_terminal(["profile", "list"], narrow_terminal(cli_env, tmp_path, 100)))
+    assert all(len(line) <= 100 for line in lines), lines
+    assert any(line.split()[1:2] == [LONG[0] + ","] for line in lines if line.startswith("alpha")), lines
+    assert any(line.strip() == LONG[1] for line in lines), lines
+
+
+def test_errors_wrap_between_words_or_go_below_the_table(cli_env: dict[str, str], tmp_path: Path) -> None:
+    env = narrow_terminal(cli_env, tmp_path, 80)
+    lines = lines_of(run_on_terminal(["profile", "test", "--timeout", "1"], env, expect=4))
+    assert lines[0].split() == ["NAME", "STATUS", "CLUSTER", "ID", "BROKERS", "CONTROLLER", "RTT", "MS"]
+    assert all(len(line) <= 80 for line in lines[:4]), lines
+    assert any(line.startswith("beta: connect: cannot reach 127.0.0.1:") and line.endswith("raise --timeout)")
+               for line in lines), lines  # the whole error, on a line of its own below the table
+    wide = lines_of(run_on_terminal(["profile", "test", "--timeout", "1"], dict(env, COLUMNS="140"), expect=4))
+    assert wide[0].split()[-1] == "ERROR" and all(len(line) <= 140 for line in wide), wide
+    continued = [line.strip() for line in wide[1:] if line.startswith(" ")]
+    assert continued, wide
+    # wrapped between words, never one short word per line (a long address list may fill a line alone)
+    assert all(len(line.split()) > 1 or len(line) > 40 for line in continued), wide
+
+
+def test_inventory_headers_stay_whole_at_120_columns(cli_env: dict[str, str], tmp_path: Path) -> None:
+    env = narrow_terminal(cli_env, tmp_path, 120)
+    lines = lines_of(run_on_terminal(["inventory", "--timeout", "1"], env, expect=4))
+    header = lines[0].split()
+    assert {"UNDER-REPL", "UNDER-MIN-ISR", "RECORDS", "GROUPS"} <= set(header), lines
+    table = [line for line in lines if not re.match(r"\S+: ", line)]  # errors may follow, one per line
+    assert len(table) == 4 and all(len(line) <= 120 for line in table), lines
+    assert any(line.startswith("beta: connect: cannot reach") for line in lines), lines
+
+
+# --- CSV: one header per command, whatever the rows (issue 18, bug 7) ---------------------------------------
+
+
+def test_csv_header_does_not_depend_on_the_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers import kmc
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # no session sandboxes among the profiles
+
+    config = tmp_path / "config.toml"
+    config.write_text('[clusters.dc1]\nbootstrap = ["h:1", "h:2"]\n')
+    empty = kmc("--config", str(config), "flow", "list", "-o", "csv").stdout
+    config.write_text(config.read_text() + '[flows.f]\nfrom = ["dc1"]\nto = "dc1"\nrename = "x.{topic}"\n'
+                                           'topics = ["a", "b"]\nsync_configs = true\n')
+    one = list(csv.reader(io.StringIO(kmc("--config", str(config), "flow", "list", "-o", "csv").stdout)))
+    assert empty == "name,from,to,topics,exclude,rename,sync_configs,sync_groups,exactly_once,partitioner\n"
+    assert one == [empty.strip().split(","), ["f", "dc1", "dc1", "a b", "", "x.{topic}", "true", "", "false", "same"]]
+    profiles = list(csv.reader(io.StringIO(kmc("--config", str(config), "profile", "list", "-o", "csv").stdout)))
+    assert profiles[0] == ["name", "bootstrap", "security_protocol", "sandbox", "source"]
+    assert profiles[1][:4] == ["dc1", "h:1 h:2", "PLAINTEXT", "false"]
+
+
+def test_numbers_are_never_shortened_on_a_narrow_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "30")
+    out = Terminal()
+    cols = columns("name", *(Column(f"n{index}", numeric=True) for index in range(5)))
+    rows = [{"name": "a-rather-long-cluster-name", **{f"n{index}": 123456789 + index for index in range(5)}}]
+    Renderer(OutputFormat.table, out=out).rows(rows, cols)
+    text = out.getvalue()
+    assert all(str(123456789 + index) in text for index in range(5)), text
+    assert "a-rather-long-cluster-name" in text and "…" not in text  # shortening text would not have helped

@@ -13,10 +13,17 @@ from typing import Any
 import typer
 
 from kmc.cli._typer_internals import with_parameters
+from kmc.cli.completion import CODECS, complete_cluster, complete_from
 from kmc.errors import UsageError
 
-SOURCE = typer.Argument(..., metavar="SRC", help="Source cluster: a profile name, or host:port.")
-TARGET = typer.Argument(..., metavar="DST", help="Target cluster: a profile name, or host:port.")
+# The longest wait any option takes: a day. Without a bound, --timeout inf or 1e308 overflowed kafka-python's
+# integer milliseconds as an internal error.
+MAX_SECONDS = 86400.0
+
+SOURCE = typer.Argument(..., metavar="SRC", help="Source cluster: a profile name, or host:port.",
+                        autocompletion=complete_cluster)
+TARGET = typer.Argument(..., metavar="DST", help="Target cluster: a profile name, or host:port.",
+                        autocompletion=complete_cluster)
 TOPICS = typer.Option(None, "--topics", metavar="RE",
                       help="Source topics (anchored regex; repeatable) [default: all but internal].")
 EXCLUDE = typer.Option(None, "--exclude", metavar="RE", help="Source topics to leave out (anchored regex; repeatable).")
@@ -26,18 +33,19 @@ RENAME = typer.Option("{topic}", "--rename", metavar="TEMPLATE",
 ONCE = typer.Option(False, "--once", help="Copy up to the end offsets seen at the start, then exit (the default).")
 FOLLOW = typer.Option(False, "--follow", help="Keep copying until SIGTERM (exit 0) or SIGINT (exit 130).")
 START = typer.Option("earliest", "--from", metavar="earliest|latest|TIMESTAMP",
+                     autocompletion=complete_from({"earliest": "the oldest record kept", "latest": "new records only"}),
                      help="Where partitions without a checkpoint start: earliest, latest, epoch milliseconds or an "
                           "ISO-8601 time (UTC unless it has an offset).")
-REPLICATION_FACTOR = typer.Option(None, "--replication-factor", min=1, metavar="N",
+REPLICATION_FACTOR = typer.Option(None, "--replication-factor", min=1, max=32767, metavar="N",
                                   help="Replication factor of created topics [default: the source's, at most the "
                                        "target's brokers].")
 SYNC_CONFIGS = typer.Option(False, "--sync-configs", help="Make existing target topics' configs equal to the source's.")
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan and change nothing.")
-REFRESH = typer.Option(30.0, "--refresh", min=1.0, metavar="SECONDS",
+REFRESH = typer.Option(30.0, "--refresh", min=1.0, max=MAX_SECONDS, metavar="SECONDS",
                        help="--follow: how often to look for new topics and partitions.")
-CHECKPOINT_INTERVAL = typer.Option(1.0, "--checkpoint-interval", min=0.1, metavar="SECONDS",
+CHECKPOINT_INTERVAL = typer.Option(1.0, "--checkpoint-interval", min=0.1, max=3600.0, metavar="SECONDS",
                                    help="How often to write checkpoints of what the target acknowledged.")
-COMPRESSION = typer.Option("keep", "--compression", metavar="CODEC",
+COMPRESSION = typer.Option("keep", "--compression", metavar="CODEC", autocompletion=complete_from(CODECS),
                            help="Codec of the batches sent to the target: keep (each batch as compressed at "
                                 "the source), none, gzip, snappy, lz4, zstd.")
 EXACTLY_ONCE = typer.Option(False, "--exactly-once",
@@ -48,7 +56,7 @@ SYNC_ACLS = typer.Option(False, "--sync-acls",
                          help="Copy the source's ACLs of the mirrored topics to the target, renamed with the topics, "
                               "except ALLOW WRITE (as MirrorMaker 2 does); needs DESCRIBE on the source cluster and "
                               "ALTER on the target cluster.")
-DELIVERY_TIMEOUT = typer.Option(300.0, "--delivery-timeout", min=2.0, metavar="SECONDS",
+DELIVERY_TIMEOUT = typer.Option(300.0, "--delivery-timeout", min=2.0, max=MAX_SECONDS, metavar="SECONDS",
                                 help="How long a batch is retried before kmc rewinds to the last acknowledged "
                                      "offsets and sends it again.")
 METRICS_ADDR = typer.Option(None, "--metrics-addr", metavar="HOST:PORT",

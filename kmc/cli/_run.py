@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from kmc.cli import context
+from kmc.cli import context, signals
 from kmc.cli._options import RunOptions
 from kmc.errors import Interrupted, UsageError
 from kmc.mirror import MirrorProgress, MirrorResult, Plan, runner
@@ -30,6 +30,14 @@ FLOW_COLUMNS = columns("flow", "source", "target", "source_topic", "target_topic
 PLAN_COLUMNS = columns("source_topic", "target_topic", Column("partitions", numeric=True),
                        Column("target_partitions", "TARGET PARTS", numeric=True),
                        Column("replication_factor", "RF", numeric=True), "actions", "config_drift")
+# The row keys of -o csv and -o ndjson (the CSV header, whatever the rows): one row per source topic, of one
+# mirror (kmc mirror) or of every job with its flow, source and target (kmc aggregate, kmc flow run).
+RESULT_KEYS = ("source_topic", "target_topic", "partitions", "records", "bytes", "skipped", "redelivered", "lag",
+               "gaps")
+PLAN_KEYS = ("source_topic", "target_topic", "partitions", "target_partitions", "replication_factor", "configs",
+             "config_drift", "actions")
+JOBS_RESULT_KEYS = ("flow", "source", "target", *RESULT_KEYS)
+JOBS_PLAN_KEYS = ("flow", "source", *PLAN_KEYS)
 JOBS_PLAN_COLUMNS = columns("flow", "source", "source_topic", "target_topic", Column("partitions", numeric=True),
                             Column("target_partitions", "TARGET PARTS", numeric=True), "actions")
 
@@ -67,12 +75,19 @@ def execute(app_ctx: context.AppContext, jobs: Sequence[MirrorJob], options: Run
         outcome = report.outcomes[0]
         if outcome.plan is not None:  # a dry run: shown even when a permission is missing (then its error)
             _render_plan(app_ctx, outcome.plan)
-        if outcome.error is not None:
+        if outcome.failed:
             raise outcome.error
-        if outcome.plan is None and outcome.result is None:
-            raise Interrupted("stopped before the mirror started")
-        if outcome.plan is None:
+        if outcome.plan is not None:
+            pass
+        elif outcome.result is not None:
             _render_result(app_ctx, outcome.result)
+        elif outcome.stopped and not options.dry_run:  # SIGTERM is a clean stop even then: the usual summary
+            app_ctx.messages.info(f"mirror {outcome.job.label}: stopped while connecting; nothing copied")
+            _render_result(app_ctx, runner.stopped_result(outcome.job, options.mode, report.elapsed))
+        elif outcome.stopped:
+            app_ctx.messages.info(f"mirror {outcome.job.label}: stopped while connecting; nothing planned")
+        else:
+            raise Interrupted("stopped before the mirror started")
     elif options.dry_run:
         _render_plans(app_ctx, report)
     else:
@@ -149,7 +164,7 @@ def _render_plan(app_ctx: context.AppContext, plan: Plan) -> None:
         _report_permissions(app_ctx, plan)
         if plan.refused:
             return
-    app_ctx.render.report(plan, PLAN_COLUMNS, table=_table("actions", "config_drift"))
+    app_ctx.render.report(plan, PLAN_COLUMNS, keys=PLAN_KEYS, table=_table("actions", "config_drift"))
     if app_ctx.render.fmt is OutputFormat.json:
         return
     for warning in plan.warnings:
@@ -175,7 +190,7 @@ def _report_permissions(app_ctx: context.AppContext, plan: Plan, label: str = ""
 
 def _render_result(app_ctx: context.AppContext, result: MirrorResult) -> None:
     """The summary: the JSON document, or one row per topic, and a line on stderr."""
-    app_ctx.render.report(result, RESULT_COLUMNS)
+    app_ctx.render.report(result, RESULT_COLUMNS, keys=RESULT_KEYS)
     if app_ctx.render.fmt is OutputFormat.json:
         return
     megabytes = result.bytes / 1e6
@@ -187,9 +202,12 @@ def _render_result(app_ctx: context.AppContext, result: MirrorResult) -> None:
 
 
 def _render_plans(app_ctx: context.AppContext, report: runner.RunReport) -> None:
-    """Each job's plan; a job that could not be planned is reported like a failed run."""
-    app_ctx.render.report(report, JOBS_PLAN_COLUMNS, table=_table("actions"))
-    if app_ctx.render.fmt is OutputFormat.json:
+    """Each job's plan; a job that could not be planned is reported like a failed run. When no job could be
+    planned there is no plan to show (a table of headers only) nor to sum up: the error says why."""
+    if not report.plans and not app_ctx.render.machine:
+        return
+    app_ctx.render.report(report, JOBS_PLAN_COLUMNS, keys=JOBS_PLAN_KEYS, table=_table("actions"))
+    if app_ctx.render.fmt is OutputFormat.json or not report.plans:
         return
     for outcome in report.outcomes:
         if outcome.plan is not None:
@@ -198,18 +216,24 @@ def _render_plans(app_ctx: context.AppContext, report: runner.RunReport) -> None
             app_ctx.messages.warn(f"{outcome.job.label}: {warning}")
         if outcome.plan is not None:
             app_ctx.messages.info(f"{outcome.job.label}: copy mode {outcome.plan.copy[0]}: {outcome.plan.copy[1]}")
+    unplanned = len(report.outcomes) - len(report.plans)
+    unplanned_text = f"; {unplanned} of {len(report.outcomes)} mirrors could not be planned" if unplanned else ""
     app_ctx.messages.info(f"dry run: nothing changed ({sum(len(plan.topics) for plan in report.plans)} topics "
-                          f"planned)")
+                          f"planned{unplanned_text})")
 
 
 def _render_runs(app_ctx: context.AppContext, report: runner.RunReport, title: str, by_flow: bool) -> None:
-    app_ctx.render.report(report, FLOW_COLUMNS if by_flow else AGGREGATE_COLUMNS)
+    app_ctx.render.report(report, FLOW_COLUMNS if by_flow else AGGREGATE_COLUMNS, keys=JOBS_RESULT_KEYS)
     if app_ctx.render.fmt is OutputFormat.json:
         return
     rate = report.records / report.elapsed if report.elapsed > 0 else 0.0
+    stopped = f"; {len(report.stopped)} stopped before they connected" if report.stopped else ""
     app_ctx.messages.info(f"{title}: {report.records:,} records ({report.bytes / 1e6:.1f} MB) in "
                           f"{report.elapsed:.1f}s ({rate:,.0f}/s); {len(report.results)} of {len(report.outcomes)} "
-                          "mirrors succeeded")
+                          f"mirrors succeeded{stopped}")
+    for outcome in report.stopped:
+        if outcome.error is not None:  # what it met before the stop (a source down, with --follow)
+            app_ctx.messages.warn(f"{outcome.job.label}: stopped; last: {outcome.error.one_line()}")
 
 
 # ------------------------------------------------------------------------------------------ while it runs
@@ -217,9 +241,13 @@ def _render_runs(app_ctx: context.AppContext, report: runner.RunReport, title: s
 
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
-    """SIGTERM and SIGINT set ``stop`` (the engine then stops cleanly); a second SIGINT gives up waiting
-    (KeyboardInterrupt). Yields the signals received, in order. Only the main thread can do this."""
-    received: list[int] = []
+    """SIGTERM and SIGINT set ``stop`` (the engine then stops cleanly) and make connections being made give
+    up at once (Cancelled; connected clients keep working, to finish cleanly); a second SIGINT gives up
+    waiting (KeyboardInterrupt). Yields the signals received, in order, from the first one kmc noted (a
+    signal that came before this handler: stop at once). Only the main thread can do this."""
+    received: list[int] = signals.pending()
+    if received:
+        stop.set()
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
@@ -229,6 +257,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
             raise KeyboardInterrupt
         received.append(signum)
         stop.set()
+        signals.abandon_soon(connecting_only=True)
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -10,6 +10,10 @@ kmc is pinned to typer 0.29.x; tests/test_internals.py has a test per assumption
   does so itself only with ``add_completion=True``, which kmc turns off for its own ``kmc completion``);
 - ``signature``: typer builds a command's parameters from ``inspect.signature(function)``, which honours a
   ``__signature__`` attribute, and calls the function with keyword arguments (:func:`with_parameters`).
+- ``help_style``: ``typer.core._TyperParameter.display_type(ctx)`` gives the type mark of a parameter's help
+  line (``<str>``), ``TyperArgument._usage_display_name()`` its word in the usage line (``{name}``), and
+  ``TyperCommand``/``TyperGroup.format_epilog(ctx, formatter)`` ends a command's help
+  (:func:`plain_help_style`).
 """
 
 from __future__ import annotations
@@ -71,3 +75,42 @@ def with_parameters(function: Callable[..., Any], name: str, parameters: Sequenc
                                for parameter in command.__signature__.parameters.values()}  # type: ignore[attr-defined]
     del command.__wrapped__  # inspect.signature stops at __signature__ anyway; nothing should see the original
     return command
+
+
+def plain_help_style() -> None:
+    """Help that reads like other Unix tools': typer 0.29 marks every parameter's Python type (`<str>`,
+    `<list[str]>`) and required arguments with braces (`{name}`). kmc gives every parameter that takes a
+    value a metavar (NAME, SECONDS; tests/test_docs.py checks), so the type adds nothing but for choices,
+    shown as a|b|c; required arguments stand bare in the usage line, optional ones in [brackets]. Every
+    command's help ends with the global options, which may stand anywhere on its command line."""
+    from typer import core
+
+    if getattr(core._TyperParameter, "_kmc_plain", False):
+        return
+
+    def display_type(self, ctx) -> str:  # noqa: ANN001 - typer's signature
+        descriptor = self.type_descriptor
+        if descriptor.is_choice and self.metavar is None:
+            return "|".join(str(getattr(choice, "value", choice)) for choice in descriptor.choices or ())
+        return ""
+
+    def usage_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    def format_epilog(self, ctx, formatter) -> None:  # noqa: ANN001 - click's signature
+        original_epilog(self, ctx, formatter)
+        if ctx.parent is None:
+            return
+        root = ctx.find_root()
+        records = [param.get_help_record(root) for param in root.command.get_params(root)
+                   if param.name not in ("help", "version")]
+        with formatter.section("Global options (anywhere on the line; see 'kmc --help')"):
+            formatter.write_dl([record for record in records if record is not None])
+
+    original_epilog = core.TyperCommand.format_epilog
+    core._TyperParameter.display_type = display_type
+    core.TyperArgument._usage_display_name = usage_name
+    core.TyperCommand.format_epilog = format_epilog
+    core.TyperGroup.format_epilog = format_epilog
+    core._TyperParameter._kmc_plain = True

@@ -6,6 +6,7 @@ import typer
 
 from kmc.cli import _options as options
 from kmc.cli import _run, context
+from kmc.cli.completion import complete_cluster, complete_from
 from kmc.errors import UsageError
 from kmc.flows import MERGE_RENAME, PREFIX_RENAME, aggregate_jobs
 from kmc.mirror import DEFAULT_FLOW, MirrorSpec
@@ -14,8 +15,10 @@ from kmc.mirror import DEFAULT_FLOW, MirrorSpec
 @options.run_options
 def aggregate(
     ctx: typer.Context,
-    sources: list[str] = typer.Argument(..., metavar="SRC", help="Source clusters: profile names, or host:port."),
-    into: str = typer.Option(..., "--into", metavar="DST", help="Target cluster: a profile name, or host:port."),
+    sources: list[str] = typer.Argument(..., metavar="SRC", help="Source clusters: profile names, or host:port.",
+                                        autocompletion=complete_cluster),
+    into: str = typer.Option(..., "--into", metavar="DST", help="Target cluster: a profile name, or host:port.",
+                             autocompletion=complete_cluster),
     topics: list[str] | None = options.TOPICS,
     exclude: list[str] | None = options.EXCLUDE,
     rename: str | None = typer.Option(None, "--rename", metavar="TEMPLATE",
@@ -24,6 +27,8 @@ def aggregate(
     merge: bool = typer.Option(False, "--merge", help=f"Write every source's topic into one target topic "
                                                       f"(--rename '{MERGE_RENAME}'); kmc-origin tells them apart."),
     partitioner: str = typer.Option("same", "--partitioner", metavar="same|key",
+                                    autocompletion=complete_from({"same": "partition i to partition i",
+                                                                  "key": "murmur2(key) mod partitions"}),
                                     help="same: partition i to partition i (merging needs equal partition "
                                          "counts); key: murmur2(key) mod the target's partitions, like a Kafka "
                                          "producer."),
@@ -45,15 +50,20 @@ def aggregate(
     sources use several cores; a failing source does not stop the others. With --follow a source that
     cannot be reached is tried again, from 5 s up to every minute.
 
+    SIGTERM (and Ctrl-C) stop it within about a second, also while sources connect or wait to be tried
+    again: those are listed as stopped, not failed.
+
     Exit status: 0 done (or stopped by SIGTERM), 2 bad option or sources that cannot share a target
     topic, 6 some sources failed (the message names each and why) while others succeeded; when all
     failed, the first failure's status (4 unreachable, 5 authentication, 75 locked by another run);
     130 stopped by SIGINT.
 
     JSON (-o json): mode, complete, elapsed_seconds, records, bytes, runs[] (one kmc mirror -o json document
-    per source that ran), failures[] {flow, source, target, exit_code, error}. With --dry-run: plans[] (kmc
-    mirror --dry-run documents), failures[]. -o ndjson and -o csv give one row per source topic: flow,
-    source, target, source_topic, target_topic, partitions, records, bytes, skipped, redelivered, lag.
+    per source that ran), failures[] {flow, source, target, exit_code, error}, stopped[] {flow, source,
+    target, error (what it last met, or null)}: the mirrors the run was stopped before they connected. With
+    --dry-run: plans[] (kmc mirror --dry-run documents), failures[], stopped[]. -o ndjson and -o csv give one
+    row per source topic: flow, source, target, source_topic, target_topic, partitions, records, bytes,
+    skipped, redelivered, lag, gaps.
     """
     app_ctx = context.get(ctx)
     if merge and rename is not None:

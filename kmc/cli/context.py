@@ -45,7 +45,7 @@ class AppContext:
     def cluster(self, reference: str) -> Cluster:
         """A profile name or an ad-hoc ``host:port[,host:port]``."""
         if looks_like_bootstrap(reference):  # needs no config: a broken file must not matter
-            return adhoc_cluster(reference)
+            return adhoc_cluster(reference, f"cluster '{reference}'")
         return self.config().cluster(reference)
 
     def all_clusters(self) -> list[Cluster]:

@@ -101,11 +101,11 @@ def _progress(app_ctx: context.AppContext, data: bool) -> Iterator[Any]:
 def _render(app_ctx: context.AppContext, report: DiffReport) -> None:
     render = app_ctx.render
     if render.machine:
-        render.report(report, columns(*DIFFERENCE_KEYS))
+        render.report(report, columns(*DIFFERENCE_KEYS), keys=DIFFERENCE_KEYS)
         return
     if report.differences:
         table_columns = columns(Column("change", " "), "topic", "key", Column("source", report.source),
-                                Column("target", report.target), "detail")
+                                Column("target", report.target), Column("detail", free=True))
         render.rows([_table_row(difference) for difference in report.differences], table_columns,
                     styles=MARKER_STYLES)
 

@@ -6,8 +6,10 @@ import typer
 
 from kmc.cli import _options as options
 from kmc.cli import _run, _watch, context
+from kmc.cli._options import MAX_SECONDS
+from kmc.cli.completion import complete_flow
 from kmc.errors import ConfigError, UsageError, combined_failure
-from kmc.flows import GRAPH_FORMATS, check_flows, flow_graph, flow_jobs, flow_status
+from kmc.flows import GRAPH_FORMATS, STATUS_KEYS, check_flows, flow_graph, flow_jobs, flow_status
 from kmc.output import Column, OutputFormat, columns
 from kmc.profiles import Flow
 
@@ -29,7 +31,7 @@ def _flows(app_ctx: context.AppContext, names: list[str] | None, every: bool = T
     if not every:
         raise UsageError("name the flows to run, or give --all")
     if not config.flows:
-        raise UsageError(f"no flows configured in {config.path}", hint="add a [flows.NAME] table (see docs/flows.md)")
+        raise UsageError(f"no flows configured in {config.path}", hint="add a [flows.NAME] table, see docs/flows.md")
     return [config.flows[name] for name in sorted(config.flows)]
 
 
@@ -47,7 +49,7 @@ def list_flows(ctx: typer.Context) -> None:
              "sync_groups": list(flow.sync_groups), "exactly_once": flow.exactly_once,
              "partitioner": flow.partitioner, "sync_acls": flow.sync_acls}
             for flow in (config.flows[name] for name in sorted(config.flows))]
-    app_ctx.render.rows(rows, LIST_COLUMNS)
+    app_ctx.render.rows(rows, LIST_COLUMNS, keys=LIST_KEYS)
     if not rows:
         app_ctx.messages.info(f"no flows in {config.path}; see docs/flows.md")
 
@@ -61,12 +63,14 @@ def check(
     """Find what would go wrong with the config's flows, before running them.
 
     Errors (each names the flows and the config key): a cluster in from/to that is not configured; a
-    setting this version cannot honour; a source that is also the target with an identity rename; two
+    setting this version cannot honour; a source that is also the target with an identity rename; a
+    rename giving a topic the flow selects a name Kafka refuses (over 249 characters) or reserves; two
     flows, or two sources of a flow whose rename has {source}, writing the same target topic; a flow
     merging sources whose topics have differing partition counts (partitioner "same"); a cycle of flows
     whose renames keep producing names the next flow selects again (topics without end). An identity
     cycle is fine: the kmc-origin header stops records before they return to their origin. Bad regexes
-    and rename templates are found when the file is loaded (exit 3 too). Without --offline the source
+    and rename templates (that can never give a topic name: '{topic}/x', 'kmc.{topic}', '__{topic}', too
+    long) are found when the file is loaded (exit 3 too). Without --offline the source
     clusters are asked for their topics, so the checks also use the real names (a cluster that does not
     answer is a warning).
 
@@ -95,7 +99,7 @@ def check(
 @options.run_options
 def run_flows(
     ctx: typer.Context,
-    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows to run."),
+    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows to run.", autocompletion=complete_flow),
     every: bool = typer.Option(False, "--all", help="Run every flow of the config file."),
     run: options.RunOptions = None,
 ) -> None:
@@ -110,7 +114,8 @@ def run_flows(
     wrong (unknown cluster, unsupported setting), 6 some mirrors failed (each named, with why) while
     others succeeded; when all failed, the first failure's status (4, 5, 75); 130 stopped by SIGINT.
 
-    JSON (-o json): as kmc aggregate: mode, complete, elapsed_seconds, records, bytes, runs[], failures[].
+    JSON (-o json): as kmc aggregate: mode, complete, elapsed_seconds, records, bytes, runs[], failures[],
+    stopped[].
     """
     app_ctx = context.get(ctx)
     if names and every:
@@ -124,10 +129,11 @@ def run_flows(
 @app.command("status")
 def status(
     ctx: typer.Context,
-    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows [default: all]."),
+    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Flows [default: all].",
+                                             autocompletion=complete_flow),
     watch: bool = typer.Option(False, "--watch", help="Look again every --interval seconds, with records/s and a "
                                                       "lag history, until Ctrl-C."),
-    interval: float = typer.Option(5.0, "--interval", min=0.5, metavar="SECONDS",
+    interval: float = typer.Option(5.0, "--interval", min=0.5, max=MAX_SECONDS, metavar="SECONDS",
                                    help="--watch: seconds between looks."),
 ) -> None:
     """How far each flow is behind, per source and topic, from its checkpoints in the target.
@@ -160,10 +166,10 @@ def status(
         return
     report = flow_status(app_ctx.config(), flows, app_ctx.timeout)
     rows = _status_rows(app_ctx, report.rows)
-    app_ctx.render.rows(rows, STATUS_COLUMNS)
-    for row in rows:
-        if row["error"] is not None:
-            app_ctx.messages.error(f"flow {row['flow']}: {row['source']} -> {row['target']}: {row['error']}")
+    table_columns = STATUS_COLUMNS
+    if not app_ctx.render.machine and any(row["error"] for row in rows):  # why a row has no numbers, in the row
+        table_columns = (*STATUS_COLUMNS, Column("error", free=True))
+    app_ctx.render.rows(rows, table_columns, keys=STATUS_KEYS)
     failure = combined_failure(report.errors, report.sources - len(report.errors))
     if failure is not None:
         raise failure

@@ -10,6 +10,7 @@ import typer
 
 from kmc import inventory as inv
 from kmc.cli import context
+from kmc.cli.completion import complete_cluster
 from kmc.cli.context import AppContext
 from kmc.client import Outcome
 from kmc.errors import PartialFailure, UsageError, combined_failure
@@ -29,7 +30,7 @@ class View(str, Enum):
 
 def inventory(
     ctx: typer.Context,
-    names: list[str] | None = typer.Argument(None, metavar="CLUSTER",
+    names: list[str] | None = typer.Argument(None, metavar="CLUSTER", autocompletion=complete_cluster,
                                              help="Profile names or host:port [default: every configured cluster]."),
     all_clusters: bool = typer.Option(False, "--all", help="Every configured cluster (sandboxes included), "
                                                            "plus any named ones."),
@@ -151,7 +152,7 @@ def _render(app_ctx: AppContext, view: View, outcomes: list[Outcome]) -> None:
         render.rows(rows, columns(*keys))
         return
     if any(row["error"] for row in rows):
-        table_columns = (*table_columns, Column("error"))
+        table_columns = (*table_columns, Column("error", free=True))
     render.rows([_table_row(row) for row in rows], table_columns, styles=STYLES)
 
 

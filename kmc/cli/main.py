@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -11,10 +15,18 @@ from collections.abc import Sequence
 import typer
 
 from kmc import __version__
-from kmc.cli import context
-from kmc.cli._typer_internals import ABORT_EXCEPTIONS, EXIT_EXCEPTIONS, NoArgsIsHelpError, UsageError
-from kmc.client import DEFAULT_TIMEOUT, configure_logging
-from kmc.errors import ExitCode, KmcError
+from kmc.cli import context, signals
+from kmc.cli._options import MAX_SECONDS
+from kmc.cli._typer_internals import (
+    ABORT_EXCEPTIONS,
+    EXIT_EXCEPTIONS,
+    NoArgsIsHelpError,
+    UsageError,
+    plain_help_style,
+)
+from kmc.client import DEFAULT_TIMEOUT, allow_connections, configure_logging
+from kmc.errors import Cancelled, ExitCode, KmcError, OutputError, Terminated
+from kmc.errors import UsageError as KmcUsageError
 from kmc.output import LogFormat, OutputFormat, color_enabled
 
 app = typer.Typer(
@@ -42,10 +54,11 @@ def root(
                                help="Config file [default: $KMC_CONFIG, else $XDG_CONFIG_HOME/kmc/config.toml]."),
     output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", case_sensitive=False,
                                         help="Output format for data on stdout."),
-    timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=0.5, metavar="SECONDS",
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=0.5, max=MAX_SECONDS, metavar="SECONDS",
                                   help="How long to wait for a cluster before giving up (exit 4)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only data and errors; no progress or messages."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail on stderr (-vv for client logs)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, show_default=False,
+                                help="More detail on stderr (-vv for client logs)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and kafka-python's debug log."),
     no_color: bool = typer.Option(False, "--no-color", help="No colour (also NO_COLOR)."),
     log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", case_sensitive=False,
@@ -95,6 +108,7 @@ def _register_commands() -> None:
 
 
 _register_commands()
+plain_help_style()
 
 # Global options that may stand anywhere on the command line; value-taking ones listed with True.
 _GLOBAL_OPTIONS = {
@@ -102,6 +116,25 @@ _GLOBAL_OPTIONS = {
     "--quiet": False, "-q": False, "--verbose": False, "-v": False, "-vv": False,
     "--debug": False, "--no-color": False, "--log-format": True,
 }
+
+
+_SHORT_FLAGS = {"q", "v"}  # global short options that take no value; -o takes one
+
+
+def _short_globals(token: str) -> tuple[str, str, bool]:
+    """Split a cluster of short options into its leading global ones (-vvv, -qv, -qo json, -qojson), which
+    click reads as such once they stand before the subcommand, and the rest (the subcommand's own letters,
+    from the first one on, with any value attached: -vbhost:1 gives -v and -bhost:1). Also whether the next
+    argument is the value of a trailing -o. ("", token, False) when nothing is global."""
+    if not token.startswith("-") or token.startswith("--") or len(token) < 2:
+        return "", token, False
+    letters = token[1:]
+    lead = len(letters) - len(letters.lstrip("".join(_SHORT_FLAGS)))
+    if letters[lead:lead + 1] == "o":  # -o takes the rest, or the next argument, as its value
+        return token, "", lead + 1 == len(letters)
+    if lead == 0:
+        return "", token, False
+    return "-" + letters[:lead], ("-" + letters[lead:]) if letters[lead:] else "", False
 
 
 def hoist_global_options(argv: Sequence[str]) -> list[str]:
@@ -115,24 +148,74 @@ def hoist_global_options(argv: Sequence[str]) -> list[str]:
             rest.extend(argv[index:])
             break
         name = token.split("=", 1)[0]
-        if name in _GLOBAL_OPTIONS:
+        if name in _GLOBAL_OPTIONS and _GLOBAL_OPTIONS[name] and "=" not in token and index + 1 == len(argv):
+            raise KmcUsageError(f"option {token} needs a value", hint="see 'kmc --help'")
+        elif name in _GLOBAL_OPTIONS:
             front.append(token)
-            if _GLOBAL_OPTIONS[name] and "=" not in token and index + 1 < len(argv):
+            if _GLOBAL_OPTIONS[name] and "=" not in token:
                 front.append(argv[index + 1])
                 index += 1
-        elif token.startswith("-o") and len(token) > 2 and not token.startswith("--"):
-            front.append(token)  # -ojson
+        elif _short_globals(token)[0]:  # -vvv, -qv, -qo json, -ojson, -vb
+            global_part, local_part, takes_next = _short_globals(token)
+            if takes_next and index + 1 == len(argv):
+                raise KmcUsageError(f"option {token} needs a value", hint="see 'kmc --help'")
+            front.append(global_part)
+            if local_part:
+                rest.append(local_part)
+            if takes_next:
+                front.append(argv[index + 1])
+                index += 1
         else:
             rest.append(token)
         index += 1
     return front + rest
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run the command, turn every failure into one stderr line and an exit code."""
-    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
-    debug = "--debug" in args
+def _command_words(args: Sequence[str]) -> list[str]:
+    """The first two words of a hoisted command line that are neither options nor their values:
+    ["flow", "run"]. Only global options stand before the command, so only their values need skipping."""
+    words: list[str] = []
+    index = 0
+    while index < len(args) and len(words) < 2 and args[index] != "--":
+        token = args[index]
+        if token in _GLOBAL_OPTIONS and _GLOBAL_OPTIONS[token] or _short_globals(token)[2]:
+            index += 1  # its value
+        elif not token.startswith("-"):
+            words.append(token)
+        index += 1
+    return words
+
+
+def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] = ()) -> int:
+    """Entry point: run the command, turn every failure into one stderr line and an exit code.
+
+    ``early_signals`` are SIGINT/SIGTERM received while kmc was being imported (kmc.__main__)."""
+    _usable_standard_streams()
+    try:
+        args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    except KmcError as exc:
+        _error_line(exc.one_line())
+        return int(exc.exit_code)
     _ERROR_FORMAT[0] = _log_format(args)
+    allow_connections()
+    clean_stop = signals.stops_cleanly(_command_words(args))
+    if early_signals and not clean_stop:
+        return _stopped_by(early_signals[-1])
+    with signals.stopping(clean_stop, early_signals):
+        code = _run(args, debug="--debug" in args)
+    try:
+        sys.stdout.flush()  # what is still buffered: a full disk shows here
+    except BrokenPipeError:
+        _discard_stdout()
+    except OSError as exc:
+        _discard_stdout()
+        if code == ExitCode.OK:  # otherwise the command has said what went wrong already
+            _error_line(OutputError(f"cannot write the output to stdout: {exc.strerror or exc}").one_line())
+            return int(OutputError.exit_code)
+    return code
+
+
+def _run(args: list[str], debug: bool) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="kmc", standalone_mode=False)
@@ -141,10 +224,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             # typer turns Ctrl-C (KeyboardInterrupt) into a bare exit status 130: say what happened
             _error_line("interrupted")
         return code
+    except Cancelled as exc:  # a clean-stop command stopped by a signal before it could handle it itself
+        received = signals.last_received()
+        if received is None:
+            _error_line(exc.one_line())
+            return int(exc.exit_code)
+        return _stopped_by(received)
     except KmcError as exc:
         if debug:
             traceback.print_exc()
-        _error_line(exc.one_line())
+        line = exc.one_line()
+        if debug:  # the traceback is above already: do not ask for it
+            line = line.replace("(run again with --debug for details)", "(details above)").replace(
+                "run again with --debug and report it", "report it, with the traceback above")
+        _error_line(line)
         return int(exc.exit_code)
     except EXIT_EXCEPTIONS as exc:
         return exc.exit_code
@@ -159,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, *ABORT_EXCEPTIONS):
         _error_line("interrupted")
         return int(ExitCode.INTERRUPTED)
+    except Terminated:
+        _error_line("terminated")
+        return int(ExitCode.TERMINATED)
     except BrokenPipeError:
         # `kmc topics x | head`: the reader went away; that is not an error.
         _discard_stdout()
@@ -169,17 +265,61 @@ def main(argv: Sequence[str] | None = None) -> int:
             _discard_stdout()
             return int(ExitCode.OK)
         raise
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        if exc.filename is None:
+            return _internal_error(exc, debug)
+        # a file or directory of the environment (data, cache, state) that cannot be used
+        _error_line(f"{exc.filename}: {exc.strerror or exc} (check the path and its permissions)")
+        return int(ExitCode.CONFIG)
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if debug:
             traceback.print_exc()
-        _error_line(f"internal error: {type(exc).__name__}: {exc} (run again with --debug and report it)")
-        return int(ExitCode.FAILED)
+        return _internal_error(exc, debug)
+
+
+def _stopped_by(signum: int) -> int:
+    if signum == signal.SIGINT:
+        _error_line("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    _error_line("terminated")
+    return int(ExitCode.TERMINATED)
+
+
+def _internal_error(exc: BaseException, debug: bool) -> int:
+    advice = "report it, with the traceback above" if debug else "run again with --debug and report it"
+    _error_line(f"internal error: {type(exc).__name__}: {exc} ({advice})")
+    return int(ExitCode.FAILED)
+
+
+class _ClosedStream(io.TextIOBase):
+    """Stands in for a standard stream the shell closed (`kmc ... >&-`): writing to it is an error the
+    command reports, while commands that write nothing there still work."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, f"{self.name} is closed")
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _usable_standard_streams() -> None:
+    if sys.stdout is None:
+        sys.stdout = _ClosedStream("stdout")
+    if sys.stderr is None:  # nowhere to say anything: the exit status still tells
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
 
 def _discard_stdout() -> None:
     """Point stdout at /dev/null, so the interpreter's last flush does not fail again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 _ERROR_FORMAT = ["text"]  # the --log-format of this command line, for the last error line

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from pathlib import Path
 
 import typer
 
 from kmc.cli import context
+from kmc.cli.completion import complete_cluster, complete_from
 from kmc.client import Outcome, probe_clusters
-from kmc.errors import AuthError, KmcError, UsageError, combined_failure
+from kmc.errors import AuthError, KmcError, UnknownClusterError, UsageError, combined_failure
 from kmc.output import Column, columns
 from kmc.profiles import (
     SASL_MECHANISMS,
@@ -21,6 +24,7 @@ from kmc.profiles import (
     parse_bootstrap,
     remove_cluster,
 )
+from kmc.sandbox import list_sandboxes
 from kmc.tls import uses_tls
 
 app = typer.Typer(help="Named clusters: list, show, add, remove, test.", no_args_is_help=True)
@@ -28,7 +32,7 @@ app = typer.Typer(help="Named clusters: list, show, add, remove, test.", no_args
 LIST_COLUMNS = columns("name", "bootstrap", "security_protocol", Column("sandbox"), "source")
 TEST_COLUMNS = columns(
     "name", "status", "authentication", "cluster_id", Column("brokers", numeric=True),
-    Column("controller", numeric=True), Column("rtt_ms", "RTT MS", numeric=True), "error",
+    Column("controller", numeric=True), Column("rtt_ms", "RTT MS", numeric=True), Column("error", free=True),
 )
 
 
@@ -52,7 +56,8 @@ def list_profiles(ctx: typer.Context) -> None:
 
 
 @app.command("show")
-def show(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster name.")) -> None:
+def show(ctx: typer.Context, name: str = typer.Argument(..., metavar="NAME", help="Cluster name.",
+                                                      autocompletion=complete_cluster)) -> None:
     """Show one cluster's settings, secrets masked."""
     app_ctx = context.get(ctx)
     config = None if looks_like_bootstrap(name) else app_ctx.config()
@@ -66,20 +71,28 @@ def show(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster name.
 @app.command("add")
 def add(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Name for the cluster."),
-    bootstrap: str = typer.Option(..., "--bootstrap", "-b", help="host:port[,host:port...]"),
-    security_protocol: str = typer.Option("PLAINTEXT", "--security-protocol",
+    name: str = typer.Argument(..., metavar="NAME", help="Name for the cluster: letters, digits, '.', '_', '-'."),
+    bootstrap: str = typer.Option(..., "--bootstrap", "-b", metavar="HOST:PORT",
+                                  help="The cluster's brokers: host:port[,host:port...]."),
+    security_protocol: str = typer.Option("PLAINTEXT", "--security-protocol", metavar="PROTOCOL",
+                                          autocompletion=complete_from(dict.fromkeys(SECURITY_PROTOCOLS, "")),
                                           help=f"One of {', '.join(SECURITY_PROTOCOLS)}."),
-    sasl_mechanism: str | None = typer.Option(None, "--sasl-mechanism", help=f"One of {', '.join(SASL_MECHANISMS)}."),
-    username: str | None = typer.Option(None, "--username"),
+    sasl_mechanism: str | None = typer.Option(None, "--sasl-mechanism", metavar="MECHANISM",
+                                              autocompletion=complete_from(dict.fromkeys(SASL_MECHANISMS, "")),
+                                              help=f"One of {', '.join(SASL_MECHANISMS)} [default with SASL: PLAIN]."),
+    username: str | None = typer.Option(None, "--username", metavar="USER",
+                                        help="SASL user name (SASL_PLAINTEXT, SASL_SSL)."),
     password_env: str | None = typer.Option(None, "--password-env", metavar="VAR",
                                                help="Store password = \"${VAR}\": read from the environment "
                                                     "at run time."),
     password_file: str | None = typer.Option(None, "--password-file", metavar="PATH",
                                                 help="A file (mode 0600) holding the password."),
-    ssl_cafile: str | None = typer.Option(None, "--ssl-cafile", metavar="PATH"),
-    ssl_certfile: str | None = typer.Option(None, "--ssl-certfile", metavar="PATH"),
-    ssl_keyfile: str | None = typer.Option(None, "--ssl-keyfile", metavar="PATH"),
+    ssl_cafile: str | None = typer.Option(None, "--ssl-cafile", metavar="PATH",
+                                          help="CA certificates (PEM) to verify the brokers (SSL, SASL_SSL)."),
+    ssl_certfile: str | None = typer.Option(None, "--ssl-certfile", metavar="PATH",
+                                            help="Client certificate (PEM), when the brokers ask for one."),
+    ssl_keyfile: str | None = typer.Option(None, "--ssl-keyfile", metavar="PATH",
+                                           help="The client certificate's private key (PEM)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing cluster of that name."),
 ) -> None:
     """Add a cluster to the config file (created with mode 0600; comments and the rest kept).
@@ -111,23 +124,46 @@ def add(
         "sasl_mechanism": sasl_mechanism,
         "username": username,
         "password": f"${{{password_env}}}" if password_env else None,
-        "password_file": password_file,
-        "ssl_cafile": ssl_cafile,
-        "ssl_certfile": ssl_certfile,
-        "ssl_keyfile": ssl_keyfile,
+        # stored absolute: a path relative to where `profile add` ran means nothing to a later run
+        "password_file": _absolute(password_file),
+        "ssl_cafile": _absolute(ssl_cafile),
+        "ssl_certfile": _absolute(ssl_certfile),
+        "ssl_keyfile": _absolute(ssl_keyfile),
     }
     path, _ = config_path(app_ctx.config_path)
     add_cluster(path, name, settings, force=force)
     app_ctx.messages.info(f"added cluster '{name}' to {path}")
 
 
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
+
+
 @app.command("remove")
-def remove(ctx: typer.Context, name: str = typer.Argument(..., help="Cluster name.")) -> None:
-    """Remove a cluster from the config file (the rest of the file is kept as written)."""
+def remove(ctx: typer.Context, name: str = typer.Argument(..., metavar="NAME", help="Cluster name.",
+                                                        autocompletion=complete_cluster)) -> None:
+    """Remove a cluster from the config file (the rest of the file is kept as written).
+
+    Any layout is found: [clusters.NAME] tables, dotted keys and inline tables. Flows that name the
+    cluster are kept and named in a warning (they fail until it is added again or they are edited).
+    """
     app_ctx = context.get(ctx)
     path, _ = config_path(app_ctx.config_path)
-    remove_cluster(path, name)
+    try:
+        remove_cluster(path, name)
+    except UnknownClusterError:
+        sandboxes = [cluster.name for cluster in list_sandboxes()]
+        if name in sandboxes:
+            raise UnknownClusterError(f"'{name}' is a sandbox, not a cluster of {path}",
+                                      hint=f"stop it with 'kmc sandbox down {name}'") from None
+        raise
     app_ctx.messages.info(f"removed cluster '{name}' from {path}")
+    with contextlib.suppress(KmcError):  # the file was valid before the edit; the warning is a courtesy
+        users = sorted(flow.name for flow in app_ctx.reload_config().flows.values()
+                       if name in (*flow.sources, flow.target))
+        if users:
+            app_ctx.messages.warn(f"cluster '{name}' is still named by flows: {', '.join(users)} (they fail until "
+                                  f"the cluster is added again or they are edited in {path})")
 
 
 def _authentication(cluster: Cluster, error: KmcError | None) -> str | None:
@@ -153,8 +189,10 @@ def _authentication(cluster: Cluster, error: KmcError | None) -> str | None:
 @app.command("test")
 def test(
     ctx: typer.Context,
-    names: list[str] | None = typer.Argument(None, help="Clusters to test [default: all]."),
-    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", help="Test an ad-hoc host:port instead."),
+    names: list[str] | None = typer.Argument(None, metavar="NAME", help="Clusters to test [default: all].",
+                                             autocompletion=complete_cluster),
+    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", metavar="HOST:PORT",
+                                         help="Test an ad-hoc host:port[,host:port] instead."),
 ) -> None:
     """Connect to clusters and report how each authenticates, cluster id, brokers, controller and round-trip time.
 

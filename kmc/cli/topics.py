@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from kmc.cli import context
+from kmc.cli.completion import complete_cluster
 from kmc.metadata import cluster_groups, cluster_topics, compile_patterns
 from kmc.output import Column, columns
 
@@ -13,6 +14,9 @@ TOPIC_COLUMNS = columns(
     Column("records", numeric=True), Column("under_replicated", "UNDER-REPL", numeric=True),
 )
 GROUP_COLUMNS = columns("group", "state", Column("members", numeric=True), "topics", Column("lag", numeric=True))
+# The row keys (-o json/ndjson/csv), as each command's help lists them.
+TOPIC_KEYS = ("topic", "partitions", "replication_factor", "records", "under_replicated", "internal")
+GROUP_KEYS = ("group", "state", "protocol_type", "members", "topics", "lag")
 
 
 def _cluster_and_pattern(
@@ -26,9 +30,11 @@ def _cluster_and_pattern(
 
 def topics(
     ctx: typer.Context,
-    cluster: str | None = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port."),
+    cluster: str | None = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port.",
+                                         autocompletion=complete_cluster),
     pattern: str | None = typer.Argument(None, metavar="PATTERN", help="Anchored regex of topic names [default: all]."),
-    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", help="Ad-hoc host:port instead of a name."),
+    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", metavar="HOST:PORT",
+                                         help="Ad-hoc host:port[,host:port] instead of a name."),
     include_internal: bool = typer.Option(False, "--include-internal", help="Also Kafka's and kmc's internal topics."),
 ) -> None:
     """List topics: partitions, replication factor, records (latest minus earliest offsets).
@@ -42,14 +48,16 @@ def topics(
     include = compile_patterns([pattern] if pattern else [], "PATTERN")
     found = cluster_topics(app_ctx.one_cluster(cluster, bootstrap), include, include_internal=include_internal,
                            timeout=app_ctx.timeout)
-    app_ctx.render.rows([topic.to_dict() for topic in found], TOPIC_COLUMNS)
+    app_ctx.render.rows([topic.to_dict() for topic in found], TOPIC_COLUMNS, keys=TOPIC_KEYS)
 
 
 def groups(
     ctx: typer.Context,
-    cluster: str | None = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port."),
+    cluster: str | None = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port.",
+                                         autocompletion=complete_cluster),
     pattern: str | None = typer.Argument(None, metavar="PATTERN", help="Anchored regex of group ids [default: all]."),
-    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", help="Ad-hoc host:port instead of a name."),
+    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", metavar="HOST:PORT",
+                                         help="Ad-hoc host:port[,host:port] instead of a name."),
 ) -> None:
     """List consumer groups: state, members, topics and total lag.
 
@@ -61,7 +69,7 @@ def groups(
     cluster, pattern = _cluster_and_pattern(cluster, pattern, bootstrap)
     include = compile_patterns([pattern] if pattern else [], "PATTERN")
     found = cluster_groups(app_ctx.one_cluster(cluster, bootstrap), include, timeout=app_ctx.timeout)
-    app_ctx.render.rows([group.to_dict() for group in found], GROUP_COLUMNS)
+    app_ctx.render.rows([group.to_dict() for group in found], GROUP_COLUMNS, keys=GROUP_KEYS)
 
 
 def register(app: typer.Typer) -> None:

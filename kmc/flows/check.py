@@ -78,7 +78,8 @@ def check_flows(config: Config, *, live: bool = True, timeout: float = DEFAULT_T
     """Everything that would make the config's flows fail or misbehave, found before they run.
 
     Always (static): unknown clusters in ``from``/``to``; settings the engine cannot honour; a source that
-    is also the target with an identity rename; two flows, or two sources of a prefix-mode flow, writing
+    is also the target with an identity rename; a rename giving a topic a name Kafka refuses (too long) or
+    reserves for internal topics; two flows, or two sources of a prefix-mode flow, writing
     the same target topic, as far as the topic patterns are literal (``orders``, ``orders|payments``); and
     cycles whose renames keep producing names the next flow selects again (topics without end). With
     ``live``, the source clusters that answer are asked for their topics, and the same checks run on the
@@ -137,6 +138,7 @@ def check_flows(config: Config, *, live: bool = True, timeout: float = DEFAULT_T
                                        "its flows were checked from their literal topic patterns only")
         report.live.sort()
     literal = _literal_names(edges)
+    report.errors.extend(_unusable_names(edges, literal, real))
     report.errors.extend(_collisions(edges, literal, real, names_by_cluster))
     report.errors.extend(_partition_mismatches(edges, real))
     report.errors.extend(_endless_cycles(edges, real, names_by_cluster))
@@ -161,6 +163,31 @@ def _literal_names(edges: Iterable[_Edge]) -> dict[tuple[str, ...], set[str]]:
                 if edge.selects(name) and is_valid_topic_name(name):
                     names[edge.source].add(name)
     return names
+
+
+def _unusable_names(edges: Sequence[_Edge], literal: Mapping[tuple[str, ...], set[str]],
+                    real: Mapping[tuple[str, ...], Mapping[str, int]]) -> list[FlowProblem]:
+    """A rename that gives a topic, literal in the patterns or real, a name Kafka refuses (over 249
+    characters, mostly: the template itself was checked when the file was loaded) or one reserved for
+    internal topics: the flow would fail when it gets there. One problem per flow and source."""
+    problems = []
+    for edge in edges:
+        candidates = set(literal.get(edge.source, ())) | set(real.get(edge.source, {}))
+        for topic in sorted(candidates):
+            if not edge.selects(topic):
+                continue
+            name = edge.rename(topic)
+            shown = name if len(name) <= 60 else f"{name[:57]}..."
+            if not is_valid_topic_name(name):
+                reason = f"{len(name)} characters, Kafka allows 249" if len(name) > 249 else "not a valid topic name"
+            elif is_internal(name):
+                reason = "a name reserved for internal topics"
+            else:
+                continue
+            problems.append(FlowProblem((edge.flow.name,), "rename", f"maps {edge.source_name} '{topic}' to "
+                                                                     f"'{shown}': {reason}"))
+            break
+    return problems
 
 
 def _collisions(edges: Sequence[_Edge], literal: Mapping[tuple[str, ...], set[str]],

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from kmc.errors import ConfigError, UnknownClusterError, UsageError
-from kmc.metadata import is_valid_topic_name, render_topic_name
 from kmc.mirror import MirrorSpec
-from kmc.mirror.jobs import MirrorJob, cluster_key, is_merge
+from kmc.mirror.jobs import MirrorJob, check_source_name, cluster_key, is_merge
 from kmc.profiles import Cluster, Config, Flow, resolve_cluster
 
 PREFIX_RENAME = "{source}.{topic}"  # kmc aggregate's default: each source's topics apart
@@ -44,17 +43,6 @@ def aggregate_jobs(sources: Sequence[Cluster], target: Cluster, spec: MirrorSpec
         # one target topic for several sources: every record says where it came from (kmc-origin)
         spec = dataclasses.replace(spec, stamp_records=True)
     return [MirrorJob(source, target, spec) for source in sources]
-
-
-def check_source_name(source: Cluster, rename: str, where: str) -> None:
-    """UsageError when ``rename`` (naming ``{source}``) would give no valid topic name with this source's
-    name (a host:port source)."""
-    if is_merge(rename):
-        return
-    sample = render_topic_name(rename, "topic", source.name)
-    if not is_valid_topic_name(sample):
-        raise UsageError(f"{where} '{rename}' cannot use {source.name} as {{source}}: it would give '{sample}', "
-                         "not a valid topic name", hint="name the source by a profile (kmc profile add NAME ...)")
 
 
 def spec_options() -> frozenset[str]:

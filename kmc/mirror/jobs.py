@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kmc.errors import UsageError
-from kmc.mirror.plan import DEFAULT_FLOW, MirrorSpec
+from kmc.metadata import is_valid_topic_name, render_topic_name
+from kmc.mirror.plan import DEFAULT_FLOW, SAME_CLUSTER_HINT, MirrorSpec
 from kmc.profiles import Cluster
 
 
@@ -45,10 +46,30 @@ class MirrorJob:
         return route if self.flow == DEFAULT_FLOW else f"{self.flow}: {route}"
 
     def validate(self) -> None:
-        """UsageError for what the user typed wrong, before any cluster is contacted."""
+        """UsageError for what the user typed wrong, before any cluster is contacted: the spec, a source and
+        target that are one cluster (by their addresses) without a rename, an address as ``{source}``. (A
+        cluster reached by two different addresses is found when it answers: by its cluster id.)"""
         self.spec.validate()
         if self.workers < 1:
             raise UsageError("--workers must be at least 1")
+        if cluster_key(self.source) == cluster_key(self.target) and self.spec.rename == "{topic}":
+            raise UsageError(f"{self.source.name} and {self.target.name} are the same cluster "
+                             f"({','.join(cluster_key(self.source))}): mirroring topics onto themselves",
+                             hint=SAME_CLUSTER_HINT)
+        check_source_name(self.source, self.spec.rename, "--rename" if self.flow == DEFAULT_FLOW else
+                          f"flow {self.flow}: rename")
+
+
+def check_source_name(source: Cluster, rename: str, where: str) -> None:
+    """UsageError when ``rename`` (naming ``{source}``) would give no valid topic name with this source's
+    name (a host:port source)."""
+    if is_merge(rename):
+        return
+    sample = render_topic_name(rename, "topic", source.name)
+    if not is_valid_topic_name(sample):
+        raise UsageError(f"{where} '{rename}' cannot use {source.name} as {{source}}: it would give '{sample}', "
+                         "not a valid topic name",
+                         hint="name the source by a profile: kmc profile add NAME --bootstrap ...")
 
 
 def job_waves(jobs: Sequence[MirrorJob]) -> list[list[MirrorJob]]:

@@ -36,7 +36,7 @@ from kmc.metadata import (
     render_topic_name,
     topic_configs,
 )
-from kmc.profiles import NAME_RE, PARTITIONERS, validate_rename
+from kmc.profiles import MAX_TOPIC_NAME, NAME_RE, PARTITIONERS, validate_rename
 
 DEFAULT_FLOW = "mirror"
 """The flow name of an ad-hoc ``kmc mirror`` (checkpoint keys and the lock include it)."""
@@ -235,6 +235,9 @@ class Plan:
         return [topic.to_dict() for topic in self.topics]
 
 
+SAME_CLUSTER_HINT = "rename the copies with --rename (or a flow's rename key), e.g. '{topic}.copy'"
+
+
 def checked_plan(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) -> tuple[Plan, KmcError | None]:
     """A dry run: the plan, and every permission the mirror needs checked on both clusters (kmc.acls), with
     the error to end on (exit 5) when one is missing. When the plan itself is refused, the permissions are
@@ -264,8 +267,7 @@ def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) ->
     target_info = target.describe()
     if source_id and source_id == target_info.cluster_id and spec.rename == "{topic}":
         raise UsageError(f"{source.cluster.name} and {target.cluster.name} are the same cluster "
-                         f"({source_id}): mirroring topics onto themselves",
-                         hint="give a --rename template, e.g. '{topic}.copy'")
+                         f"({source_id}): mirroring topics onto themselves", hint=SAME_CLUSTER_HINT)
     source_topics = [topic for topic in describe_topics(source, include, exclude, with_offsets=False)
                      if not topic.internal]
     raise_for_hidden_topics(source, spec.topics, [topic.name for topic in source_topics], spec.exclude)
@@ -339,9 +341,10 @@ def _check_target_names(mapping: dict[str, str], template: str) -> None:
     seen: dict[str, str] = {}
     for source_name, target_name in mapping.items():
         if not is_valid_topic_name(target_name):
+            too_long = len(target_name) > MAX_TOPIC_NAME
             raise UsageError(f"--rename '{template}' maps {source_name} to '{target_name}', not a valid topic name",
-                             hint="topic names use letters, digits, '.', '_' and '-' (a host:port source "
-                                  "cannot be {source}; use a profile name)")
+                             hint=f"Kafka allows {MAX_TOPIC_NAME} characters" if too_long else
+                             "topic names use letters, digits, '.', '_' and '-'")
         if is_internal(target_name):
             raise UsageError(f"--rename '{template}' maps {source_name} to '{target_name}', a name reserved for "
                              "Kafka's and kmc's internal topics")

@@ -23,8 +23,8 @@ from typing import Any
 
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession
 from kmc.errors import (
+    Cancelled,
     DataGapError,
-    Interrupted,
     KafkaOperationError,
     KmcError,
     PartialFailure,
@@ -46,13 +46,20 @@ ProgressCallback = Callable[[MirrorProgress], None]
 @dataclass
 class JobOutcome:
     """What one job gave: its result (or with a dry run its plan), or the error that stopped it (with
-    retries, the last one). A job not started because of a stop has none of them."""
+    retries, the last one). ``stopped``: the run was stopped (SIGTERM, Ctrl-C) before the job had a result,
+    while it connected, waited to try again or had not started; that is no failure of the job, and
+    ``error`` is then only what it last met, if anything."""
 
     job: MirrorJob
     result: MirrorResult | None = None
     plan: Plan | None = None
     error: KmcError | None = None
     attempts: int = 0
+    stopped: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None and not self.stopped
 
 
 @dataclass
@@ -90,7 +97,7 @@ class RunReport:
         """The error to exit with: None when every job succeeded; PartialFailure (exit 6) naming each failed
         job and why when some did; when all failed, the first one's kind (so all unreachable exits 4, all
         locked 75) with every job named. With every job run, a ``--once`` run that found data gaps exits 7."""
-        failed = [outcome for outcome in self.outcomes if outcome.error is not None]
+        failed = [outcome for outcome in self.outcomes if outcome.failed]
         if not failed:
             gapped = [result.gap_error() for result in self.results if self.mode == "once" and result.gaps]
             if len(gapped) == 1:
@@ -99,7 +106,7 @@ class RunReport:
                 return DataGapError("; ".join(error.message for error in gapped))
             return None
         reasons = "; ".join(f"{outcome.job.label}: {outcome.error.message}" for outcome in failed)
-        if len(failed) < len(self.outcomes):
+        if len(failed) < len([outcome for outcome in self.outcomes if not outcome.stopped]):
             return PartialFailure(f"{len(failed)} of {len(self.outcomes)} mirrors failed: {reasons}")
         first = failed[0].error
         if len(failed) == 1:
@@ -111,15 +118,25 @@ class RunReport:
     def failures(self) -> list[dict[str, Any]]:
         return [{"flow": outcome.job.flow, "source": outcome.job.source.name, "target": outcome.job.target.name,
                  "exit_code": int(outcome.error.exit_code), "error": outcome.error.one_line()}
-                for outcome in self.outcomes if outcome.error is not None]
+                for outcome in self.outcomes if outcome.failed]
+
+    @property
+    def stopped(self) -> list[JobOutcome]:
+        """The jobs the run was stopped before (see JobOutcome.stopped)."""
+        return [outcome for outcome in self.outcomes if outcome.stopped]
+
+    def stopped_jobs(self) -> list[dict[str, Any]]:
+        return [{"flow": outcome.job.flow, "source": outcome.job.source.name, "target": outcome.job.target.name,
+                 "error": None if outcome.error is None else outcome.error.one_line()} for outcome in self.stopped]
 
     def to_dict(self) -> dict[str, Any]:
         """The ``-o json`` document of ``kmc aggregate`` and ``kmc flow run`` (keys in docs/flows.md)."""
         if self.dry_run:
-            return {"plans": [plan.to_dict() for plan in self.plans], "failures": self.failures()}
+            return {"plans": [plan.to_dict() for plan in self.plans], "failures": self.failures(),
+                    "stopped": self.stopped_jobs()}
         return {"mode": self.mode, "complete": self.complete, "elapsed_seconds": round(self.elapsed, 3),
                 "records": self.records, "bytes": self.bytes, "runs": [result.to_dict() for result in self.results],
-                "failures": self.failures()}
+                "failures": self.failures(), "stopped": self.stopped_jobs()}
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per job and source topic: flow, source, target and the topic's counts (a dry run: flow,
@@ -163,26 +180,46 @@ def run(
     for job in jobs:
         job.validate()
     started = time.monotonic()
+    stop_event = stop_event or threading.Event()
     outcomes = [JobOutcome(job) for job in jobs]
+    if stop_event.is_set():  # stopped before it began (a signal in kmc's first second): nothing to do
+        return RunReport(mode, [dataclasses.replace(outcome, stopped=True) for outcome in outcomes], 0.0,
+                         dry_run=dry_run)
+    try:
+        preflight(jobs, timeout, None if dry_run else notice_callback, prepare=not dry_run)
+    except (Cancelled, UnreachableError):
+        if not stop_event.is_set():
+            raise
+        # stopped while the targets were being checked: no job started, none failed
+        return RunReport(mode, [dataclasses.replace(outcome, stopped=True) for outcome in outcomes],
+                         time.monotonic() - started, dry_run=dry_run)
     if dry_run:
-        preflight(jobs, timeout, prepare=False)
-        _plan_all(outcomes, timeout)
+        _plan_all(outcomes, timeout, stop_event)
         return RunReport(mode, outcomes, time.monotonic() - started, dry_run=True)
-    preflight(jobs, timeout, notice_callback)
-    runner = _Runner(mode, stop_event or threading.Event(), progress_callback, notice_callback, timeout,
-                     RETRY_FIRST if retry else None)
+    runner = _Runner(mode, stop_event, progress_callback, notice_callback, timeout, RETRY_FIRST if retry else None)
     by_job = {id(outcome.job): outcome for outcome in outcomes}
     for wave in (job_waves(jobs) if mode == "once" else [list(jobs)]):
         if runner.stop_event.is_set():
             break
         apart = processes if processes is not None else len(wave) > 1 and (os.cpu_count() or 1) > 1
         runner.run_wave([by_job[id(job)] for job in wave], apart)
+    for outcome in outcomes:  # a later wave's jobs, never started
+        if outcome.attempts == 0 and outcome.result is None:
+            outcome.stopped = True
     return RunReport(mode, outcomes, time.monotonic() - started)
 
 
-def _plan_all(outcomes: Sequence[JobOutcome], timeout: float) -> None:
+def stopped_result(job: MirrorJob, mode: str, elapsed: float) -> MirrorResult:
+    """The result of a mirror the run was stopped before it connected: nothing copied, not complete, the
+    clusters' ids unknown (null in JSON)."""
+    return MirrorResult(flow=job.flow, source=job.source.name, target=job.target.name, source_cluster_id=None,
+                        target_cluster_id=None, mode=mode, complete=False, elapsed=elapsed, topics=[])
+
+
+def _plan_all(outcomes: Sequence[JobOutcome], timeout: float, stop_event: threading.Event) -> None:
     """Each job's plan, with every permission it needs checked (kmc.acls); a job that cannot be planned, or
-    lacks a permission, gets its error (its plan says what is missing)."""
+    lacks a permission, gets its error (its plan says what is missing; stopped while it connected, the job
+    is marked stopped)."""
 
     def plan(outcome: JobOutcome) -> None:
         job = outcome.job
@@ -191,6 +228,7 @@ def _plan_all(outcomes: Sequence[JobOutcome], timeout: float) -> None:
                 outcome.plan, outcome.error = checked_plan(source, target, job.spec)
         except KmcError as exc:
             outcome.error = exc
+            outcome.stopped = stop_event.is_set() and isinstance(exc, (Cancelled, UnreachableError))
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(outcomes)))) as pool:
         list(pool.map(plan, outcomes))
@@ -237,7 +275,10 @@ class _Runner:
                 self.notice(job, level, text)
 
         delay = self.retry_first
-        while not self.stop_event.is_set() or outcome.attempts == 0:
+        if self.stop_event.is_set():  # an earlier job of the wave took long enough for the run to be stopped
+            outcome.stopped = True
+            return
+        while not self.stop_event.is_set():
             outcome.attempts += 1
             try:
                 outcome.result = self._attempt(job, apart, notice)
@@ -249,10 +290,16 @@ class _Runner:
                 outcome.error = KafkaOperationError(f"internal error: {type(exc).__name__}: {exc}",
                                                     hint="run again with --debug and report it")
                 return
+            # Stopped while it connected (the connection abandoned, or given up at the same moment): the
+            # stop came first, the job did not fail.
+            if self.stop_event.is_set() and isinstance(outcome.error, (Cancelled, UnreachableError)):
+                outcome.stopped = True
+                return
             if delay is None or self.mode != "follow" or not isinstance(outcome.error, UnreachableError):
                 return
             notice("warn", Notice(f"{outcome.error.message}; trying again in {delay:g}s", "source-unreachable"))
             if self.stop_event.wait(delay):
+                outcome.stopped = True  # stopped while it waited to try again: a service stopping in an outage
                 return
             delay = min(delay * 2, RETRY_MAX)
 
@@ -317,17 +364,19 @@ class _Runner:
         with mirror_lock(job.source, job.target, spec, self.timeout):
             shard_runner.run_wave(shards, apart=True)
         for shard in shards:
-            if shard.error is not None:
+            if shard.failed:
                 raise shard.error  # the workers are one mirror: its first failure is the run's
         results = [shard.result for shard in shards if shard.result is not None]
         if not results:
-            raise Interrupted("stopped before the mirror started")
+            raise Cancelled("stopped before the mirror started")
         return merge_results(results, time.monotonic() - started, complete=len(results) == len(shards))
 
 
 def mirror_task(request: dict[str, Any], channel: Channel) -> MirrorResult:
     """The task of a mirror process (kmc.worker): run one job, sending progress and notices."""
     job: MirrorJob = request["job"]
+    if channel.stop.is_set():
+        raise Cancelled(f"{job.label}: stopped before the mirror started")
     return run_mirror(job.source, job.target, job.spec, mode=request["mode"], stop_event=channel.stop,
                       progress_callback=lambda progress: channel.send("progress", progress),
                       notice_callback=lambda level, text: channel.send("notice", level, text),
