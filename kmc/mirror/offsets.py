@@ -1,0 +1,659 @@
+"""Consumer-group offset translation: where, in a mirror's target, a group that consumed the source up to a
+committed offset goes on, so that it neither loses nor repeats a record (``kmc groups translate``,
+``--sync-groups``). docs/failover.md explains the method and its limits; in short:
+
+For a committed source offset ``c``, take the latest anchor ``(s, t)`` of the offset map with ``s <= c``
+(kmc/mirror/checkpoints.py: from ``s`` on, the target partition holds this mirror's copies of the source's
+records in order, starting at ``t``; the partition's checkpoint counts as an anchor). Read the source from
+``s`` (read_committed; records whose ``kmc-origin`` is the target are left out, as the mirror leaves them
+out) and the target from ``t`` (read_committed), and pair each source record with its copy: the next target
+record with the same key, value and ``kmc-origin`` (and timestamp, where the target keeps CreateTime).
+Target records that pair with nothing are skipped: other writers' records and other sources' (merge), and
+copies of records the source no longer has (compacted or deleted since they were copied). The translation
+is the target offset of the copy of the first source record at or after ``c``: the failed-over consumer
+receives exactly what it would have received from the source.
+
+Statuses: ``exact``; ``ahead`` (the group consumed records the mirror has not copied yet: translated to the
+end of what it copied); ``gap`` (the target lacks records the group has not consumed: the mirror started
+after them, or the target lost them; translated to where the copy goes on); ``no-checkpoint`` (this mirror
+has no offset map for the partition: nothing to translate). Library code: no printing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kafka.errors as kafka_errors
+from kafka import TopicPartition
+from kafka.admin import OffsetSpec
+from kafka.structs import OffsetAndMetadata
+
+from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
+from kmc.errors import KmcError, PartialFailure, UsageError
+from kmc.metadata import compile_patterns, describe_topics, list_offsets, matches, render_topic_name
+from kmc.mirror.checkpoints import CHECKPOINT_TOPIC, Checkpoint, CheckpointStore, checkpoint_flows
+from kmc.mirror.copypath import ORIGIN_HEADER
+from kmc.mirror.plan import DEFAULT_FLOW
+from kmc.profiles import NAME_RE, Cluster, validate_rename
+
+STATUSES = ("exact", "ahead", "gap", "no-checkpoint")
+# gaps after which the anchors written before them no longer describe the target (expired records do not
+# change what the anchors say: the mirror never had them)
+_RESETTING_GAPS = ("source-recreated", "source-truncated", "target-recreated", "target-truncated")
+# OffsetCommit errors that mean the group has members on the target (the broker refuses the commit)
+_ACTIVE_GROUP_ERRORS = tuple(getattr(kafka_errors, name) for name in (
+    "UnknownMemberIdError", "IllegalGenerationError", "RebalanceInProgressError", "StaleMemberEpochError",
+    "FencedMemberEpochError") if hasattr(kafka_errors, name))
+_READ_STALL = 60.0  # seconds a read may go without a record before it fails
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class Translation:
+    """Where one source offset of one partition goes in the target."""
+
+    target_topic: str | None
+    target_offset: int | None  # None: no-checkpoint
+    status: str
+
+
+@dataclass
+class PartitionOffsets:
+    """One group's offset of one partition: on the source, translated, and what was done on the target."""
+
+    source_topic: str
+    partition: int
+    source_offset: int  # the group's committed offset on the source
+    behind: int | None  # records the group has not consumed on the source (its lag there)
+    target_topic: str | None
+    target_offset: int | None
+    status: str
+    previous: int | None = None  # the group's committed offset on the target before (None: none, or not asked)
+    committed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source_topic": self.source_topic, "partition": self.partition, "source_offset": self.source_offset,
+                "behind": self.behind, "target_topic": self.target_topic, "target_offset": self.target_offset,
+                "status": self.status, "previous_target_offset": self.previous, "committed": self.committed}
+
+
+@dataclass
+class GroupOffsets:
+    """One consumer group: its partitions, and why it was not committed on the target (``refused``)."""
+
+    group: str
+    partitions: list[PartitionOffsets]
+    target_state: str | None = None  # the group's state on the target (None: not asked)
+    target_members: int = 0
+    refused: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "target_state": self.target_state, "target_members": self.target_members,
+                "refused": self.refused, "partitions": [partition.to_dict() for partition in self.partitions]}
+
+
+@dataclass
+class TranslationReport:
+    """What :func:`translate_groups` (or one round of :class:`GroupSync`) found and did."""
+
+    source: str
+    target: str
+    flow: str
+    source_cluster_id: str
+    target_cluster_id: str
+    commit: bool
+    groups: list[GroupOffsets] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[GroupOffsets]:
+        return [group for group in self.groups if group.refused is not None]
+
+    @property
+    def committed(self) -> int:
+        """Partitions whose offset was committed on the target."""
+        return sum(partition.committed for group in self.groups for partition in group.partitions)
+
+    def failure(self) -> KmcError | None:
+        """PartialFailure (exit 6) when some groups were refused (active on the target), else None."""
+        refused = self.refused
+        if not refused:
+            return None
+        names = ", ".join(group.group for group in refused[:5]) + (" ..." if len(refused) > 5 else "")
+        return PartialFailure(f"{len(refused)} of {len(self.groups)} group(s) not committed on {self.target}, "
+                              f"active there: {names}",
+                              hint="stop the group's consumers on the target first; the other groups were committed")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``kmc groups translate -o json`` document (keys in docs/failover.md)."""
+        return {"source": self.source, "target": self.target, "flow": self.flow,
+                "source_cluster_id": self.source_cluster_id, "target_cluster_id": self.target_cluster_id,
+                "commit": self.commit, "committed": self.committed,
+                "groups": [group.to_dict() for group in self.groups]}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per group and partition: the group's keys, then the partition's."""
+        return [{"group": group.group, **partition.to_dict(), "refused": group.refused}
+                for group in self.groups for partition in group.partitions]
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+@dataclass(frozen=True)
+class _Record:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    origin: bytes | None  # the first non-null kmc-origin header
+    timestamp: int
+    create_time: bool  # the timestamp is the producer's (CreateTime), not the broker's (LogAppendTime)
+
+
+def _origin(headers: Sequence[tuple[str, bytes | None]]) -> bytes | None:
+    """The value of the first non-null ``kmc-origin`` header, as the copy paths read it."""
+    for name, value in headers:
+        if name == ORIGIN_HEADER and value is not None:
+            return value
+    return None
+
+
+def _records(consumer: Any, tp: TopicPartition, start: int, end: int, cluster: Cluster) -> Iterator[_Record]:
+    """The read_committed records of ``tp`` from ``start`` up to ``end`` (exclusive), lazily. ``consumer``
+    reads only this partition while the iterator is used."""
+    if start >= end:
+        return
+    with translate_errors(cluster, f"read {tp.topic}[{tp.partition}]"):
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+    last_progress = time.monotonic()
+    while True:
+        with translate_errors(cluster, f"read {tp.topic}[{tp.partition}]"):
+            batch = consumer.poll(timeout_ms=500).get(tp, [])
+            position = consumer.position(tp)
+        for record in batch:
+            if record.offset >= end:
+                return
+            yield _Record(record.offset, record.key, record.value, _origin(record.headers or ()), record.timestamp,
+                          record.timestamp_type == 0)
+        if position is not None and position >= end:
+            return
+        now = time.monotonic()
+        if batch:
+            last_progress = now
+        elif now - last_progress > _READ_STALL:
+            raise KmcError(f"{cluster.name}: reading {tp.topic}[{tp.partition}] made no progress for "
+                           f"{_READ_STALL:g}s (at {position}, end {end})")
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    source: int  # source offset
+    target: int  # target offset of the copy of the first copied record at or after ``source``
+
+
+@dataclass(frozen=True)
+class _PartitionMap:
+    """What the target says about one source partition: its checkpoint and its anchors, oldest first."""
+
+    checkpoint: Checkpoint
+    anchors: tuple[_Anchor, ...]
+
+
+def partition_maps(checkpoints: Mapping[tuple[str, int], Checkpoint],
+                   anchors: Mapping[tuple[str, int], list[list[int]]]) -> dict[tuple[str, int], _PartitionMap]:
+    """The offset map of each checkpointed partition: its anchors and its checkpoint (which counts as one),
+    sorted, without those written before the last gap that changed what the target holds (a topic recreated
+    or truncated on either side)."""
+    maps = {}
+    for key, checkpoint in checkpoints.items():
+        since = max((int(gap.get("detected_ms") or 0) for gap in checkpoint.gaps
+                     if gap.get("kind") in _RESETTING_GAPS), default=0)
+        points = {(source, target) for source, target, ms in anchors.get(key, ()) if ms >= since}
+        points.add((checkpoint.next_offset, checkpoint.target_next_offset))
+        ordered = sorted(points)
+        # a later stretch that starts at the same source offset replaces the earlier one
+        by_source: dict[int, int] = {}
+        for source, target in ordered:
+            by_source[source] = max(target, by_source.get(source, target))
+        maps[key] = _PartitionMap(checkpoint, tuple(_Anchor(source, target)
+                                                    for source, target in sorted(by_source.items())))
+    return maps
+
+
+@dataclass(frozen=True)
+class _ReturnMap:
+    """The offset map of the mirror the other way (target -> source: the forward mirror, seen from a
+    failback), kept in the source's kmc.checkpoints: where the source's copies of the target's records
+    are. ``target_topic`` is the target topic they were copied from."""
+
+    target_topic: str
+    offsets: _PartitionMap
+
+
+class OffsetTranslator:
+    """Translates source offsets of one mirror (flow, source -> target) into target offsets, reading both
+    clusters. :meth:`prepare` once per round, then :meth:`translate`. Results that cannot change (the
+    counterpart was found) are kept between rounds (``--sync-groups``).
+
+    A source record that came from the target (a failback: the reverse mirror leaves it out, loop
+    prevention) has no copy in the target, but an original: it is found through the mirror the other way,
+    whose offset map the source holds (:class:`_ReturnMap`)."""
+
+    def __init__(self, source: KafkaSession, target: KafkaSession, flow: str = DEFAULT_FLOW,
+                 rename: str | None = None) -> None:
+        self.source = source
+        self.target = target
+        self.flow = flow
+        self.rename = rename
+        self.source_id = ""
+        self.target_id = ""
+        self.maps: dict[tuple[str, int], _PartitionMap] = {}
+        self.returns: dict[tuple[str, int], _ReturnMap] = {}  # by source topic and partition
+        self._source_ends: dict[TopicPartition, tuple[int, int]] = {}
+        self._target_ends: dict[TopicPartition, tuple[int, int]] = {}
+        self._known: dict[tuple[Any, ...], Translation] = {}
+        self._source_consumer: Any = None
+        self._target_consumer: Any = None
+
+    def prepare(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """Read this mirror's offset map (in the target), the map of the mirror the other way (in the
+        source), and both sides' offsets, for ``partitions`` (source topic, partition)."""
+        self.source_id = self.source_id or self.source.cluster_id()
+        self.target_id = self.target_id or self.target.cluster_id()
+        wanted = set(partitions)
+        source_topics = {info.name: info for info in describe_topics(
+            self.source, with_offsets=False, wanted={topic for topic, _ in wanted}.__contains__)}
+        store = CheckpointStore(self.target, self.flow, self.source_id)
+        with translate_errors(self.target.cluster, "list topics"):
+            has_checkpoints = CHECKPOINT_TOPIC in set(self.target.admin.list_topics())
+        # load() only when the topic exists: asking a consumer about a missing topic may auto-create it
+        checkpoints = store.load() if has_checkpoints else {}
+        usable = {}
+        for key, checkpoint in checkpoints.items():
+            info = source_topics.get(key[0])
+            if info is None or key not in wanted:
+                continue
+            if self.rename is not None and checkpoint.target_topic != render_topic_name(self.rename, key[0],
+                                                                                        self.source.cluster.name):
+                continue  # another mirror of the same flow name (a different rename) wrote it
+            if checkpoint.source_topic_id and info.topic_id and checkpoint.source_topic_id != info.topic_id:
+                continue  # the source topic was recreated since: its offsets are not the checkpoint's
+            usable[key] = checkpoint
+        target_topics = {info.name: info for info in describe_topics(
+            self.target, with_offsets=False, wanted={checkpoint.target_topic for checkpoint in usable.values()}
+            .__contains__)}
+        for key, checkpoint in list(usable.items()):
+            info = target_topics.get(checkpoint.target_topic)
+            if info is None or key[1] >= len(info.partitions) or (
+                    checkpoint.target_topic_id and info.topic_id and checkpoint.target_topic_id != info.topic_id):
+                del usable[key]  # the target topic is gone, or was recreated since
+        self.maps = partition_maps(usable, store.anchors)
+        self.returns = self._return_maps({key for key in self.maps})
+        source_tps = [TopicPartition(topic, partition) for topic, partition in wanted
+                      if topic in source_topics and partition < len(source_topics[topic].partitions)]
+        target_tps = {TopicPartition(self.maps[key].checkpoint.target_topic, key[1]) for key in self.maps}
+        target_tps |= {TopicPartition(back.target_topic, key[1]) for key, back in self.returns.items()}
+        self._source_ends = _ends(self.source, source_tps)
+        self._target_ends = _ends(self.target, sorted(target_tps))
+
+    def _return_maps(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], _ReturnMap]:
+        """The offset maps, in the source, of mirrors from the target into the source topics of ``keys``."""
+        found: dict[tuple[str, int], _ReturnMap] = {}
+        for flow in sorted(checkpoint_flows(self.source, self.target_id)):
+            store = CheckpointStore(self.source, flow, self.target_id)
+            checkpoints = store.load()
+            for (target_topic, partition), offsets in partition_maps(checkpoints, store.anchors).items():
+                key = (offsets.checkpoint.target_topic, partition)
+                if key in keys and key not in found:
+                    found[key] = _ReturnMap(target_topic, offsets)
+        return found
+
+    def source_end(self, topic: str, partition: int) -> int | None:
+        """The source partition's last stable offset (None: unknown partition)."""
+        ends = self._source_ends.get(TopicPartition(topic, partition))
+        return None if ends is None else ends[1]
+
+    def translate(self, topic: str, partition: int, offset: int) -> Translation:
+        """Where source offset ``offset`` of ``topic[partition]`` goes in the target."""
+        offset_map = self.maps.get((topic, partition))
+        source_ends = self._source_ends.get(TopicPartition(topic, partition))
+        if offset_map is None or source_ends is None or not offset_map.anchors:
+            return Translation(offset_map.checkpoint.target_topic if offset_map else None, None, "no-checkpoint")
+        target_tp = TopicPartition(offset_map.checkpoint.target_topic, partition)
+        source_first, source_end = source_ends
+        # records before the source's start are gone there: a consumer resuming on the source starts at it
+        wanted = min(max(offset, source_first), source_end)
+        anchors = offset_map.anchors
+        index = max((i for i, anchor in enumerate(anchors) if anchor.source <= wanted), default=None)
+        following = anchors[index + 1] if index is not None and index + 1 < len(anchors) else None
+        key = (topic, partition, wanted, anchors[index] if index is not None else None, following)
+        known = self._known.get(key)
+        if known is not None:
+            return known
+        source_tp = TopicPartition(topic, partition)
+        if index is None:
+            result, final = self._before_first_anchor(source_tp, target_tp, wanted, anchors[0]), False
+        else:
+            result, final = self._align(source_tp, target_tp, wanted, anchors[index], following,
+                                        offset_map.checkpoint)
+        if final:
+            self._known[key] = result
+        return result
+
+    # ---------------------------------------------------------------------------------- the work
+
+    def _consumers(self) -> tuple[Any, Any]:
+        if self._source_consumer is None:
+            self._source_consumer = self.source.consumer(isolation_level="read_committed",
+                                                         max_partition_fetch_bytes=1024 * 1024)
+            self._target_consumer = self.target.consumer(isolation_level="read_committed",
+                                                         max_partition_fetch_bytes=1024 * 1024)
+        return self._source_consumer, self._target_consumer
+
+    def _source_records(self, tp: TopicPartition, start: int, end: int) -> Iterator[_Record]:
+        """The source's records from ``start`` to ``end``, each with the origin its copy carries (the
+        source's id where it has none); those whose origin is the target are never copied (loop prevention)."""
+        source_consumer, _ = self._consumers()
+        source_origin = self.source_id.encode()
+        for record in _records(source_consumer, tp, max(start, self._source_ends[tp][0]), end, self.source.cluster):
+            if record.origin is None:
+                record = _Record(record.offset, record.key, record.value, source_origin, record.timestamp,
+                                 record.create_time)
+            yield record
+
+    def _target_records(self, tp: TopicPartition, start: int, end: int | None) -> Iterator[_Record]:
+        _, target_consumer = self._consumers()
+        first, last = self._target_ends[tp]
+        return _records(target_consumer, tp, max(start, first), last if end is None else min(end, last),
+                        self.target.cluster)
+
+    def _before_first_anchor(self, source_tp: TopicPartition, target_tp: TopicPartition, wanted: int,
+                             first: _Anchor) -> Translation:
+        """The group is behind where the mirror started: the copy starts at the first anchor; records the
+        source still has before it were never copied (a gap)."""
+        target_origin = self.target_id.encode()
+        missing = any(record.origin != target_origin for record in self._source_records(source_tp, wanted,
+                                                                                         first.source))
+        return Translation(target_tp.topic, first.target, "gap" if missing else "exact")
+
+    def _align(self, source_tp: TopicPartition, target_tp: TopicPartition, wanted: int, anchor: _Anchor,
+               following: _Anchor | None, checkpoint: Checkpoint) -> tuple[Translation, bool]:
+        """Pair the source's records from the anchor with their copies in the target up to the counterpart
+        of the first record at or after ``wanted``. Returns the translation and whether it is final (the
+        counterpart was found: later rounds give the same answer)."""
+        source_end = self._source_ends[source_tp][1]
+        source_bound = min(following.source, source_end) if following is not None else source_end
+        expected = self._source_records(source_tp, anchor.source, source_bound)
+        copies = self._target_records(target_tp, anchor.target, following.target if following is not None else None)
+        target_origin = self.target_id.encode()
+        origins = {self.source_id.encode()}
+        last_copy: int | None = None  # offset of the last target record that may be a copy of this mirror's
+
+        def found(translation_offset: int, status: str, final: bool = False) -> tuple[Translation, bool]:
+            return Translation(target_tp.topic, translation_offset, status), final
+
+        def after_copies() -> int:
+            return anchor.target if last_copy is None else last_copy + 1
+
+        for record in expected:
+            if record.origin == target_origin:  # not copied: its original is in the target
+                if record.offset < wanted:
+                    continue
+                original = self._original(source_tp, record.offset)
+                if original is None:
+                    return Translation(target_tp.topic, None, "no-checkpoint"), False
+                return found(original, "exact", final=True)
+            origins.add(record.origin)
+            for copy in copies:
+                if copy.origin in origins:
+                    last_copy = copy.offset
+                if _is_copy(copy, record):
+                    if record.offset >= wanted:
+                        return found(copy.offset, "exact", final=True)
+                    break
+            else:  # the target ends without the copy of ``record``
+                if following is not None:
+                    # this stretch of the copy lost it (the target was truncated); the copy goes on there
+                    return found(following.target, "gap")
+                if record.offset >= checkpoint.next_offset:
+                    # not copied yet: the group consumed it (ahead), or it is the next to copy (exact)
+                    return found(after_copies(), "ahead" if record.offset < wanted else "exact")
+                return found(after_copies(), "gap")
+        # the source has nothing at or after ``wanted`` in this stretch
+        if following is not None and source_bound == following.source:
+            return found(following.target, "exact")
+        for copy in copies:  # copies of records the source no longer has: all before ``wanted``
+            if copy.origin in origins:
+                last_copy = copy.offset
+        return found(after_copies(), "exact")
+
+    def _original(self, source_tp: TopicPartition, offset: int) -> int | None:
+        """The target offset of the original of the source's record at ``offset``, which the mirror the other
+        way copied from the target (its :class:`_ReturnMap`); None when that map does not cover it."""
+        back = self.returns.get((source_tp.topic, source_tp.partition))
+        if back is None:
+            return None
+        # that mirror's anchors pair its source (our target) offsets with its target (our source) offsets
+        anchor = max((anchor for anchor in back.offsets.anchors if anchor.target <= offset),
+                     key=lambda anchor: anchor.target, default=None)
+        if anchor is None:
+            return None
+        following = min((candidate for candidate in back.offsets.anchors if candidate.target > anchor.target),
+                        key=lambda candidate: candidate.target, default=None)
+        target_tp = TopicPartition(back.target_topic, source_tp.partition)
+        source_origin = self.source_id.encode()
+        originals = self._target_records(target_tp, anchor.source,
+                                         following.source if following is not None else None)
+        copies = self._source_records(source_tp, anchor.target, offset + 1)
+        for original in originals:
+            if original.origin == source_origin:
+                continue  # it came from our source: that mirror did not copy it back
+            expected = original if original.origin is not None else _Record(
+                original.offset, original.key, original.value, self.target_id.encode(), original.timestamp,
+                original.create_time)
+            for copy in copies:
+                if _is_copy(copy, expected):
+                    if copy.offset == offset:
+                        return original.offset
+                    break
+            else:
+                return None
+        return None
+
+    def close(self) -> None:
+        for consumer in (self._source_consumer, self._target_consumer):
+            if consumer is not None:
+                consumer.close()
+        self._source_consumer = self._target_consumer = None
+
+
+def _is_copy(copy: _Record, record: _Record) -> bool:
+    """Whether target record ``copy`` is the mirror's copy of source record ``record``."""
+    return (copy.origin == record.origin and copy.key == record.key and copy.value == record.value
+            and (not copy.create_time or copy.timestamp == record.timestamp))
+
+
+def _ends(session: KafkaSession, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
+    """(earliest offset, last stable offset) of each partition."""
+    if not tps:
+        return {}
+    earliest = list_offsets(session, dict.fromkeys(tps, OffsetSpec.EARLIEST))
+    latest = list_offsets(session, dict.fromkeys(tps, OffsetSpec.LATEST), "read_committed")
+    return {tp: (earliest[tp], latest[tp]) for tp in tps if tp in earliest and tp in latest}
+
+
+# ------------------------------------------------------------------------------------------ groups
+
+
+def _source_group_offsets(session: KafkaSession, groups: list[re.Pattern[str]],
+                          wanted_topic: Callable[[str], bool]) -> dict[str, dict[TopicPartition, OffsetAndMetadata]]:
+    """The committed offsets of the source's groups matching ``groups`` (all when empty), on the topics
+    ``wanted_topic`` accepts; groups with none left out."""
+    with translate_errors(session.cluster, "list consumer groups"):
+        ids = sorted({entry["group_id"] for entry in session.admin.list_groups()
+                      if matches(entry["group_id"], groups)})
+    if not ids:
+        return {}
+    with translate_errors(session.cluster, "read consumer group offsets"):
+        committed = session.admin.list_group_offsets(ids)
+    found = {}
+    for group in ids:
+        offsets = {tp: meta for tp, meta in (committed.get(group) or {}).items()
+                   if meta is not None and meta.offset >= 0 and wanted_topic(tp.topic)}
+        if offsets:
+            found[group] = offsets
+    return found
+
+
+def _translate(translator: OffsetTranslator,
+               committed: Mapping[str, Mapping[TopicPartition, OffsetAndMetadata]]) -> list[GroupOffsets]:
+    translator.prepare(sorted({(tp.topic, tp.partition) for offsets in committed.values() for tp in offsets}))
+    groups = []
+    for group, offsets in sorted(committed.items()):
+        partitions = []
+        for tp in sorted(offsets, key=lambda tp: (tp.topic, tp.partition)):
+            offset = offsets[tp].offset
+            result = translator.translate(tp.topic, tp.partition, offset)
+            end = translator.source_end(tp.topic, tp.partition)
+            partitions.append(PartitionOffsets(tp.topic, tp.partition, offset,
+                                               None if end is None else max(0, end - offset),
+                                               result.target_topic, result.target_offset, result.status))
+        groups.append(GroupOffsets(group, partitions))
+    return groups
+
+
+def _commit(target: KafkaSession, groups: list[GroupOffsets], forward_only: bool) -> None:
+    """Commit each group's translated offsets on the target, unless the group has members there (then it is
+    ``refused``; the broker refuses such a commit too, which covers a member that joins meanwhile).
+    ``forward_only``: never move a group's committed offset back (--sync-groups: a group that consumed on the
+    target since, e.g. after a failover, keeps its position)."""
+    ids = [group.group for group in groups]
+    if not ids:
+        return
+    with translate_errors(target.cluster, "describe consumer groups"):
+        described = target.admin.describe_groups(ids)
+        current = target.admin.list_group_offsets(ids)
+    for group in groups:
+        info = described.get(group.group) or {}
+        group.target_state = info.get("group_state") or None
+        group.target_members = len(info.get("members") or ())
+        previous = {tp: meta.offset for tp, meta in (current.get(group.group) or {}).items()
+                    if meta is not None and meta.offset >= 0}
+        for partition in group.partitions:
+            if partition.target_topic is not None:
+                partition.previous = previous.get(TopicPartition(partition.target_topic, partition.partition))
+        if group.target_members:
+            group.refused = (f"{group.target_members} active member(s) on {target.cluster.name} "
+                             f"(state {group.target_state})")
+            continue
+        todo = {TopicPartition(partition.target_topic, partition.partition): partition
+                for partition in group.partitions
+                if partition.target_offset is not None and partition.target_topic is not None
+                and not (forward_only and partition.previous is not None
+                         and partition.target_offset <= partition.previous)}
+        if not todo:
+            continue
+        metadata = {tp: OffsetAndMetadata(partition.target_offset, "", -1) for tp, partition in todo.items()}
+        with translate_errors(target.cluster, f"commit offsets of group {group.group}"):
+            errors = target.admin.alter_group_offsets(group.group, metadata)
+        for tp, error in errors.items():
+            if error is kafka_errors.NoError:
+                todo[tp].committed = True
+            elif issubclass(error, _ACTIVE_GROUP_ERRORS):
+                group.refused = f"active on {target.cluster.name} ({error.__name__})"
+            else:
+                with translate_errors(target.cluster, f"commit offsets of group {group.group}"):
+                    raise error(f"{tp.topic}[{tp.partition}]")
+
+
+def validate_translation(groups: Sequence[str], topics: Sequence[str], rename: str | None, flow: str) -> None:
+    """UsageError for what the user typed wrong, before any cluster is contacted."""
+    compile_patterns(groups, "--group")
+    compile_patterns(topics, "--topics")
+    if rename is not None:
+        validate_rename(rename, "--rename", error=UsageError)
+    if not NAME_RE.match(flow):
+        raise UsageError(f"--flow: invalid flow name '{flow}'", hint="use letters, digits, '.', '_' or '-'")
+
+
+def translate_groups(source: Cluster, target: Cluster, *, groups: Sequence[str] = (), topics: Sequence[str] = (),
+                     rename: str | None = None, flow: str = DEFAULT_FLOW, commit: bool = False,
+                     timeout: float = DEFAULT_TIMEOUT) -> TranslationReport:
+    """``kmc groups translate``: the committed offsets of the source's consumer groups (``groups``: anchored
+    regexes, all when empty) on the topics ``topics`` selects, translated into the target of the mirror
+    ``flow`` (whose target topic names follow ``rename``; by default whatever its checkpoints name). Reads
+    the source only. With ``commit``, commits the translations on the target for every group that has no
+    active member there; the others are ``refused`` (:meth:`TranslationReport.failure`)."""
+    validate_translation(groups, topics, rename, flow)
+    group_patterns, topic_patterns = compile_patterns(groups, "--group"), compile_patterns(topics, "--topics")
+    with KafkaSession(source, timeout) as source_session, KafkaSession(target, timeout) as target_session:
+        translator = OffsetTranslator(source_session, target_session, flow, rename)
+        try:
+            committed = _source_group_offsets(source_session, group_patterns,
+                                              lambda topic: matches(topic, topic_patterns))
+            found = _translate(translator, committed)
+        finally:
+            translator.close()
+        report = TranslationReport(source.name, target.name, flow, translator.source_id or source_session.cluster_id(),
+                                   translator.target_id or target_session.cluster_id(), commit, found)
+        if commit:
+            _commit(target_session, found, forward_only=False)
+    return report
+
+
+class GroupSync:
+    """``--sync-groups``: rounds of translate-and-commit for one mirror (source, target, spec), as the mirror
+    runs (kmc/mirror/runner.py calls :meth:`round`). Only ever moves a target group's offset forward; a
+    group with members on the target is refused (and skipped) in each round. Keeps its sessions and what it
+    translated between rounds; use as a context manager."""
+
+    def __init__(self, source: Cluster, target: Cluster, *, flow: str, rename: str, groups: Sequence[str],
+                 topics: Sequence[str] = (), exclude: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.source_cluster = source
+        self.target_cluster = target
+        self.flow = flow
+        self.rename = rename
+        self.timeout = timeout
+        self.groups = compile_patterns(groups, "--sync-groups")
+        include, leave_out = compile_patterns(topics, "--topics"), compile_patterns(exclude, "--exclude")
+        self.wanted_topic: Callable[[str], bool] = lambda topic: matches(topic, include, leave_out)
+        self._sessions: tuple[KafkaSession, KafkaSession] | None = None
+        self._translator: OffsetTranslator | None = None
+
+    def __enter__(self) -> GroupSync:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._translator is not None:
+            self._translator.close()
+        for session in self._sessions or ():
+            session.close()
+        self._sessions = self._translator = None
+
+    def round(self) -> TranslationReport:
+        """Translate the matching groups' offsets and commit those that moved forward. A failure closes the
+        sessions (the next round opens new ones) and raises."""
+        try:
+            if self._sessions is None:
+                self._sessions = (KafkaSession(self.source_cluster, self.timeout),
+                                  KafkaSession(self.target_cluster, self.timeout))
+                self._translator = OffsetTranslator(*self._sessions, self.flow, self.rename)
+            source_session, target_session = self._sessions
+            translator = self._translator
+            committed = _source_group_offsets(source_session, self.groups, self.wanted_topic)
+            found = _translate(translator, committed)
+            _commit(target_session, found, forward_only=True)
+            return TranslationReport(self.source_cluster.name, self.target_cluster.name, self.flow,
+                                     translator.source_id, translator.target_id, True, found)
+        except BaseException:
+            self.close()
+            raise
