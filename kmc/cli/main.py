@@ -84,7 +84,7 @@ def _register_commands() -> None:
 
     inventory.register(app)
     diff.register(app)
-    mirror.register(app)
+    app.add_typer(mirror.app, name="mirror")
     aggregate.register(app)
     app.add_typer(flow.app, name="flow")
     topics.register(app)
