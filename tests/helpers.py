@@ -67,7 +67,7 @@ BASE_TIMESTAMP = int(time.time() * 1000) - 3_600_000
 ORIGIN = "kmc-origin"
 RESULT_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_id", "mode", "complete",
                "elapsed_seconds", "records", "bytes", "skipped", "redelivered", "changes", "warnings", "gaps",
-               "topics"}
+               "topics", "group_sync"}
 RESULT_TOPIC_KEYS = {"source_topic", "target_topic", "partitions", "records", "bytes", "skipped", "redelivered",
                      "lag", "gaps"}
 PLAN_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_id", "checkpoint_topic", "copy", "topics",

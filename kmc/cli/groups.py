@@ -11,7 +11,7 @@ from kmc.cli._typer_internals import default_command_group
 from kmc.cli.topics import cluster_and_pattern
 from kmc.metadata import cluster_groups, compile_patterns
 from kmc.mirror import DEFAULT_FLOW
-from kmc.mirror.offsets import translate_groups
+from kmc.mirror.groups import translate_groups
 from kmc.output import Column, OutputFormat, columns
 
 app = typer.Typer(cls=default_command_group("list"), no_args_is_help=False,

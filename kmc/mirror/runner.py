@@ -34,8 +34,8 @@ from kmc.errors import (
     UsageError,
 )
 from kmc.mirror.engine import MODES, MirrorProgress, MirrorResult, TopicProgress, TopicResult, mirror_lock, run_mirror
+from kmc.mirror.groups import GroupSync, TranslationReport
 from kmc.mirror.jobs import MirrorJob, job_waves
-from kmc.mirror.offsets import GroupSync, TranslationReport
 from kmc.mirror.plan import Plan, plan_mirror
 from kmc.mirror.preflight import NoticeCallback, preflight
 from kmc.mirror.telemetry import EMPTY_LATENCY, Notice
