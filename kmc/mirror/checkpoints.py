@@ -134,14 +134,7 @@ def checkpoint_flows(session: KafkaSession, source_cluster_id: str) -> set[str]:
         if CHECKPOINT_TOPIC not in set(session.admin.list_topics()):
             return set()  # (a consumer asked about a missing topic may auto-create it)
     marker = f"/{source_cluster_id}/".encode()
-    consumer = session.consumer(isolation_level="read_uncommitted")
-    try:
-        with translate_errors(session.cluster, f"read {CHECKPOINT_TOPIC}"):
-            keys = read_latest(consumer, CHECKPOINT_TOPIC,
-                               lambda key: not key.startswith(b"anchors/") and marker in key,
-                               stall=max(30.0, 3 * session.timeout))
-    finally:
-        consumer.close()
+    keys = read_topic(session, CHECKPOINT_TOPIC, lambda key: not key.startswith(b"anchors/") and marker in key)
     return {key.decode("utf-8", "replace").split("/", 1)[0] for key in keys
             if key.decode("utf-8", "replace").split("/")[1:2] == [source_cluster_id]}
 

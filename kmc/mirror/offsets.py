@@ -7,12 +7,14 @@ For a committed source offset ``c``, take the latest anchor ``(s, t)`` of the of
 (kmc/mirror/checkpoints.py: from ``s`` on, the target partition holds this mirror's copies of the source's
 records in order, starting at ``t``; the partition's checkpoint counts as an anchor). Read the source from
 ``s`` and the target from ``t`` (both read_committed), and pair each source record with its copy: the next
-target record with the same key, value and ``kmc-origin`` (and timestamp, where the target keeps CreateTime).
+target record with the same key, value, timestamp (where the target keeps CreateTime) and origin (its
+``kmc-origin`` header; else, for a batch a kmc mirror wrote, the cluster it copied from, which the cluster's
+``kmc.provenance`` says by producer id; else the cluster itself).
 Target records that pair with nothing are skipped: other writers' records and other sources' (merge), and
 copies of records the source no longer has (compacted or deleted since they were copied). The translation
 is the target offset of the copy of the first source record at or after ``c``: the failed-over consumer
 receives exactly what it would have received from the source. A source record that came from the target
-(``kmc-origin`` the target: the mirror never copies it back) is found as its original in the target, through
+(the mirror never copies it back: loop prevention) is found as its original in the target, through
 the offset map of the mirror the other way, which the source holds (a failback).
 
 Statuses: ``exact``; ``ahead`` (the group consumed records the mirror has not copied yet: translated to the
@@ -36,8 +38,9 @@ from kmc.errors import KmcError
 from kmc.metadata import describe_topics, list_offsets, render_topic_name
 from kmc.mirror.checkpoints import CHECKPOINT_TOPIC, Checkpoint, CheckpointStore, checkpoint_flows
 from kmc.mirror.copypath import ORIGIN_HEADER
+from kmc.mirror.fetch import fetch_batches
 from kmc.mirror.plan import DEFAULT_FLOW
-from kmc.profiles import Cluster
+from kmc.mirror.provenance import ProvenanceMap
 
 STATUSES = ("exact", "ahead", "gap", "no-checkpoint")
 # gaps after which the anchors written before them no longer describe the target (expired records do not
@@ -66,45 +69,79 @@ class _Record:
     offset: int
     key: bytes | None
     value: bytes | None
-    origin: bytes | None  # the first non-null kmc-origin header
+    # where its data was first produced (a cluster id): its kmc-origin header; else, when a kmc mirror's producer
+    # wrote its batch, the cluster that mirror copied from; else the cluster it is in
+    origin: str
+    via: str | None  # the cluster a kmc mirror's producer copied its batch from (None: a local producer)
     timestamp: int
     create_time: bool  # the timestamp is the producer's (CreateTime), not the broker's (LogAppendTime)
 
+    def came_from(self, cluster_id: str) -> bool:
+        """Whether a mirror into ``cluster_id`` leaves this record out (loop prevention, kmc/mirror/copypath.py):
+        its batch was copied from there, or its kmc-origin names it."""
+        return self.via == cluster_id or self.origin == cluster_id
 
-def _origin(headers: Sequence[tuple[str, bytes | None]]) -> bytes | None:
+
+def _header_origin(headers: Sequence[tuple[str, bytes | None]]) -> str | None:
     """The value of the first non-null ``kmc-origin`` header, as the copy paths read it."""
     for name, value in headers:
         if name == ORIGIN_HEADER and value is not None:
-            return value
+            return value.decode("utf-8", "replace")
     return None
 
 
-def _records(consumer: Any, tp: TopicPartition, start: int, end: int, cluster: Cluster) -> Iterator[_Record]:
-    """The read_committed records of ``tp`` from ``start`` up to ``end`` (exclusive), lazily. ``consumer``
-    reads only this partition while the iterator is used."""
-    if start >= end:
-        return
-    with translate_errors(cluster, f"read {tp.topic}[{tp.partition}]"):
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-    last_progress = time.monotonic()
-    while True:
-        with translate_errors(cluster, f"read {tp.topic}[{tp.partition}]"):
-            batch = consumer.poll(timeout_ms=500).get(tp, [])
-            position = consumer.position(tp)
-        for record in batch:
-            if record.offset >= end:
-                return
-            yield _Record(record.offset, record.key, record.value, _origin(record.headers or ()), record.timestamp,
-                          record.timestamp_type == 0)
-        if position is not None and position >= end:
+class _Reader:
+    """Reads one cluster's records, one partition at a time, with their provenance (kmc/mirror/provenance.py:
+    which of the cluster's producers are kmc mirrors, and from where)."""
+
+    def __init__(self, session: KafkaSession, cluster_id: str) -> None:
+        self.session = session
+        self.cluster_id = cluster_id
+        self.provenance = ProvenanceMap(session)
+        self._consumer: Any = None
+
+    def records(self, tp: TopicPartition, start: int, end: int) -> Iterator[_Record]:
+        """The read_committed records of ``tp`` from ``start`` up to ``end`` (exclusive), lazily. One partition
+        is read at a time: a new call ends the records of the one before."""
+        if start >= end:
             return
-        now = time.monotonic()
-        if batch:
-            last_progress = now
-        elif now - last_progress > _READ_STALL:
-            raise KmcError(f"{cluster.name}: reading {tp.topic}[{tp.partition}] made no progress for "
-                           f"{_READ_STALL:g}s (at {position}, end {end})")
+        cluster = self.session.cluster
+        where = f"read {tp.topic}[{tp.partition}]"
+        if self._consumer is None:
+            self._consumer = self.session.consumer(isolation_level="read_committed",
+                                                   max_partition_fetch_bytes=1024 * 1024)
+            fetch_batches(self._consumer, raw=False)  # DecodedBatch items, with their producer ids
+        consumer = self._consumer
+        with translate_errors(cluster, where):
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+        last_progress = time.monotonic()
+        while True:
+            with translate_errors(cluster, where):
+                items = consumer.poll(timeout_ms=500).get(tp, [])
+                position = consumer.position(tp)
+                via = self.provenance.origins({item.producer_id for item in items}) if items else {}
+            for item in items:
+                copied_from = via.get(item.producer_id)
+                for record in item.records:
+                    if record.offset >= end:
+                        return
+                    yield _Record(record.offset, record.key, record.value,
+                                  _header_origin(record.headers or ()) or copied_from or self.cluster_id,
+                                  copied_from, record.timestamp, record.timestamp_type == 0)
+            if position is not None and position >= end:
+                return
+            now = time.monotonic()
+            if items:
+                last_progress = now
+            elif now - last_progress > _READ_STALL:
+                raise KmcError(f"{cluster.name}: {where} made no progress for {_READ_STALL:g}s (at {position}, "
+                               f"end {end})")
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
 
 
 @dataclass(frozen=True)
@@ -174,8 +211,8 @@ class OffsetTranslator:
         self._source_ends: dict[TopicPartition, tuple[int, int]] = {}
         self._target_ends: dict[TopicPartition, tuple[int, int]] = {}
         self._known: dict[tuple[Any, ...], Translation] = {}
-        self._source_consumer: Any = None
-        self._target_consumer: Any = None
+        self._source_reader: _Reader | None = None
+        self._target_reader: _Reader | None = None
 
     def prepare(self, partitions: Sequence[tuple[str, int]]) -> None:
         """Read this mirror's offset map (in the target), the map of the mirror the other way (in the
@@ -264,38 +301,25 @@ class OffsetTranslator:
 
     # ---------------------------------------------------------------------------------- the work
 
-    def _consumers(self) -> tuple[Any, Any]:
-        if self._source_consumer is None:
-            self._source_consumer = self.source.consumer(isolation_level="read_committed",
-                                                         max_partition_fetch_bytes=1024 * 1024)
-            self._target_consumer = self.target.consumer(isolation_level="read_committed",
-                                                         max_partition_fetch_bytes=1024 * 1024)
-        return self._source_consumer, self._target_consumer
+    def _readers(self) -> tuple[_Reader, _Reader]:
+        if self._source_reader is None or self._target_reader is None:
+            self._source_reader = _Reader(self.source, self.source_id)
+            self._target_reader = _Reader(self.target, self.target_id)
+        return self._source_reader, self._target_reader
 
     def _source_records(self, tp: TopicPartition, start: int, end: int) -> Iterator[_Record]:
-        """The source's records from ``start`` to ``end``, each with the origin its copy carries (the
-        source's id where it has none); those whose origin is the target are never copied (loop prevention)."""
-        source_consumer, _ = self._consumers()
-        source_origin = self.source_id.encode()
-        for record in _records(source_consumer, tp, max(start, self._source_ends[tp][0]), end, self.source.cluster):
-            if record.origin is None:
-                record = _Record(record.offset, record.key, record.value, source_origin, record.timestamp,
-                                 record.create_time)
-            yield record
+        return self._readers()[0].records(tp, max(start, self._source_ends[tp][0]), end)
 
     def _target_records(self, tp: TopicPartition, start: int, end: int | None) -> Iterator[_Record]:
-        _, target_consumer = self._consumers()
         first, last = self._target_ends[tp]
-        return _records(target_consumer, tp, max(start, first), last if end is None else min(end, last),
-                        self.target.cluster)
+        return self._readers()[1].records(tp, max(start, first), last if end is None else min(end, last))
 
     def _before_first_anchor(self, source_tp: TopicPartition, target_tp: TopicPartition, wanted: int,
                              first: _Anchor) -> Translation:
         """The group is behind where the mirror started: the copy starts at the first anchor; records the
         source still has before it were never copied (a gap)."""
-        target_origin = self.target_id.encode()
-        missing = any(record.origin != target_origin for record in self._source_records(source_tp, wanted,
-                                                                                         first.source))
+        missing = any(not record.came_from(self.target_id)
+                      for record in self._source_records(source_tp, wanted, first.source))
         return Translation(target_tp.topic, first.target, "gap" if missing else "exact")
 
     def _align(self, source_tp: TopicPartition, target_tp: TopicPartition, wanted: int, anchor: _Anchor,
@@ -307,8 +331,7 @@ class OffsetTranslator:
         source_bound = min(following.source, source_end) if following is not None else source_end
         expected = self._source_records(source_tp, anchor.source, source_bound)
         copies = self._target_records(target_tp, anchor.target, following.target if following is not None else None)
-        target_origin = self.target_id.encode()
-        origins = {self.source_id.encode()}
+        origins = {self.source_id}
         last_copy: int | None = None  # offset of the last target record that may be a copy of this mirror's
 
         def found(translation_offset: int, status: str, final: bool = False) -> tuple[Translation, bool]:
@@ -318,7 +341,7 @@ class OffsetTranslator:
             return anchor.target if last_copy is None else last_copy + 1
 
         for record in expected:
-            if record.origin == target_origin:  # not copied: its original is in the target
+            if record.came_from(self.target_id):  # not copied (loop prevention): its original is in the target
                 if record.offset < wanted:
                     continue
                 original = self._original(source_tp, record.offset)
@@ -363,18 +386,14 @@ class OffsetTranslator:
         following = min((candidate for candidate in back.offsets.anchors if candidate.target > anchor.target),
                         key=lambda candidate: candidate.target, default=None)
         target_tp = TopicPartition(back.target_topic, source_tp.partition)
-        source_origin = self.source_id.encode()
         originals = self._target_records(target_tp, anchor.source,
                                          following.source if following is not None else None)
         copies = self._source_records(source_tp, anchor.target, offset + 1)
         for original in originals:
-            if original.origin == source_origin:
-                continue  # it came from our source: that mirror did not copy it back
-            expected = original if original.origin is not None else _Record(
-                original.offset, original.key, original.value, self.target_id.encode(), original.timestamp,
-                original.create_time)
+            if original.came_from(self.source_id):
+                continue  # that mirror did not copy it back
             for copy in copies:
-                if _is_copy(copy, expected):
+                if _is_copy(copy, original):
                     if copy.offset == offset:
                         return original.offset
                     break
@@ -383,10 +402,10 @@ class OffsetTranslator:
         return None
 
     def close(self) -> None:
-        for consumer in (self._source_consumer, self._target_consumer):
-            if consumer is not None:
-                consumer.close()
-        self._source_consumer = self._target_consumer = None
+        for reader in (self._source_reader, self._target_reader):
+            if reader is not None:
+                reader.close()
+        self._source_reader = self._target_reader = None
 
 
 def _is_copy(copy: _Record, record: _Record) -> bool:
