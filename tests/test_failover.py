@@ -31,6 +31,7 @@ from tests.helpers import (
     mirror_json,
     numbered,
     produce,
+    produce_slowly,
     producer,
     read_all,
     receive_as_group,
@@ -407,3 +408,58 @@ def test_flow_status_lag_alarm(tmp_path, monkeypatch, src_cluster, dst_cluster, 
     assert f"lag: flow alarm: src -> dst: {topic_name}[0]: 10 records behind (max 5)" in alarm.stderr
     kmc("flow", "run", "alarm")
     kmc("flow", "status", "alarm", "--max-lag", "0", "--max-lag-seconds", "1")
+
+
+def test_translate_skips_other_writers_records(src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
+    """Records another producer writes into the target topic between the mirror's copies are not the mirror's:
+    they never count as copies, and the group goes on at the copy of its next record."""
+    create_topic(src_cluster, topic_name, 1)
+    create_topic(dst_cluster, topic_name, 1)
+    for round_index in range(3):
+        produce(src_cluster, topic_name, distinct(50, 1, start=round_index * 50))
+        produce(dst_cluster, topic_name, distinct(7, 1, start=round_index * 7, prefix="local"))
+        mirror_json("src", "dst", "--topics", topic_name)
+    group = f"g-{topic_name}"
+    consumed = consume_as_group(src_cluster, group, topic_name, {0: 120})
+    document = translate("src", "dst", "--group", group, "--commit")
+    [row] = document["groups"][0]["partitions"]
+    assert (row["source_offset"], row["target_offset"], row["status"]) == (120, 7 + 50 + 7 + 50 + 7 + 20, "exact")
+    received = receive_as_group(dst_cluster, group, [topic_name])[(topic_name, 0)]
+    assert [record.value for record in received] == [f"v-{index}".encode() for index in range(120, 150)]
+    assert not {record.value for record in received} & {record.value for record in consumed[0]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exactly_once", [True, False], ids=["exactly-once", "at-least-once"])
+def test_translate_after_mirrors_killed(src_cluster, dst_cluster, topic_name: str, followers,  # noqa: ANN001
+                                        exactly_once: bool) -> None:
+    """kill -9 of the mirror while it copies, three times, and groups whose offsets fall anywhere in between:
+    with --exactly-once every group fails over exactly; at least once, none loses a record (a group can only
+    be given again what the mirror itself wrote twice)."""
+    partitions, total = 3, 3000
+    create_topic(src_cluster, topic_name, partitions)
+    done = produce_slowly(src_cluster, topic_name, total, partitions, pause=0.3)
+    options = ["--exactly-once"] if exactly_once else []
+    for interval in ("0.3", "5", "1"):
+        before = count(dst_cluster, topic_name)
+        follower = followers("src", "dst", "--topics", topic_name, "--checkpoint-interval", interval, *options)
+        wait_for(lambda before=before: count(dst_cluster, topic_name) > before or done.is_set(), 60,
+                 "copying to start", follower)
+        time.sleep(1.0)
+        follower.kill()
+    assert done.wait(120)
+    kmc("mirror", "src", "dst", "--topics", topic_name, *options)
+    groups = {f"g{index}-{topic_name}": per_partition for index, per_partition in enumerate((0, 130, 420, 777, 999))}
+    consumed = {group: consume_as_group(src_cluster, group, topic_name, dict.fromkeys(range(partitions), n))
+                for group, n in groups.items() if n}
+    for group in groups:
+        if not groups[group]:
+            commit(src_cluster, group, {(topic_name, p): 0 for p in range(partitions)})
+    document = translate("src", "dst", "--group", f"g[0-9]-{topic_name}", "--commit")
+    assert set(statuses(document).values()) == {"exact"}
+    for group in groups:
+        lost, repeated = lost_and_repeated(src_cluster, dst_cluster, group, {topic_name: consumed.get(group, {})},
+                                           in_order=exactly_once)
+        assert lost == 0, group
+        if exactly_once:
+            assert repeated == 0, group
