@@ -412,11 +412,11 @@ def consume_as_group(cluster, group: str, topic: str, counts: dict[int, int],  #
 
 
 def receive_as_group(cluster, group: str, topics: list[str], timeout: float = 60,  # noqa: ANN001
-                     ) -> dict[tuple[str, int], list[Got]]:
+                     reset: str = "error") -> dict[tuple[str, int], list[Got]]:
     """What a failed-over application receives: a consumer of ``group`` subscribed to ``topics`` (from the
-    group's committed offsets; a partition without one is an error, never a silent reset), every record up
-    to the end of each partition, without committing."""
-    consumer = _group_consumer(cluster, group, **{"auto.offset.reset": "error"})
+    group's committed offsets; a partition without one is an error, never a silent reset, unless ``reset``
+    says where to start then), every record up to the end of each partition, without committing."""
+    consumer = _group_consumer(cluster, group, **{"auto.offset.reset": reset})
     partitions = {(topic, p) for topic in topics for p in admin(cluster).list_topics(topic, timeout=10)
                   .topics[topic].partitions}
     found: dict[tuple[str, int], list[Got]] = {key: [] for key in partitions}
@@ -462,3 +462,15 @@ def committed_offsets(cluster, group: str, topic: str) -> dict[int, int]:  # noq
         return {tp.partition: tp.offset for tp in answer if tp.offset >= 0}
     finally:
         consumer.close()
+
+
+def failover_counts(source: list[Got], committed: int, consumed: set[bytes | None],
+                    received: list[Got]) -> tuple[int, int]:
+    """(lost, repeated) of one partition after a failover: records the source holds at or after the group's
+    committed offset that the failed-over consumer did not receive, and records it received that the group had
+    consumed on the source (``consumed``: their values), or received twice. Values must be unique."""
+    values = [record.value for record in received]
+    arrived = set(values)
+    lost = sum(1 for record in source if record.offset >= committed and record.value not in arrived)
+    repeated = sum(1 for value in values if value in consumed) + len(values) - len(arrived)
+    return lost, repeated

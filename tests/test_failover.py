@@ -27,6 +27,7 @@ from tests.helpers import (
     count,
     create_topic,
     delete_records,
+    failover_counts,
     kmc,
     mirror_json,
     numbered,
@@ -71,13 +72,12 @@ def lost_and_repeated(source, target, group: str, consumed: dict[str, dict[int, 
         offsets = committed_offsets(source, group, topic)
         now = read_all(source, topic)
         for partition, records in now.items():
-            expected = [record for record in records if record.offset >= offsets[partition]]
             got = received[(renamed[topic], partition)]
-            values = [record.value for record in got]
-            seen = {record.value for record in by_partition.get(partition, [])}
-            lost += sum(1 for record in expected if record.value not in set(values))
-            repeated += sum(1 for value in values if value in seen) + len(values) - len(set(values))
+            counts = failover_counts(records, offsets[partition],
+                                     {record.value for record in by_partition.get(partition, [])}, got)
+            lost, repeated = lost + counts[0], repeated + counts[1]
             if in_order:
+                expected = [record for record in records if record.offset >= offsets[partition]]
                 assert [without_origin(r) for r in got] == [without_origin(r) for r in expected], \
                     f"{topic}[{partition}]"
     return lost, repeated
