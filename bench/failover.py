@@ -11,7 +11,10 @@ the source and commit (``fo-CASE-kmc``, ``fo-CASE-mm2``):
 - ``plain``: a topic written by a plain producer;
 - ``compacted``: a compacted topic, compacted before the copy (offsets with gaps);
 - ``transactional``: a transactional producer, every third transaction aborted (markers, aborted records);
-- ``trimmed``: the topic's start deleted (delete-records) before the copy.
+- ``trimmed``: the topic's start deleted (delete-records) before the copy;
+- ``live``: written while the tool runs (``--live-seconds`` at 100 records/s), and consumed as it is written
+  by a group that commits every half second and stops two seconds before the writing does (an application a
+  little behind when its site is lost): each tool's group starts at the end of what was there before.
 
 Then each tool runs as a service with group offset sync until the target holds every record and the groups'
 offsets on the target stay the same for ``--settle`` seconds, and is stopped: the failover. A consumer with
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gc
 import json
 import os
 import shutil
@@ -43,14 +47,17 @@ import jars  # noqa: E402
 import measure  # noqa: E402
 import report  # noqa: E402
 import runners  # noqa: E402
+from confluent_kafka import Consumer, KafkaError, KafkaException  # noqa: E402
 
 from kmc import sandbox  # noqa: E402
 from tests.helpers import (  # noqa: E402 - the tests' confluent-kafka helpers, one copy
     Rec,
+    commit,
     committed_offsets,
     consume_as_group,
     create_topic,
     delete_records,
+    drop_admin_clients,
     failover_counts,
     produce,
     producer,
@@ -59,7 +66,7 @@ from tests.helpers import (  # noqa: E402 - the tests' confluent-kafka helpers, 
 )
 
 CLUSTERS = ["fo-src", "fo-dst"]
-CASES = ("plain", "compacted", "transactional", "trimmed")
+CASES = ("plain", "compacted", "transactional", "trimmed", "live")
 PARTITIONS = 3
 CONSUMED = 0.37  # the share of each partition the groups consume before the failover
 TOOLS = {"kmc": "kmc mirror --follow --sync-groups", "mm2": "MirrorMaker 2 (checkpoints, sync.group.offsets)"}
@@ -92,6 +99,8 @@ def fill(source: sandbox.SandboxCluster, case: str, records: int) -> None:
             time.sleep(2)
         return
     create_topic(source, topic, PARTITIONS)
+    if case == "live":
+        return  # written while each tool runs (live())
     if case == "transactional":
         txn = producer(source, **{"transactional.id": f"fo-{case}"})
         txn.init_transactions(30)
@@ -106,6 +115,51 @@ def fill(source: sandbox.SandboxCluster, case: str, records: int) -> None:
     produce(source, topic, values(case, records))
     if case == "trimmed":
         delete_records(source, topic, dict.fromkeys(range(PARTITIONS), records // PARTITIONS // 5))
+
+
+def live(source: sandbox.SandboxCluster, tool: str, seconds: float) -> dict[int, set[bytes | None]]:
+    """The ``live`` case while ``tool`` runs: write ``fo-live`` at 100 records/s for ``seconds`` while its group
+    consumes and commits every half second, stopping 2 s before the writing does. Returns what the group
+    consumed, counting what was there before it started as consumed."""
+    topic, group = "fo-live", f"fo-live-{tool}"
+    before = read_all(source, topic)
+    consumed = {p: {record.value for record in before.get(p, [])} for p in range(PARTITIONS)}
+    commit(source, group, {(topic, p): (before[p][-1].offset + 1 if before.get(p) else 0) for p in range(PARTITIONS)})
+    writer = producer(source)
+    consumer = Consumer({"bootstrap.servers": ",".join(source.bootstrap), "group.id": group,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    started = time.monotonic()
+    index = last_commit = 0
+    try:
+        while (elapsed := time.monotonic() - started) < seconds:
+            for _ in range(10):
+                writer.produce(topic, value=f"live-{tool}-{index}".encode(), key=f"k{index}".encode(),
+                               partition=index % PARTITIONS)
+                index += 1
+            writer.poll(0)
+            if elapsed < seconds - 2:
+                for message in consumer.consume(100, 0.05):
+                    if message.error() is None:
+                        consumed[message.partition()].add(message.value())
+                if elapsed - last_commit >= 0.5:
+                    _commit_position(consumer)
+                    last_commit = elapsed
+            time.sleep(max(0.0, started + index / 100 - time.monotonic()))
+        writer.flush(30)
+        _commit_position(consumer)
+    finally:
+        consumer.close()
+    return consumed
+
+
+def _commit_position(consumer: Consumer) -> None:
+    """Commit what the consumer consumed (nothing new since the last commit is no error)."""
+    try:
+        consumer.commit(asynchronous=False)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError._NO_OFFSET:
+            raise
 
 
 def mm2_properties(source: str, target: str, work: Path) -> Path:
@@ -166,10 +220,13 @@ def synced(source: sandbox.SandboxCluster, target: sandbox.SandboxCluster, tool:
 
 
 def run_tool(tool: str, cmd: list[str], env: dict[str, str] | None, source: sandbox.SandboxCluster,
-             target: sandbox.SandboxCluster, topics: dict[str, str], work: Path, settle: float) -> dict:
+             target: sandbox.SandboxCluster, topics: dict[str, str], work: Path, settle: float,
+             live_seconds: float, consumed: dict[str, dict[int, set[bytes | None]]]) -> dict:
     say(f"{TOOLS[tool]}: running until everything is copied and the groups' offsets settle")
     child = measure.Child(cmd, work / f"{tool}.log", env=env)
     state: dict = {}
+    time.sleep(10)  # its start-up: the live application starts once the service runs
+    consumed[f"live-{tool}"] = live(source, tool, live_seconds)
     started = time.monotonic()
     deadline = started + 300
     try:
@@ -207,13 +264,13 @@ def measure_case(source: sandbox.SandboxCluster, target: sandbox.SandboxCluster,
 def markdown(rows: list[dict], records: int) -> str:
     by_case = {(row["case"], row["tool"]): row for row in rows}
     lines = [f"Failover of a consumer group that consumed {CONSUMED:.0%} of each partition ({records:,} records per "
-             "topic, 3 partitions); lost / repeated records of the failed-over consumer:", "",
+             "topic, 3 partitions; live: consumed as written, for each tool while it ran); records the failed-over "
+             "consumer lost / received again:", "",
              "| source topic | not yet consumed | kmc lost | kmc repeated | MM2 lost | MM2 repeated |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for case in CASES:
         kmc_row, mm2_row = by_case.get((case, "kmc")), by_case.get((case, "mm2"))
-        first = kmc_row or mm2_row
-        if first is None:
+        if kmc_row is None and mm2_row is None:
             continue
 
         def cells(row: dict | None) -> str:
@@ -223,7 +280,8 @@ def markdown(rows: list[dict], records: int) -> str:
                 if row["partitions_without_offset"] else ""
             return f"{row['lost']:,} | {row['repeated']:,}{note}"
 
-        lines.append(f"| {case} | {first['unconsumed']:,} | {cells(kmc_row)} | {cells(mm2_row)} |")
+        unconsumed = sorted({row["unconsumed"] for row in (kmc_row, mm2_row) if row is not None})
+        lines.append(f"| {case} | {' / '.join(f'{n:,}' for n in unconsumed)} | {cells(kmc_row)} | {cells(mm2_row)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -231,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=6000, help="records per source topic (default 6000)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds the offsets must stand still")
+    parser.add_argument("--live-seconds", type=float, default=20.0, help="how long the live case writes")
     parser.add_argument("--tools", default="kmc,mm2", help="comma-separated subset of kmc,mm2")
     parser.add_argument("--mm2-version", default=jars.DEFAULT_MM2_VERSION)
     parser.add_argument("--no-save", action="store_true", help="print the table only")
@@ -242,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def cleanup() -> None:
         measure.stop_all()
+        drop_admin_clients()
+        gc.collect()  # librdkafka clients nothing holds go before their brokers do
         existing = {cluster.name for cluster in sandbox.list_sandboxes()}
         sandbox.down([name for name in CLUSTERS if name in existing])
         for pid in sandbox.kill_jvms_under(home):
@@ -261,18 +322,28 @@ def main(argv: list[str] | None = None) -> int:
     for case in CASES:
         say(f"{case}: filling fo-{case}")
         fill(source, case, args.records)
+        if case == "live":
+            continue
         now = read_all(source, f"fo-{case}")
         counts = {p: int(len(records) * CONSUMED) for p, records in now.items()}
         for tool in tools:
             records = consume_as_group(source, f"fo-{case}-{tool}", f"fo-{case}", counts)
             consumed[case] = {p: {record.value for record in got} for p, got in records.items()}
     src, dst = ",".join(source.bootstrap), ",".join(target.bootstrap)
-    runs = {}
+    runs: dict[str, dict] = {}
+    rows: list[dict] = []
+
+    def measure_tool(tool: str, target_topic: str) -> None:
+        """Right after the tool's run, before the next tool's live case writes more."""
+        rows.extend(measure_case(source, target, case, tool, target_topic.format(case=case),
+                                 consumed[f"live-{tool}" if case == "live" else case]) for case in CASES)
+
     if "kmc" in tools:
         cmd = [runners.kmc_executable(), "mirror", src, dst, "--topics", f"fo-({'|'.join(CASES)})", "--rename",
                "{topic}.kmc", "--follow", "--sync-groups", "fo-.*-kmc", "--sync-interval", "1", "-q"]
         runs["kmc"] = run_tool("kmc", cmd, kmc_env, source, target, {case: f"fo-{case}.kmc" for case in CASES},
-                               work, args.settle)
+                               work, args.settle, args.live_seconds, consumed)
+        measure_tool("kmc", "fo-{case}.kmc")
     if "mm2" in tools:
         log4j = work / "log4j2.properties"
         log4j.write_text(runners.LOG4J2)
@@ -280,9 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                f"-Dlog4j2.configurationFile={log4j}", "-cp", mirror_cp, runners.MIRROR_MAKER,
                str(mm2_properties(src, dst, work)), "--clusters", "dst"]
         runs["mm2"] = run_tool("mm2", cmd, None, source, target, {case: f"src.fo-{case}" for case in CASES},
-                               work, args.settle)
-    rows = [measure_case(source, target, case, tool, f"fo-{case}.kmc" if tool == "kmc" else f"src.fo-{case}",
-                         consumed[case]) for tool in tools for case in CASES]
+                               work, args.settle, args.live_seconds, consumed)
+        measure_tool("mm2", "src.fo-{case}")
     table = markdown(rows, args.records)
     print(table, end="")
     if not args.no_save:
