@@ -7,6 +7,7 @@ printing.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,14 +256,16 @@ class GroupSync:
             session.close()
         self._sessions = self._translator = None
 
-    def round(self) -> TranslationReport:
+    def round(self, abandon: threading.Event | None = None) -> TranslationReport:
         """Translate the matching groups' offsets and commit those that moved forward. A failure closes the
-        sessions (the next round opens new ones) and raises."""
+        sessions (the next round opens new ones) and raises; ``abandon`` set while it reads records ends it
+        (Interrupted)."""
         try:
             if self._sessions is None:
                 self._sessions = (KafkaSession(self.source_cluster, self.timeout),
                                   KafkaSession(self.target_cluster, self.timeout))
                 self._translator = OffsetTranslator(*self._sessions, self.flow, self.rename)
+            self._translator.abandon = abandon
             source_session, target_session = self._sessions
             translator = self._translator
             committed = _source_group_offsets(source_session, self.groups, self.wanted_topic)

@@ -25,6 +25,7 @@ has no offset map for the partition: nothing to translate). Library code: no pri
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from kafka import TopicPartition
 from kafka.admin import OffsetSpec
 
 from kmc.client import KafkaSession, translate_errors
-from kmc.errors import KmcError
+from kmc.errors import Interrupted, KmcError
 from kmc.metadata import describe_topics, list_offsets, render_topic_name
 from kmc.mirror.checkpoints import CHECKPOINT_TOPIC, Checkpoint, CheckpointStore, checkpoint_flows
 from kmc.mirror.copypath import ORIGIN_HEADER
@@ -46,7 +47,6 @@ STATUSES = ("exact", "ahead", "gap", "no-checkpoint")
 # gaps after which the anchors written before them no longer describe the target (expired records do not
 # change what the anchors say: the mirror never had them)
 _RESETTING_GAPS = ("source-recreated", "source-truncated", "target-recreated", "target-truncated")
-_READ_STALL = 60.0  # seconds a read may go without a record before it fails
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -97,6 +97,8 @@ class _Reader:
     def __init__(self, session: KafkaSession, cluster_id: str) -> None:
         self.session = session
         self.cluster_id = cluster_id
+        self.abandon: threading.Event | None = None  # set: stop reading (Interrupted)
+        self.stall = max(30.0, 3 * session.timeout)  # seconds a read may go without progress before it fails
         self.provenance = ProvenanceMap(session)
         self._consumer: Any = None
 
@@ -131,11 +133,13 @@ class _Reader:
                                   copied_from, record.timestamp, record.timestamp_type == 0)
             if position is not None and position >= end:
                 return
+            if self.abandon is not None and self.abandon.is_set():
+                raise Interrupted(f"{cluster.name}: {where}: stopped")
             now = time.monotonic()
             if items:
                 last_progress = now
-            elif now - last_progress > _READ_STALL:
-                raise KmcError(f"{cluster.name}: {where} made no progress for {_READ_STALL:g}s (at {position}, "
+            elif now - last_progress > self.stall:
+                raise KmcError(f"{cluster.name}: {where} made no progress for {self.stall:g}s (at {position}, "
                                f"end {end})")
 
     def close(self) -> None:
@@ -199,11 +203,12 @@ class OffsetTranslator:
     whose offset map the source holds (:class:`_ReturnMap`)."""
 
     def __init__(self, source: KafkaSession, target: KafkaSession, flow: str = DEFAULT_FLOW,
-                 rename: str | None = None) -> None:
+                 rename: str | None = None, abandon: threading.Event | None = None) -> None:
         self.source = source
         self.target = target
         self.flow = flow
         self.rename = rename
+        self.abandon = abandon  # set while reading records: give up (Interrupted)
         self.source_id = ""
         self.target_id = ""
         self.maps: dict[tuple[str, int], _PartitionMap] = {}
@@ -305,6 +310,7 @@ class OffsetTranslator:
         if self._source_reader is None or self._target_reader is None:
             self._source_reader = _Reader(self.source, self.source_id)
             self._target_reader = _Reader(self.target, self.target_id)
+        self._source_reader.abandon = self._target_reader.abandon = self.abandon
         return self._source_reader, self._target_reader
 
     def _source_records(self, tp: TopicPartition, start: int, end: int) -> Iterator[_Record]:

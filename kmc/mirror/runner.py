@@ -282,8 +282,10 @@ class _Runner:
             finally:
                 done.set()
                 thread.join()
-            # stopped: one last round, so the target's groups are as current as the mirror (a planned failover)
-            return dataclasses.replace(result, group_sync=syncing.round(final=True) or syncing.last)
+            # stopped: one last round, so the target's groups are as current as the mirror (a planned failover);
+            # not when the last round failed (the source is gone: an unplanned failover must not wait for it)
+            final = syncing.round(final=True) if syncing.healthy else None
+            return dataclasses.replace(result, group_sync=final or syncing.last)
 
     def _mirror(self, job: MirrorJob, apart: bool, notice: Callable[[str, str], None]) -> MirrorResult:
         if job.workers > 1:
@@ -365,17 +367,26 @@ class _SyncRounds:
         self._refused: set[str] = set()
         self._failure: str | None = None
 
+    @property
+    def healthy(self) -> bool:
+        """The last round (if any) succeeded."""
+        return self._failure is None
+
     def every(self, interval: float, done: threading.Event, stop: threading.Event) -> None:
-        """A round every ``interval`` seconds until ``done`` or ``stop`` is set."""
+        """A round every ``interval`` seconds until ``done`` or ``stop`` is set (which also ends a round that
+        is reading records)."""
         while not done.is_set() and not stop.is_set():
-            self.round()
+            self.round(abandon=done)
             if done.wait(interval):
                 return
 
-    def round(self, final: bool = False, raise_errors: bool = False) -> TranslationReport | None:
+    def round(self, final: bool = False, raise_errors: bool = False,
+              abandon: threading.Event | None = None) -> TranslationReport | None:
         """One round; ``final`` says what it committed. A failure is raised (``raise_errors``) or said."""
         try:
-            report = self.sync.round()
+            report = self.sync.round(abandon)
+        except Interrupted:
+            return None
         except KmcError as exc:
             if raise_errors:
                 raise
