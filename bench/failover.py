@@ -185,15 +185,7 @@ def mm2_properties(source: str, target: str, work: Path) -> Path:
         "src.consumer.isolation.level": "read_committed",
         "emit.heartbeats.enabled": "false",
         "sync.topic.acls.enabled": "false",
-        "replication.factor": "1",
-        "offset-syncs.topic.replication.factor": "1",
-        "heartbeats.topic.replication.factor": "1",
-        "checkpoints.topic.replication.factor": "1",
-        "config.storage.replication.factor": "1",
-        "offset.storage.replication.factor": "1",
-        "status.storage.replication.factor": "1",
-        "plugin.discovery": "service_load",
-        "dst.plugin.discovery": "service_load",
+        **runners.MM2_SANDBOX_SETTINGS,
         "dst.group.id": "mm2-failover",
     }
     path = work / "mm2-failover.properties"
