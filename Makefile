@@ -6,7 +6,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint docs bench bench-quick chaos clean-sandbox
+.PHONY: demo test test-fast lint docs bench bench-quick bench-failover chaos clean-sandbox
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(VENV)/.installed
 
 bench-quick: $(VENV)/.installed
 	$(PY) bench/run.py --quick
+
+# consumer-group failover, kmc --sync-groups against MirrorMaker 2's checkpoint connector (docs/failover.md)
+bench-failover: $(VENV)/.installed
+	$(PY) bench/failover.py
 
 # the long chaos runs (KMC_CHAOS_SECONDS each, default 180): kill -9 of kmc and brokers, then count
 chaos: $(VENV)/.installed
