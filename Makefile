@@ -6,7 +6,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint docs bench bench-quick bench-archive chaos clean-sandbox
+.PHONY: demo test test-fast lint docs bench bench-quick bench-archive bench-failover chaos clean-sandbox
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-quick: $(VENV)/.installed
 
 bench-archive: $(VENV)/.installed
 	$(PY) bench/archive_throughput.py
+# consumer-group failover, kmc --sync-groups against MirrorMaker 2's checkpoint connector (docs/failover.md)
+bench-failover: $(VENV)/.installed
+	$(PY) bench/failover.py
 
 # the long chaos runs (KMC_CHAOS_SECONDS each, default 180): kill -9 of kmc and brokers, then count
 chaos: $(VENV)/.installed

@@ -257,6 +257,23 @@ def _consumer_stats(output: str) -> dict[str, str] | None:
 # -------------------------------------------------------------------------------------- mirrors
 
 
+# What every MirrorMaker 2 run on the bench's sandboxes needs (also bench/failover.py's).
+MM2_SANDBOX_SETTINGS = {
+    # single-broker sandboxes
+    "replication.factor": "1",
+    "offset-syncs.topic.replication.factor": "1",
+    "heartbeats.topic.replication.factor": "1",
+    "checkpoints.topic.replication.factor": "1",
+    "config.storage.replication.factor": "1",
+    "offset.storage.replication.factor": "1",
+    "status.storage.replication.factor": "1",
+    # MM2's own start-up warning recommends this: skip the reflective scan of the whole classpath for
+    # Connect plugins (once for MirrorMaker itself, once for the herder's worker)
+    "plugin.discovery": "service_load",
+    "dst.plugin.discovery": "service_load",
+}
+
+
 def mm2_properties(bench: Bench, dataset: Dataset, run: str) -> str:
     """A minimal mm2.properties: one flow src->dst for the dataset's topic, identity names, no extras."""
     settings = {
@@ -276,18 +293,7 @@ def mm2_properties(bench: Bench, dataset: Dataset, run: str) -> str:
         "sync.topic.acls.enabled": "false",
         # the producer compresses as the dataset's producer did, so no tool hands compression to the broker
         "dst.producer.compression.type": dataset.compression,
-        # single-broker sandboxes
-        "replication.factor": "1",
-        "offset-syncs.topic.replication.factor": "1",
-        "heartbeats.topic.replication.factor": "1",
-        "checkpoints.topic.replication.factor": "1",
-        "config.storage.replication.factor": "1",
-        "offset.storage.replication.factor": "1",
-        "status.storage.replication.factor": "1",
-        # MM2's own start-up warning recommends this: skip the reflective scan of the whole classpath for
-        # Connect plugins (once for MirrorMaker itself, once for the herder's worker)
-        "plugin.discovery": "service_load",
-        "dst.plugin.discovery": "service_load",
+        **MM2_SANDBOX_SETTINGS,
         # fresh Connect group and internal topics per run: a run never starts with the previous run's
         # connector config (which would cost it a reconfiguration and a rebalance). The worker takes its
         # group.id only from the target cluster's settings, the topic names also from the top level.

@@ -13,7 +13,7 @@ class ExitCode(IntEnum):
     """Exit statuses; the table in docs/exit-codes.md and the README is generated from this."""
 
     OK = 0
-    DIFFERENCES = 1  # diff found differences; nothing else exits 1, so scripts can tell "different" apart
+    DIFFERENCES = 1  # diff found differences, or a lag alarm (flow/mirror status --max-lag): never a failure
     USAGE = 2  # bad option, unknown cluster or flow name, bad regex
     CONFIG = 3  # unreadable or invalid config file, missing environment variable, missing tool, unwritable files
     UNREACHABLE = 4  # a cluster could not be reached in time
@@ -29,7 +29,8 @@ class ExitCode(IntEnum):
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success; for diff, no differences",
-    ExitCode.DIFFERENCES: "differences found (diff)",
+    ExitCode.DIFFERENCES: "differences found (diff); a lag alarm: a partition further behind than --max-lag or "
+                          "--max-lag-seconds (flow status, mirror status)",
     ExitCode.USAGE: "usage error: bad option, unknown cluster or flow name, bad regex",
     ExitCode.CONFIG: "configuration error: invalid config file, missing environment variable, missing java/mvn, "
                      "a file or directory kmc needs that cannot be written (config, state, stdout)",
@@ -127,6 +128,14 @@ class TlsError(AuthError):
 class PartialFailure(KmcError):
     exit_code = ExitCode.PARTIAL
     default_hint = "the other clusters, topics or partitions succeeded; see the errors above"
+
+
+class LagAlarm(KmcError):
+    """``kmc flow status`` / ``kmc mirror status`` with --max-lag or --max-lag-seconds: a partition is further
+    behind (the offenders are on stderr). Exit 1, like diff's differences: what was asked for was answered."""
+
+    exit_code = ExitCode.DIFFERENCES
+    default_hint = "the partitions are listed above"
 
 
 class DataGapError(KmcError):

@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kmc.cli.main import main
@@ -79,7 +86,7 @@ BASE_TIMESTAMP = int(time.time() * 1000) - 3_600_000
 ORIGIN = "kmc-origin"
 RESULT_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_id", "mode", "complete",
                "elapsed_seconds", "records", "bytes", "skipped", "redelivered", "changes", "warnings", "gaps",
-               "topics"}
+               "topics", "group_sync"}
 RESULT_TOPIC_KEYS = {"source_topic", "target_topic", "partitions", "records", "bytes", "skipped", "redelivered",
                      "lag", "gaps"}
 PLAN_KEYS = {"flow", "source", "target", "source_cluster_id", "target_cluster_id", "checkpoint_topic", "copy", "topics",
@@ -396,3 +403,115 @@ def on_terminal(command: list[str], env: dict[str, str]) -> tuple[int, str, str]
         os.close(leader)
     _, err = proc.communicate(timeout=60)
     return proc.returncode, b"".join(chunks).decode().replace("\r\n", "\n"), err.decode()
+def delete_records(cluster, topic: str, before: dict[int, int]) -> None:  # noqa: ANN001
+    """What retention does: move each partition's start to ``before[p]`` (the broker deletes the rest)."""
+    futures = admin(cluster).delete_records([TopicPartition(topic, p, offset) for p, offset in before.items()])
+    for future in futures.values():
+        future.result(30)
+
+
+# ------------------------------------------------------------------------------------ consumer groups
+
+
+def _group_consumer(cluster, group: str, **settings: object) -> Consumer:  # noqa: ANN001
+    return Consumer({"bootstrap.servers": bootstrap(cluster), "group.id": group, "enable.auto.commit": False,
+                     "enable.partition.eof": True, **settings})
+
+
+def consume_as_group(cluster, group: str, topic: str, counts: dict[int, int],  # noqa: ANN001
+                     timeout: float = 60) -> dict[int, list[Got]]:
+    """What an application does: as consumer group ``group``, consume ``counts[p]`` more records of each
+    partition ``p`` of ``topic`` (from the group's committed offset, else the beginning) and commit after
+    the last one. Returns the records consumed."""
+    consumer = _group_consumer(cluster, group, **{"auto.offset.reset": "earliest"})
+    try:
+        stored = _committed(consumer, [TopicPartition(topic, p) for p in counts])
+        consumer.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                         for tp in stored])
+        consumed: dict[int, list[Got]] = {p: [] for p in counts}
+        pending = {p for p, wanted in counts.items() if wanted > 0}
+        for p in set(counts) - pending:
+            consumer.pause([TopicPartition(topic, p)])
+        deadline = time.monotonic() + timeout
+        while pending:
+            assert time.monotonic() < deadline, \
+                f"{group}: could not consume {counts} of {topic}: got {[len(r) for r in consumed.values()]}"
+            for message in consumer.consume(100, 0.5):
+                if message.error() is not None or message.partition() not in pending:
+                    continue
+                partition = message.partition()
+                consumed[partition].append(Got(message.offset(), message.key(), message.value(),
+                                               list(message.headers() or []), message.timestamp()))
+                if len(consumed[partition]) == counts[partition]:
+                    pending.discard(partition)
+                    consumer.pause([TopicPartition(topic, partition)])
+        commit_offsets(consumer, [TopicPartition(topic, p, records[-1].offset + 1)
+                                  for p, records in consumed.items() if records])
+        return consumed
+    finally:
+        consumer.close()
+
+
+def receive_as_group(cluster, group: str, topics: list[str], timeout: float = 60,  # noqa: ANN001
+                     reset: str = "error") -> dict[tuple[str, int], list[Got]]:
+    """What a failed-over application receives: a consumer of ``group`` subscribed to ``topics`` (from the
+    group's committed offsets; a partition without one is an error, never a silent reset, unless ``reset``
+    says where to start then), every record up to the end of each partition, without committing."""
+    consumer = _group_consumer(cluster, group, **{"auto.offset.reset": reset})
+    partitions = {(topic, p) for topic in topics for p in admin(cluster).list_topics(topic, timeout=10)
+                  .topics[topic].partitions}
+    found: dict[tuple[str, int], list[Got]] = {key: [] for key in partitions}
+    try:
+        consumer.subscribe(topics)
+        at_end: set[tuple[str, int]] = set()
+        deadline = time.monotonic() + timeout
+        while at_end != partitions:
+            assert time.monotonic() < deadline, f"{group}: partitions {sorted(partitions - at_end)} not read to the end"
+            for message in consumer.consume(500, 0.5):
+                key = (message.topic(), message.partition())
+                error = message.error()
+                if error is not None:
+                    assert error.code() == KafkaError._PARTITION_EOF, f"{group}: {error}"
+                    at_end.add(key)
+                    continue
+                found[key].append(Got(message.offset(), message.key(), message.value(),
+                                      list(message.headers() or []), message.timestamp()))
+        return found
+    finally:
+        consumer.close()
+
+
+def _committed(consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    """The group's committed offsets (-1001 where none), waiting out a group coordinator that is still being
+    set up (a fresh cluster: librdkafka gives up on an assignment from stored offsets at once then)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:
+            if exc.args[0].code() not in COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def committed_offsets(cluster, group: str, topic: str) -> dict[int, int]:  # noqa: ANN001
+    """The group's committed offsets on ``topic`` (partitions without one left out)."""
+    consumer = _group_consumer(cluster, group)
+    try:
+        partitions = admin(cluster).list_topics(topic, timeout=10).topics[topic].partitions
+        answer = _committed(consumer, [TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: tp.offset for tp in answer if tp.offset >= 0}
+    finally:
+        consumer.close()
+
+
+def failover_counts(source: list[Got], committed: int, consumed: set[bytes | None],
+                    received: list[Got]) -> tuple[int, int]:
+    """(lost, repeated) of one partition after a failover: records the source holds at or after the group's
+    committed offset that the failed-over consumer did not receive, and records it received that the group had
+    consumed on the source (``consumed``: their values), or received twice. Values must be unique."""
+    values = [record.value for record in received]
+    arrived = set(values)
+    lost = sum(1 for record in source if record.offset >= committed and record.value not in arrived)
+    repeated = sum(1 for value in values if value in consumed) + len(values) - len(arrived)
+    return lost, repeated

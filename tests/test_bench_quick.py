@@ -122,3 +122,21 @@ def test_nothing_left_running(quick_run: dict) -> None:
     scratch = quick_run["scratch"]
     assert _processes_naming(scratch) == []
     assert list(scratch.iterdir()) == []  # the harness removed its scratch directory
+
+
+def test_failover_bench_runs_both_tools_and_leaves_nothing(tmp_path: Path) -> None:
+    """``bench/failover.py`` on small data: both tools measured on every case, kmc losing and repeating
+    nothing, and no process of its left behind."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "failover.py"), "--records", "600", "--live-seconds", "4",
+         "--settle", "3", "--no-save"],
+        capture_output=True, text=True, env={**os.environ, "TMPDIR": str(scratch)}, timeout=1100,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"failover bench exited {proc.returncode}\n{proc.stdout}\n{proc.stderr[-5000:]}"
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    cases = {cells[0].strip(): [cell.strip() for cell in cells[2:]] for cells in rows[1:]}
+    assert set(cases) == {"plain", "compacted", "transactional", "trimmed", "live"}
+    assert all(cells[:2] == ["0", "0"] for cells in cases.values()), proc.stdout  # kmc: lost, repeated
+    assert _processes_naming(scratch) == []

@@ -115,7 +115,10 @@ def completion_config(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("words", "offered"), [
-    ("kmc mirror ", ["central", "dc1", "dc2"]),
+    ("kmc mirror ", ["central", "dc1", "dc2", "status"]),
+    ("kmc groups d", ["dc1", "dc2"]),
+    ("kmc groups ", ["central", "dc1", "dc2", "translate"]),
+    ("kmc mirror --fro", ["--from"]),
     ("kmc mirror dc", ["dc1", "dc2"]),
     ("kmc diff dc1 c", ["central"]),
     ("kmc aggregate dc1 dc2 --into ", ["central", "dc1", "dc2"]),
@@ -143,7 +146,8 @@ def test_completion_describes_clusters_and_flows_for_zsh_and_fish(completion_con
 def test_completion_with_a_broken_config_offers_nothing_and_says_nothing(tmp_path: Path) -> None:
     broken = tmp_path / "config.toml"
     broken.write_text("[clusters.dc1\n")
-    assert complete("kmc mirror ", broken) in ([], [""])
+    assert complete("kmc mirror ", broken) == ["status"]  # the subcommand still; no cluster, no message
+    assert complete("kmc topics ", broken) in ([], [""])
 
 
 # --- man pages (issue 18) ----------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ from tests.helpers import Result, create_topic, kmc
 # until it is added here. Codes 1 and 75 come from diff and flow locking, and are pinned by their tests.
 EXIT_CODE_TESTS: dict[ExitCode, str] = {
     ExitCode.OK: "test_exit_0_success",
-    ExitCode.DIFFERENCES: "elsewhere: the kmc diff tests (issue 4), a difference exits 1",
+    ExitCode.DIFFERENCES: "elsewhere: the kmc diff tests (issue 4), a difference exits 1; tests/test_failover.py, "
+                          "a lag alarm (mirror/flow status --max-lag) exits 1",
     ExitCode.USAGE: "test_exit_2_usage",
     ExitCode.CONFIG: "test_exit_3_config",
     ExitCode.UNREACHABLE: "test_exit_4_unreachable",

@@ -31,6 +31,7 @@ from tests.helpers import (
     cluster_id,
     count,
     create_topic,
+    delete_records,
     kmc,
     log_batches,
     mirror_json,
@@ -47,13 +48,6 @@ pytestmark = pytest.mark.kafka
 
 def values(records_by_partition: dict) -> dict[int, list[bytes]]:
     return {partition: [record.value for record in records] for partition, records in records_by_partition.items()}
-
-
-def delete_records(cluster, topic: str, before: dict[int, int]) -> None:  # noqa: ANN001
-    """What retention does: move each partition's start to ``before[p]`` (the broker deletes the rest)."""
-    futures = admin(cluster).delete_records([CTopicPartition(topic, p, offset) for p, offset in before.items()])
-    for future in futures.values():
-        future.result(30)
 
 
 def delete_topic(cluster, topic: str) -> None:  # noqa: ANN001

@@ -213,9 +213,23 @@ def test_unsupported_settings_are_errors(tmp_path: Path) -> None:
         to = "central"
         exactly_once = true
         sync_groups = ["billing-.*"]
+
+        [flows.keyed]
+        from = ["dc1", "dc2"]
+        to = "central"
+        rename = "{topic}"
+        partitioner = "key"
+        sync_groups = ["billing-.*"]
+
+        [flows.merged]
+        from = ["dc1", "dc2"]
+        to = "dr"
+        rename = "{topic}"
+        sync_groups = ["billing-.*"]
     """)
-    # exactly-once is supported (tests/test_exactly_once.py); consumer group sync is not yet
-    assert {error.split(":")[0].removeprefix("flows.eos.") for error in errors} == {"sync_groups"}
+    # exactly-once and group sync are supported (tests/test_exactly_once.py, tests/test_failover.py), but
+    # groups cannot be translated through a rehash by key, nor from several sources into one topic
+    assert [error.split(":")[0] for error in errors] == ["flows.keyed.sync_groups", "flows.merged.sync_groups"]
 
 
 # ------------------------------------------------------------------------------------ flow check (CLI)
@@ -408,8 +422,9 @@ def test_an_unsupported_flow_setting_stops_flow_run(tmp_path: Path) -> None:
         [flows.groups]
         from = ["dc1"]
         to = "central"
+        partitioner = "key"
         sync_groups = ["billing-.*"]
     """)
     assert kmc("flow", "run", "groups", "--config", path, expect=3).stderr.startswith(
-        "kmc: error: flows.groups.sync_groups: consumer group offset sync is not available")
+        "kmc: error: flows.groups.sync_groups: consumer group offsets cannot be translated through partitioner")
     assert issubclass(ConfigError, Exception)

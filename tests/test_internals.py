@@ -416,7 +416,39 @@ def test_the_run_options_group_rejects_once_with_follow() -> None:
     from kmc.cli._options import RunOptions
 
     with pytest.raises(UsageError, match="give --once or --follow, not both"):
-        RunOptions.collect(True, True, "earliest", None, False, 30.0, 1.0, "lz4", 300.0)
+        RunOptions.collect(True, True, "earliest", None, False, 30.0, 1.0, "lz4", 300.0, 10.0)
+
+
+def test_typer_group_dispatch() -> None:
+    """A group made by default_command_group runs its default for anything but its other subcommands' names,
+    as the group itself (usage and errors name `app`, not `app run`), and helps with the default's help and
+    the other subcommands; completion resolves to the default."""
+    seen: list[tuple[str, Any]] = []
+    app = typer.Typer(cls=typer_internals.default_command_group("run"), rich_markup_mode=None)
+
+    @app.command("run", hidden=True)
+    def run(name: str = typer.Argument(..., metavar="NAME"), loud: bool = typer.Option(False, "--loud")) -> None:
+        """Run a thing."""
+        seen.append(("run", (name, loud)))
+
+    @app.command("status")
+    def status(name: str = typer.Argument(...)) -> None:
+        """Say how a thing is."""
+        seen.append(("status", name))
+
+    group = typer.main.get_command(app)
+    group.main(["x", "--loud"], prog_name="app", standalone_mode=False)
+    group.main(["status", "y"], prog_name="app", standalone_mode=False)
+    group.main(["run", "status"], prog_name="app", standalone_mode=False)  # a thing named like a subcommand
+    assert seen == [("run", ("x", True)), ("status", "y"), ("run", ("status", False))]
+    with pytest.raises(typer_internals.UsageError) as missing:
+        group.main([], prog_name="app", standalone_mode=False)
+    assert missing.value.ctx.command_path == "app"
+    ctx = group.make_context("app", [], resilient_parsing=True)
+    text = group.get_help(ctx)
+    # (NAME bare when kmc's plain help style is installed, as it is once kmc.cli.main was imported)
+    assert ("Usage: app [OPTIONS] {NAME}" in text or "Usage: app [OPTIONS] NAME" in text) and "Run a thing." in text and "status" in text and "--loud" in text
+    assert group.resolve_command(ctx, ["x"])[0] == "run" and group.resolve_command(ctx, ["status"])[0] == "status"
 
 
 def test_transactional_request_wrapper() -> None:

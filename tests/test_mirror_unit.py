@@ -145,3 +145,22 @@ def test_progress_is_bars_on_a_terminal_a_line_elsewhere_and_nothing_with_quiet(
         assert "orders" in text and "payments" in text and "records" in text and "lag 50" in text
     else:
         assert text.splitlines()[-1] == "mirror dc1 -> central: 207 records, 1,237/s, lag 50"
+
+
+# ------------------------------------------------------------------------------------ the offset map
+
+
+def test_partition_maps_count_the_checkpoint_and_drop_anchors_older_than_a_recreation() -> None:
+    from kmc.mirror.checkpoints import Checkpoint
+    from kmc.mirror.offsets import partition_maps
+
+    plain = Checkpoint(500, "orders", 480, updated_ms=9000)
+    recreated = Checkpoint(70, "orders", 60, updated_ms=9000,
+                           gaps=({"kind": "target-recreated", "detected_ms": 5000},
+                                 {"kind": "expired", "detected_ms": 7000}))
+    anchors = {("orders", 0): [[0, 0, 1000], [100, 90, 2000], [100, 95, 3000]],  # a restart at 100: the later wins
+               ("orders", 1): [[0, 0, 1000], [200, 150, 4000], [10, 0, 5000]]}
+    maps = partition_maps({("orders", 0): plain, ("orders", 1): recreated}, anchors)
+    assert [(a.source, a.target) for a in maps[("orders", 0)].anchors] == [(0, 0), (100, 95), (500, 480)]
+    # the target topic was recreated at 5000: only what was written since describes it (expired gaps do not count)
+    assert [(a.source, a.target) for a in maps[("orders", 1)].anchors] == [(10, 0), (70, 60)]

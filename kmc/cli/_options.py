@@ -56,6 +56,12 @@ SYNC_ACLS = typer.Option(False, "--sync-acls",
                          help="Copy the source's ACLs of the mirrored topics to the target, renamed with the topics, "
                               "except ALLOW WRITE (as MirrorMaker 2 does); needs DESCRIBE on the source cluster and "
                               "ALTER on the target cluster.")
+SYNC_GROUPS = typer.Option(None, "--sync-groups", metavar="RE",
+                           help="Consumer groups (anchored regex; repeatable) whose offsets on SRC are translated "
+                                "and committed on DST while mirroring, so they can fail over (docs/failover.md).")
+SYNC_INTERVAL = typer.Option(10.0, "--sync-interval", min=1.0, max=MAX_SECONDS, metavar="SECONDS",
+                             help="--follow with --sync-groups (or a flow's sync_groups): how often to sync the "
+                                  "groups' offsets.")
 DELIVERY_TIMEOUT = typer.Option(300.0, "--delivery-timeout", min=2.0, max=MAX_SECONDS, metavar="SECONDS",
                                 help="How long a batch is retried before kmc rewinds to the last acknowledged "
                                      "offsets and sends it again.")
@@ -69,6 +75,11 @@ STALL_TIMEOUT = typer.Option(None, "--stall-timeout", min=1.0, metavar="SECONDS"
                              help="/healthz answers 503 when a checkpoint stood still this long while records "
                                   "waited [default: 300].")
 
+MAX_LAG = typer.Option(None, "--max-lag", min=0, metavar="RECORDS",
+                       help="Exit 1 when a partition is more than RECORDS behind (offenders on stderr).")
+MAX_LAG_SECONDS = typer.Option(None, "--max-lag-seconds", min=0.0, metavar="S",
+                               help="Exit 1 when a partition's oldest uncopied record is more than S seconds old "
+                                    "(offenders on stderr).")
 
 
 # ------------------------------------------------------------------------------------------ the run options
@@ -90,7 +101,7 @@ class RunOptions:
     @classmethod
     def collect(cls, once: bool, follow: bool, start: str, replication_factor: int | None, dry_run: bool,
                 refresh: float, checkpoint_interval: float, compression: str, delivery_timeout: float,
-                metrics_addr: str | None = None, metrics_partitions: bool = False,
+                sync_interval: float = 10.0, metrics_addr: str | None = None, metrics_partitions: bool = False,
                 stall_timeout: float | None = None) -> RunOptions:
         if once and follow:
             raise UsageError("give --once or --follow, not both")
@@ -102,7 +113,8 @@ class RunOptions:
         return cls("follow" if follow else "once", dry_run,
                    {"start": start, "replication_factor": replication_factor, "refresh_interval": refresh,
                     "checkpoint_interval": checkpoint_interval, "compression": compression,
-                    "delivery_timeout": delivery_timeout}, metrics_addr, metrics_partitions, stall_timeout)
+                    "delivery_timeout": delivery_timeout, "sync_interval": sync_interval},
+                   metrics_addr, metrics_partitions, stall_timeout)
 
 
 def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -119,6 +131,7 @@ RUN_PARAMETERS = (
     _option("checkpoint_interval", float, CHECKPOINT_INTERVAL),
     _option("compression", str, COMPRESSION),
     _option("delivery_timeout", float, DELIVERY_TIMEOUT),
+    _option("sync_interval", float, SYNC_INTERVAL),
     _option("metrics_addr", str | None, METRICS_ADDR),
     _option("metrics_partitions", bool, METRICS_PARTITIONS),
     _option("stall_timeout", float | None, STALL_TIMEOUT),

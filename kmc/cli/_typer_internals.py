@@ -14,6 +14,11 @@ kmc is pinned to typer 0.29.x; tests/test_internals.py has a test per assumption
   line (``<str>``), ``TyperArgument._usage_display_name()`` its word in the usage line (``{name}``), and
   ``TyperCommand``/``TyperGroup.format_epilog(ctx, formatter)`` ends a command's help
   (:func:`plain_help_style`).
+- ``group_dispatch``: typer's group class (``typer.core.TyperGroup``, taken by ``typer.Typer(cls=...)``) keeps
+  its subcommands in ``commands``, hands what follows its own options to ``invoke`` in
+  ``ctx._protected_args`` (the subcommand's name) and ``ctx.args``, and shell completion asks its
+  ``resolve_command``, and its ``shell_complete(ctx, incomplete)`` when nothing follows the group's name
+  (:func:`default_command_group`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 try:
     from typer._click import exceptions as _exceptions
@@ -114,3 +120,51 @@ def plain_help_style() -> None:
     core.TyperCommand.format_epilog = format_epilog
     core.TyperGroup.format_epilog = format_epilog
     core._TyperParameter._kmc_plain = True
+def default_command_group(default: str) -> type[TyperGroup]:
+    """A typer group class (``typer.Typer(cls=...)``) that runs its subcommand ``default`` when the first
+    argument names none of its other subcommands: ``kmc mirror SRC DST`` beside ``kmc mirror status SRC DST``,
+    ``kmc groups CLUSTER`` beside ``kmc groups translate SRC DST``. The default runs as the group itself (its
+    usage and error lines say ``kmc mirror``, not ``kmc mirror run``), and the group's help is the default's
+    followed by the other subcommands. A cluster named like a subcommand is reached through the default's
+    own name (``kmc mirror run status dc2``)."""
+
+    class DefaultCommandGroup(TyperGroup):
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            if args and (args[0] in self.commands or args[0] in ctx.help_option_names):
+                return super().parse_args(ctx, args)
+            ctx._protected_args, ctx.args = [], list(args)  # noqa: SLF001 - all for the default (group_dispatch)
+            return ctx.args
+
+        def invoke(self, ctx: Any) -> Any:
+            if ctx._protected_args:  # noqa: SLF001 - a named subcommand (group_dispatch)
+                return super().invoke(ctx)
+            command = self.commands[default]
+            args, ctx.args = ctx.args, []
+            with ctx:
+                # a sibling of the group's context, named as the group: `kmc mirror [OPTIONS] SRC DST`
+                sub_ctx = command.make_context(ctx.info_name, args, parent=ctx.parent)
+                with sub_ctx:
+                    return sub_ctx.command.invoke(sub_ctx)
+
+        def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+            if args and args[0] in self.commands:
+                return super().resolve_command(ctx, args)
+            return default, self.commands[default], args  # completion of the default's options
+
+        def shell_complete(self, ctx: Any, incomplete: str) -> list[Any]:
+            # nothing typed after the group yet: what the default's first argument takes (cluster names),
+            # then the other subcommands' names; an option: the default's options
+            command = self.commands[default]
+            sub_ctx = command.make_context(ctx.info_name, [], parent=ctx.parent, resilient_parsing=True)
+            if incomplete.startswith("-"):
+                return command.shell_complete(sub_ctx, incomplete)
+            first = next((param for param in command.get_params(sub_ctx) if param.param_type_name == "argument"),
+                         None)
+            own = first.shell_complete(sub_ctx, incomplete) if first is not None else []
+            return [*own, *super().shell_complete(ctx, incomplete)]
+
+        def format_help(self, ctx: Any, formatter: Any) -> None:
+            self.commands[default].format_help(ctx, formatter)
+            self.format_commands(ctx, formatter)
+
+    return DefaultCommandGroup

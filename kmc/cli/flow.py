@@ -8,8 +8,10 @@ from kmc.cli import _options as options
 from kmc.cli import _run, _watch, context
 from kmc.cli._options import MAX_SECONDS
 from kmc.cli.completion import complete_flow
-from kmc.errors import ConfigError, UsageError, combined_failure
+from kmc.errors import ConfigError, UsageError
 from kmc.flows import GRAPH_FORMATS, STATUS_KEYS, check_flows, flow_graph, flow_jobs, flow_status
+from kmc.mirror import DEFAULT_FLOW
+from kmc.mirror.status import LagReport, validate_limits
 from kmc.output import Column, OutputFormat, columns
 from kmc.profiles import Flow
 
@@ -135,6 +137,8 @@ def status(
                                                       "lag history, until Ctrl-C."),
     interval: float = typer.Option(5.0, "--interval", min=0.5, max=MAX_SECONDS, metavar="SECONDS",
                                    help="--watch: seconds between looks."),
+    max_lag: int | None = options.MAX_LAG,
+    max_lag_seconds: float | None = options.MAX_LAG_SECONDS,
 ) -> None:
     """How far each flow is behind, per source and topic, from its checkpoints in the target.
 
@@ -143,8 +147,11 @@ def status(
     offset). SECONDS BEHIND: now minus the timestamp of the oldest record not copied yet, the largest
     over the partitions; 0 when caught up. Reads only; needs no lock, so it works while the flow runs.
 
-    Exit status: 0, 2 unknown flow, 3 a flow names an unknown cluster, 6 some sources or targets could
-    not be asked (their rows carry the error); when none could, that error's status (4, 5).
+    Lag alarms, for cron and monitoring: with --max-lag RECORDS and/or --max-lag-seconds S, exit 1 when
+    any partition is further behind, each offending partition named on stderr.
+
+    Exit status: 0, 1 a lag alarm, 2 unknown flow, 3 a flow names an unknown cluster, 6 some sources or
+    targets could not be asked (their rows carry the error); when none could, that error's status (4, 5).
 
     JSON (-o json): one object per flow, source and topic: flow, source, target, source_topic,
     target_topic, partitions, checkpointed_partitions, records_behind, seconds_behind (null when the
@@ -157,20 +164,38 @@ def status(
     Ctrl-C ends it (exit 0). A source that cannot be asked stays a row with its error.
     """
     app_ctx = context.get(ctx)
+    validate_limits(max_lag, max_lag_seconds)
     flows = _flows(app_ctx, names)
     if watch:
+        if max_lag is not None or max_lag_seconds is not None:
+            raise UsageError("give --watch or --max-lag/--max-lag-seconds, not both",
+                             hint="the limits are for one look from cron or a monitoring check")
+
         def look() -> list[dict]:
-            return _status_rows(app_ctx, flow_status(app_ctx.config(), flows, app_ctx.timeout).rows)
+            return _status_rows(app_ctx, flow_status(app_ctx.config(), flows, app_ctx.timeout).rows())
 
         _watch.watch(app_ctx, look, STATUS_COLUMNS, interval, f"flow status {', '.join(f.name for f in flows)}")
         return
-    report = flow_status(app_ctx.config(), flows, app_ctx.timeout)
-    rows = _status_rows(app_ctx, report.rows)
+    render_lags(app_ctx, flow_status(app_ctx.config(), flows, app_ctx.timeout), max_lag, max_lag_seconds)
+
+
+def render_lags(app_ctx: context.AppContext, report: LagReport, max_lag: int | None,
+                max_lag_seconds: float | None) -> None:
+    """The rows of a lag report (on a terminal with an ERROR column when a row has one: why it has no
+    numbers), its errors and alarms on stderr, and the exit status it calls for (for `kmc flow status` and
+    `kmc mirror status`)."""
+    rows = _status_rows(app_ctx, report.rows())
     table_columns = STATUS_COLUMNS
-    if not app_ctx.render.machine and any(row["error"] for row in rows):  # why a row has no numbers, in the row
+    if not app_ctx.render.machine and any(row["error"] for row in rows):
         table_columns = (*STATUS_COLUMNS, Column("error", free=True))
     app_ctx.render.rows(rows, table_columns, keys=STATUS_KEYS)
-    failure = combined_failure(report.errors, report.sources - len(report.errors))
+    for mirror in report.mirrors:
+        if mirror.error is not None:
+            name = "" if mirror.flow == DEFAULT_FLOW else f"flow {mirror.flow}: "
+            app_ctx.messages.error(f"{name}{mirror.source} -> {mirror.target}: {mirror.error.one_line()}")
+    for line in report.offenders(max_lag, max_lag_seconds):
+        app_ctx.messages.error(f"lag: {line}")
+    failure = report.failure(max_lag, max_lag_seconds)
     if failure is not None:
         raise failure
 
@@ -209,11 +234,11 @@ def graph(
         raise UsageError(f"--format must be one of {', '.join(GRAPH_FORMATS)}, not '{fmt}'")
     flows = _flows(app_ctx, names)
     report = flow_status(app_ctx.config(), flows, app_ctx.timeout) if with_status else None
-    picture = flow_graph(flows, report.rows if report is not None else ())
+    picture = flow_graph(flows, report.rows() if report is not None else ())
     if app_ctx.render.fmt is OutputFormat.json:
         app_ctx.render.document(picture.to_dict())
     else:
         typer.echo(picture.draw(fmt), nl=False)
-    failure = combined_failure(report.errors, report.sources - len(report.errors)) if report is not None else None
+    failure = report.failure() if report is not None else None
     if failure is not None:
         raise failure

@@ -93,15 +93,16 @@ def _configure_logging(verbose: int, debug: bool, log_format: str) -> None:
 
 
 def _register_commands() -> None:
-    from kmc.cli import aggregate, archive, completion, diff, flow, inventory, mirror, profile, sandbox, topics
+    from kmc.cli import aggregate, archive, completion, diff, flow, groups, inventory, mirror, profile, sandbox, topics
 
     inventory.register(app)
     diff.register(app)
-    mirror.register(app)
+    app.add_typer(mirror.app, name="mirror")
     aggregate.register(app)
     archive.register(app)
     app.add_typer(flow.app, name="flow")
     topics.register(app)
+    app.add_typer(groups.app, name="groups")
     app.add_typer(profile.app, name="profile")
     app.add_typer(sandbox.app, name="sandbox")
     completion.register(app)

@@ -1,4 +1,4 @@
-"""`kmc topics` and `kmc groups`: small listings of one cluster."""
+"""`kmc topics`: the topics of one cluster."""
 
 from __future__ import annotations
 
@@ -6,20 +6,18 @@ import typer
 
 from kmc.cli import context
 from kmc.cli.completion import complete_cluster
-from kmc.metadata import cluster_groups, cluster_topics, compile_patterns
+from kmc.metadata import cluster_topics, compile_patterns
 from kmc.output import Column, columns
 
 TOPIC_COLUMNS = columns(
     "topic", Column("partitions", numeric=True), Column("replication_factor", "RF", numeric=True),
     Column("records", numeric=True), Column("under_replicated", "UNDER-REPL", numeric=True),
 )
-GROUP_COLUMNS = columns("group", "state", Column("members", numeric=True), "topics", Column("lag", numeric=True))
 # The row keys (-o json/ndjson/csv), as each command's help lists them.
 TOPIC_KEYS = ("topic", "partitions", "replication_factor", "records", "under_replicated", "internal")
-GROUP_KEYS = ("group", "state", "protocol_type", "members", "topics", "lag")
 
 
-def _cluster_and_pattern(
+def cluster_and_pattern(
     cluster: str | None, pattern: str | None, bootstrap: str | None
 ) -> tuple[str | None, str | None]:
     """With --bootstrap the cluster is already given, so a single positional argument is the pattern."""
@@ -44,34 +42,12 @@ def topics(
     JSON keys: topic, partitions, replication_factor, records, under_replicated, internal.
     """
     app_ctx = context.get(ctx)
-    cluster, pattern = _cluster_and_pattern(cluster, pattern, bootstrap)
+    cluster, pattern = cluster_and_pattern(cluster, pattern, bootstrap)
     include = compile_patterns([pattern] if pattern else [], "PATTERN")
     found = cluster_topics(app_ctx.one_cluster(cluster, bootstrap), include, include_internal=include_internal,
                            timeout=app_ctx.timeout)
     app_ctx.render.rows([topic.to_dict() for topic in found], TOPIC_COLUMNS, keys=TOPIC_KEYS)
 
 
-def groups(
-    ctx: typer.Context,
-    cluster: str | None = typer.Argument(None, metavar="CLUSTER", help="Cluster name, or host:port.",
-                                         autocompletion=complete_cluster),
-    pattern: str | None = typer.Argument(None, metavar="PATTERN", help="Anchored regex of group ids [default: all]."),
-    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", metavar="HOST:PORT",
-                                         help="Ad-hoc host:port[,host:port] instead of a name."),
-) -> None:
-    """List consumer groups: state, members, topics and total lag.
-
-    With --bootstrap, the one argument is the PATTERN.
-
-    JSON keys: group, state, protocol_type, members, topics, lag (null when nothing is committed).
-    """
-    app_ctx = context.get(ctx)
-    cluster, pattern = _cluster_and_pattern(cluster, pattern, bootstrap)
-    include = compile_patterns([pattern] if pattern else [], "PATTERN")
-    found = cluster_groups(app_ctx.one_cluster(cluster, bootstrap), include, timeout=app_ctx.timeout)
-    app_ctx.render.rows([group.to_dict() for group in found], GROUP_COLUMNS, keys=GROUP_KEYS)
-
-
 def register(app: typer.Typer) -> None:
     app.command("topics")(topics)
-    app.command("groups")(groups)

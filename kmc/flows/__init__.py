@@ -21,7 +21,7 @@ from kmc.flows.jobs import (
     unsupported_settings,
 )
 from kmc.flows.patterns import pattern_strings
-from kmc.flows.status import STATUS_KEYS, FlowStatus, flow_status
+from kmc.flows.status import STATUS_KEYS, flow_status
 
 __all__ = [
     "GRAPH_FORMATS",
@@ -31,7 +31,6 @@ __all__ = [
     "FlowCheck",
     "FlowGraph",
     "FlowProblem",
-    "FlowStatus",
     "aggregate_jobs",
     "check_flows",
     "flow_clusters",

@@ -57,9 +57,13 @@ def unsupported_settings(flow: Flow) -> list[tuple[str, str]]:
     if flow.exactly_once and "exactly_once" not in options:
         found.append(("exactly_once", "exactly-once delivery is not available in this version of kmc "
                                       "(flows copy at least once); remove the key or set it to false"))
-    if flow.sync_groups and "sync_groups" not in options:
-        found.append(("sync_groups", "consumer group offset sync is not available in this version of kmc; "
-                                     "remove the key"))
+    if flow.sync_groups and flow.partitioner != "same":
+        found.append(("sync_groups", "consumer group offsets cannot be translated through partitioner = \"key\" "
+                                     "(one source partition's records land in several target partitions)"))
+    elif flow.sync_groups and len(flow.sources) > 1 and is_merge(flow.rename):
+        found.append(("sync_groups", "the sources merge into the same target topics, so each source's groups "
+                                     "would be committed over each other's; sync one source's groups, or rename "
+                                     "with {source}"))
     if flow.partitioner != "same" and "partitioner" not in options:
         found.append(("partitioner", "this version of the mirror engine copies partition i to partition i only"))
     return found

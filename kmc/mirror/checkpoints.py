@@ -127,6 +127,18 @@ def ensure_internal_topic(target: KafkaSession, name: str, partitions: int, conf
     return True
 
 
+def checkpoint_flows(session: KafkaSession, source_cluster_id: str) -> set[str]:
+    """The flows that keep checkpoints of source cluster ``source_cluster_id`` in this cluster (read to the
+    end, like :meth:`CheckpointStore.load`); none when there is no ``kmc.checkpoints``."""
+    with translate_errors(session.cluster, "list topics"):
+        if CHECKPOINT_TOPIC not in set(session.admin.list_topics()):
+            return set()  # (a consumer asked about a missing topic may auto-create it)
+    marker = f"/{source_cluster_id}/".encode()
+    keys = read_topic(session, CHECKPOINT_TOPIC, lambda key: not key.startswith(b"anchors/") and marker in key)
+    return {key.decode("utf-8", "replace").split("/", 1)[0] for key in keys
+            if key.decode("utf-8", "replace").split("/")[1:2] == [source_cluster_id]}
+
+
 class CheckpointStore:
     """Reads and writes one flow's checkpoints for one source cluster."""
 

@@ -183,6 +183,8 @@ class MirrorResult:
     changes: list[str] = field(default_factory=list)  # what was done to the target's topics
     warnings: list[str] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)  # found in this run, in the order found
+    # --sync-groups: the last round's kmc.mirror.offsets.TranslationReport (the runner adds it; None without)
+    group_sync: Any = None
 
     @property
     def records(self) -> int:
@@ -220,6 +222,7 @@ class MirrorResult:
             "redelivered": self.redelivered, "changes": list(self.changes), "warnings": list(self.warnings),
             "gaps": [gap.to_dict() for gap in self.gaps],
             "topics": [topic.to_dict() for topic in self.topics],
+            "group_sync": None if self.group_sync is None else self.group_sync.to_dict(),
         }
 
     def rows(self) -> list[dict[str, Any]]:

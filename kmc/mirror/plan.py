@@ -80,6 +80,11 @@ class MirrorSpec:
     # copy the source's ACLs of the mirrored topics to the target, renamed, minus ALLOW WRITE (--sync-acls;
     # kmc.acls has the rules)
     sync_acls: bool = False
+    # consumer groups (anchored regexes) whose offsets are translated into the target and committed there
+    # while mirroring (--sync-groups; kmc/mirror/groups.py), every sync_interval seconds with --follow,
+    # once at the end with --once
+    sync_groups: tuple[str, ...] = ()
+    sync_interval: float = 10.0
 
     def __post_init__(self) -> None:
         # as typed on a command line: any case, "none" for uncompressed
@@ -107,6 +112,12 @@ class MirrorSpec:
             raise UsageError("--delivery-timeout must be at least 2 seconds")
         if self.partitioner not in PARTITIONERS:
             raise UsageError(f"--partitioner: '{self.partitioner}' is not 'same' or 'key'")
+        compile_patterns(self.sync_groups, "--sync-groups")
+        if self.sync_interval < 1:
+            raise UsageError("--sync-interval must be at least 1 second")
+        if self.sync_groups and self.partitioner != "same":
+            raise UsageError("--sync-groups needs partition i copied to partition i (--partitioner same): "
+                             "offsets cannot be translated across a repartitioning")
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
             raise UsageError(f"shard {self.shard[0]} of {self.shard[1]} does not exist")
         parse_start(self.start)

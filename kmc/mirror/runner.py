@@ -5,7 +5,9 @@ and ``kmc flow run``.
 waves (``--once``: the jobs that feed others first, :func:`kmc.mirror.jobs.job_waves`), each through
 :func:`kmc.mirror.run_mirror` with its own checkpoints and lock, so one failing job does not stop the others.
 Several jobs at once run in child processes (kmc.worker), so that they use several cores; a job with
-``workers`` > 1 is split into shards (one process each) and their results merged into one. With
+``workers`` > 1 is split into shards (one process each) and their results merged into one. A job with
+``sync_groups`` also translates consumer groups' offsets into its target (:class:`kmc.mirror.offsets.GroupSync`),
+from this process: in a thread every ``sync_interval`` while it follows, and once when it ends. With
 ``dry_run`` it plans instead. Everything comes back in a :class:`RunReport`, which owns the JSON shape.
 Library code: no printing; progress and notices arrive through callbacks.
 """
@@ -25,6 +27,7 @@ from kmc.client import DEFAULT_TIMEOUT, KafkaSession
 from kmc.errors import (
     Cancelled,
     DataGapError,
+    Interrupted,
     KafkaOperationError,
     KmcError,
     PartialFailure,
@@ -32,6 +35,7 @@ from kmc.errors import (
     UsageError,
 )
 from kmc.mirror.engine import MODES, MirrorProgress, MirrorResult, TopicProgress, TopicResult, mirror_lock, run_mirror
+from kmc.mirror.groups import GroupSync, TranslationReport
 from kmc.mirror.jobs import MirrorJob, job_waves
 from kmc.mirror.plan import Plan, checked_plan
 from kmc.mirror.preflight import NoticeCallback, preflight
@@ -104,6 +108,11 @@ class RunReport:
                 return gapped[0]
             if gapped:
                 return DataGapError("; ".join(error.message for error in gapped))
+            # --once --sync-groups: groups active on the target were not committed (exit 6)
+            refused = [result.group_sync.failure() for result in self.results
+                       if self.mode == "once" and result.group_sync is not None and result.group_sync.refused]
+            if refused:
+                return PartialFailure("; ".join(error.message for error in refused), hint=refused[0].hint)
             return None
         reasons = "; ".join(f"{outcome.job.label}: {outcome.error.message}" for outcome in failed)
         if len(failed) < len([outcome for outcome in self.outcomes if not outcome.stopped]):
@@ -304,6 +313,30 @@ class _Runner:
             delay = min(delay * 2, RETRY_MAX)
 
     def _attempt(self, job: MirrorJob, apart: bool, notice: Callable[[str, str], None]) -> MirrorResult:
+        if not job.spec.sync_groups:
+            return self._mirror(job, apart, notice)
+        spec = job.spec
+        with GroupSync(job.source, job.target, flow=spec.flow, rename=spec.rename, groups=spec.sync_groups,
+                       topics=spec.topics, exclude=spec.exclude, timeout=self.timeout) as sync:
+            syncing = _SyncRounds(sync, notice)
+            if self.mode != "follow":
+                result = self._mirror(job, apart, notice)
+                return dataclasses.replace(result, group_sync=syncing.round(final=True, raise_errors=True))
+            done = threading.Event()
+            thread = threading.Thread(target=syncing.every, args=(spec.sync_interval, done, self.stop_event),
+                                      name=f"kmc-sync-{job.label}", daemon=True)
+            thread.start()
+            try:
+                result = self._mirror(job, apart, notice)
+            finally:
+                done.set()
+                thread.join()
+            # stopped: one last round, so the target's groups are as current as the mirror (a planned failover);
+            # not when the last round failed (the source is gone: an unplanned failover must not wait for it)
+            final = syncing.round(final=True) if syncing.healthy else None
+            return dataclasses.replace(result, group_sync=final or syncing.last)
+
+    def _mirror(self, job: MirrorJob, apart: bool, notice: Callable[[str, str], None]) -> MirrorResult:
         if job.workers > 1:
             return self._sharded(job, notice)
         if apart:
@@ -370,6 +403,57 @@ class _Runner:
         if not results:
             raise Cancelled("stopped before the mirror started")
         return merge_results(results, time.monotonic() - started, complete=len(results) == len(shards))
+
+
+class _SyncRounds:
+    """The rounds of one job's group sync, with what they say: a group refused (active on the target) or a
+    failed round is said once, until it changes."""
+
+    def __init__(self, sync: GroupSync, notice: Callable[[str, str], None]) -> None:
+        self.sync = sync
+        self.notice = notice
+        self.last: TranslationReport | None = None
+        self._refused: set[str] = set()
+        self._failure: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """The last round (if any) succeeded."""
+        return self._failure is None
+
+    def every(self, interval: float, done: threading.Event, stop: threading.Event) -> None:
+        """A round every ``interval`` seconds until ``done`` or ``stop`` is set (which also ends a round that
+        is reading records)."""
+        while not done.is_set() and not stop.is_set():
+            self.round(abandon=done)
+            if done.wait(interval):
+                return
+
+    def round(self, final: bool = False, raise_errors: bool = False,
+              abandon: threading.Event | None = None) -> TranslationReport | None:
+        """One round; ``final`` says what it committed. A failure is raised (``raise_errors``) or said."""
+        try:
+            report = self.sync.round(abandon)
+        except Interrupted:
+            return None
+        except KmcError as exc:
+            if raise_errors:
+                raise
+            if exc.message != self._failure:
+                self._failure = exc.message
+                self.notice("warn", f"group offset sync failed, trying again: {exc.one_line()}")
+            return None
+        self._failure = None
+        refused = {group.group: group.refused for group in report.refused}
+        for name in sorted(refused.keys() - self._refused):
+            self.notice("warn", f"group {name}: offsets not synced: {refused[name]}")
+        self._refused = set(refused)
+        if final and report.committed:
+            self.notice("info", f"group offsets synced: {report.committed} partition(s) of "
+                                f"{sum(1 for group in report.groups if any(p.committed for p in group.partitions))} "
+                                f"group(s) moved forward on {report.target}")
+        self.last = report
+        return report
 
 
 def mirror_task(request: dict[str, Any], channel: Channel) -> MirrorResult:
