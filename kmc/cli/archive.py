@@ -24,6 +24,9 @@ EXPORT_COLUMNS = columns("topic", Column("partitions", numeric=True), Column("re
 IMPORT_COLUMNS = columns("source_topic", "target_topic", Column("partitions", numeric=True),
                          Column("records", numeric=True), Column("bytes", numeric=True),
                          Column("present", numeric=True))
+# the row keys (-o ndjson/csv), in order, as --help lists them
+EXPORT_KEYS = ("topic", "partitions", "records", "batches", "bytes", "gaps")
+IMPORT_KEYS = ("source_topic", "target_topic", "partitions", "records", "bytes", "present")
 
 
 def _progress_log(app_ctx: context.AppContext, verb: str) -> Any:
@@ -94,7 +97,7 @@ def export(
                                    notice_callback=_notice(app_ctx),
                                    progress_callback=_progress_log(app_ctx, "exported"))
     if not streaming:
-        app_ctx.render.report(report, EXPORT_COLUMNS)
+        app_ctx.render.report(report, EXPORT_COLUMNS, keys=EXPORT_KEYS)
     where = "stdout" if streaming else f"{to}/part-{report.part:05d}"
     app_ctx.messages.info(f"export {report.source} -> {where}: {report.records:,} records "
                           f"({report.bytes / 1e6:,.1f} MB) in {report.elapsed:.1f}s, {report.groups} group(s)")
@@ -148,7 +151,7 @@ def import_(
         archive: Any = sys.stdin.buffer if source == "-" else Path(source)
         report = import_archive(archive, cluster, import_options, timeout=app_ctx.timeout, stop_event=stop,
                                 notice_callback=_notice(app_ctx), progress_callback=_progress_log(app_ctx, "imported"))
-    app_ctx.render.report(report, IMPORT_COLUMNS)
+    app_ctx.render.report(report, IMPORT_COLUMNS, keys=IMPORT_KEYS)
     if app_ctx.render.fmt is not OutputFormat.json:
         present = sum(topic.present for topic in report.topics)
         already = f", {present:,} already there" if present else ""

@@ -25,6 +25,8 @@ TRANSLATE_COLUMNS = columns("group", "source_topic", Column("partition", "PART",
                             Column("source_offset", "SOURCE OFFSET", numeric=True),
                             Column("behind", numeric=True), "target_topic",
                             Column("target_offset", "TARGET OFFSET", numeric=True), "status", "committed")
+TRANSLATE_KEYS = ("group", "source_topic", "partition", "source_offset", "behind", "target_topic", "target_offset",
+                  "status", "previous_target_offset", "committed", "refused")
 
 
 @app.command("list", hidden=True)
@@ -96,7 +98,7 @@ def translate(
     report = translate_groups(app_ctx.cluster(src), app_ctx.cluster(dst), groups=tuple(group or ()),
                               topics=tuple(topics or ()), rename=rename, flow=flow, commit=commit,
                               timeout=app_ctx.timeout)
-    app_ctx.render.report(report, TRANSLATE_COLUMNS)
+    app_ctx.render.report(report, TRANSLATE_COLUMNS, keys=TRANSLATE_KEYS)
     for refused in report.refused:
         app_ctx.messages.error(f"group {refused.group}: not committed: {refused.refused}")
     if app_ctx.render.fmt is not OutputFormat.json:
