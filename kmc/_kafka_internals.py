@@ -27,6 +27,10 @@ Assumptions, by name (the tests use the same names):
 - ``manager_broker_metadata``: ``manager.cluster.broker_metadata(node_id)`` has the ``host`` and ``port`` of
   a node, bootstrap nodes included.
 - ``admin_manager_send``: every admin request goes through ``admin._manager.send(request, ...)``.
+- ``admin_controller_id``: KafkaAdminClient sends controller requests (CreateTopics, CreatePartitions,
+  DeleteTopics...) to the node id it caches in ``_controller_id``, looked up again only when that is None
+  (or the broker answers NotController): a controller that died stays cached, every later request failing
+  with UnknownBrokerIdError or a refused connection.
 - ``request_api_key``: a request has ``API_KEY``, which ``kafka.protocol.api_key.ApiKey`` names.
 - ``broker_api_versions``: ``kafka.protocol.broker_version_data.BROKER_API_VERSIONS`` is keyed by the version
   tuples kafka-python can tell apart.
@@ -281,3 +285,10 @@ def broker_version(admin: Any, broker_id: int) -> tuple[int, ...] | None:
         return None
     version = getattr(data, "broker_version", None)
     return tuple(version) if version else None
+
+
+def forget_controller(admin: Any) -> None:
+    """Make a KafkaAdminClient look up the controller again at its next controller request
+    (``admin_controller_id``): after a failure, the node it had cached may be the one that is down."""
+    if getattr(admin, "_controller_id", None) is not None:
+        admin._controller_id = None

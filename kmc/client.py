@@ -22,7 +22,7 @@ from typing import Any
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from kmc._kafka_internals import ConnectionWatch, known_settings, transient_transactional_failure
+from kmc._kafka_internals import ConnectionWatch, forget_controller, known_settings, transient_transactional_failure
 from kmc.errors import (
     AuthError,
     AuthorizationError,
@@ -314,6 +314,7 @@ class _PatientAdmin:
                 except kafka_errors.KafkaError as exc:
                     if not is_transient(exc) or time.monotonic() + delay > deadline:
                         raise
+                    forget_controller(self._admin)  # it may be the broker that is down
                 time.sleep(delay)
                 delay = min(2 * delay, 1.0)
 

@@ -87,6 +87,39 @@ def test_kafka_admin_manager_send_and_request_api_key(src_cluster) -> None:  # n
         admin.close()
 
 
+def test_kafka_admin_controller_id(src_cluster, topic_name: str) -> None:  # noqa: ANN001
+    """A cached controller id that names no broker fails every controller request; None makes the admin
+    look the controller up again (kmc.client's patient admin relies on both)."""
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap(src_cluster))
+    try:
+        admin.create_topics([NewTopic(f"{topic_name}-a", 1, 1)])
+        assert isinstance(admin._controller_id, int) and admin._controller_id >= 0
+        admin._controller_id = 999  # a broker that left the cluster
+        with pytest.raises(kafka_errors.UnknownBrokerIdError):
+            admin.create_topics([NewTopic(f"{topic_name}-b", 1, 1)])
+        kafka_internals.forget_controller(admin)
+        admin.create_topics([NewTopic(f"{topic_name}-b", 1, 1)])
+    finally:
+        admin.close()
+
+
+def test_a_session_asks_for_the_controller_again_when_the_cached_one_is_gone(src_cluster, topic_name: str) -> None:  # noqa: ANN001
+    """Found by `make chaos`: a mirror restarted while a target broker was down exited 8 with "create topics:
+    UnknownBrokerIdError: 2": kafka-python kept sending CreateTopics to the dead controller it had cached."""
+    from kafka.admin import NewTopic
+
+    from kmc.client import KafkaSession
+    from kmc.profiles import Cluster
+
+    with KafkaSession(Cluster(name="src", bootstrap=tuple(src_cluster.bootstrap)), timeout=10) as session:
+        session.admin.create_topics([NewTopic(f"{topic_name}-a", 1, 1)])
+        session.admin._admin._controller_id = 999  # the controller it had cached has gone
+        session.admin.create_topics([NewTopic(f"{topic_name}-b", 1, 1)])
+        assert {f"{topic_name}-a", f"{topic_name}-b"} <= set(session.admin.list_topics())
+
+
 # the abandoned client's coroutines fail when collected: kmc.client.abandon_connections keeps that quiet for users
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("client_class", CLIENT_CLASSES, ids=lambda cls: cls.__name__)
