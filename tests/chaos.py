@@ -157,7 +157,11 @@ def run_chaos(source: str, target: str, *, seconds: float, exactly_once: bool, c
     admin = AdminClient({"bootstrap.servers": source_bootstrap})  # kept: its futures die with it
     admin.create_topics([NewTopic(topic, PARTITIONS, 3)])[topic].result(60)
     workdir.mkdir(parents=True, exist_ok=True)
-    args = [source, target, "--topics", topic, "--delivery-timeout", "15", "--checkpoint-interval", "0.5", "-o",
+    # The delivery timeout stays above the brokers' replica.lag.time.max.ms (30 s): with acks=all a produce
+    # request waits for a follower that was just restarted (or is starved on a loaded machine) until the
+    # leader drops it from the ISR, and a shorter timeout expires such batches over and over (a long run at
+    # load 40 with 15 s never caught up: each expiry sent everything unacknowledged again).
+    args = [source, target, "--topics", topic, "--delivery-timeout", "45", "--checkpoint-interval", "0.5", "-o",
             "json", *(["--exactly-once"] if exactly_once else [])]
     mirror = _Mirror(workdir, args, {**os.environ, "KMC_COPY_PATH": copy_path})
     writer = _Writer(source_bootstrap, topic, rate)
