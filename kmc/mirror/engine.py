@@ -698,22 +698,24 @@ class _Engine:
             for name in {tp.topic for tp in target_tps}:
                 self.path.prepare(name)
 
-    def _settled_ends(self, target_tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """The target partitions' end offsets. After a crash of the previous run, its last produce requests
-        may still be in the brokers' queues: the ends are read until they stay put for a second (at most
-        30 s), so those records land before this run counts what it copies again and writes anything
-        (they would otherwise be uncounted repeats, landing after records this run wrote)."""
+    def _settled_ends(self, target_tps: list[TopicPartition], settle: bool = False) -> dict[TopicPartition, int]:
+        """The target partitions' end offsets. After a crash of the previous run (or, ``settle``, after this
+        run gave up on sends), produce requests may still be in the brokers' queues, or appended by a
+        leader that waits for its followers (acks=all: the end a client sees moves only once they have the
+        records): the ends are read until they stay put for two seconds (at most 30 s), so those records
+        land before the run counts what it copies again and writes anything (they would otherwise be
+        uncounted repeats, landing after records this run wrote)."""
         specs = {tp: OffsetSpec.LATEST for tp in target_tps}
         ends = self._offsets(self.target, specs)
-        if not self.after_crash:
+        if not (settle or self.after_crash) or not specs:
             return ends
         self.after_crash = False
         deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline and not self.stop_event.is_set():
+        still = 0
+        while time.monotonic() < deadline and not self.stop_event.is_set() and still < 2:
             self.stop_event.wait(1.0)
             again = self._offsets(self.target, specs)
-            if again == ends:
-                break
+            still = still + 1 if again == ends else 0
             ends = again
         return ends
 
@@ -1195,8 +1197,7 @@ class _Engine:
         rewound = self._forget_unacknowledged()
         if target_lost and failure.part is not None and failure.part not in rewound:
             rewound.append(failure.part)
-        ends = self._until_target_answers(
-            lambda: self._offsets(self.target, {part.target: OffsetSpec.LATEST for part in rewound}), {})
+        ends = self._until_target_answers(lambda: self._settled_ends([part.target for part in rewound], True), {})
         self._until_target_answers(self._new_producer, None)
         with translate_errors(self.source.cluster, "rewind"):
             for part in rewound:
