@@ -122,10 +122,17 @@ def hard_topics(src_cluster) -> dict[str, str]:  # noqa: ANN001
 
 
 def assert_same_topics(source_cluster, target_cluster, names: dict[str, str], rename: str = "{}") -> None:  # noqa: ANN001
-    for name in names.values():
+    for kind, name in names.items():
         source, target = read_all(source_cluster, name), read_all(target_cluster, rename.format(name))
         assert sum(map(len, source.values())) > 0
-        assert_exact_copy(source, target)
+        if kind == "compacted":
+            # both sides' cleaners compact on their own schedules (the copy has the source's configs):
+            # what compaction keeps is each key's last value, and that must be the same on both
+            for partition, records in source.items():
+                latest = {r.key: (r.value, r.headers, r.timestamp) for r in records}
+                assert {r.key: (r.value, r.headers, r.timestamp) for r in target[partition]} == latest, partition
+        else:
+            assert_exact_copy(source, target)
         assert set(target) == set(source)  # the same partition count
 
 

@@ -104,7 +104,7 @@ def test_created_topics_get_partitions_and_configs_and_drift_is_synced(src_clust
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["src", "dst", "--rename", "kmc.{topic}"], "reserved for Kafka's and kmc's internal topics"),
+    (["src", "dst", "--rename", "kmc.{topic}"], "reserved for kmc's internal topics"),
     (["src", "src"], "the same cluster"),
     (["src", "nowhere"], "unknown cluster 'nowhere'"),
     (["src", "dst", "--replication-factor", "3"], "has only 1 broker"),
