@@ -94,12 +94,12 @@ class _Reader:
     """Reads one cluster's records, one partition at a time, with their provenance (kmc/mirror/provenance.py:
     which of the cluster's producers are kmc mirrors, and from where)."""
 
-    def __init__(self, session: KafkaSession, cluster_id: str) -> None:
+    def __init__(self, session: KafkaSession, cluster_id: str, provenance_required: bool = False) -> None:
         self.session = session
         self.cluster_id = cluster_id
         self.abandon: threading.Event | None = None  # set: stop reading (Interrupted)
         self.stall = max(30.0, 3 * session.timeout)  # seconds a read may go without progress before it fails
-        self.provenance = ProvenanceMap(session)
+        self.provenance = ProvenanceMap(session, required=provenance_required)
         self._consumer: Any = None
 
     def records(self, tp: TopicPartition, start: int, end: int) -> Iterator[_Record]:
@@ -309,7 +309,9 @@ class OffsetTranslator:
     def _readers(self) -> tuple[_Reader, _Reader]:
         if self._source_reader is None or self._target_reader is None:
             self._source_reader = _Reader(self.source, self.source_id)
-            self._target_reader = _Reader(self.target, self.target_id)
+            # the target's kmc.provenance says which of its batches the mirror wrote: its copies (the source's
+            # is needed only where records came from the target: a failback)
+            self._target_reader = _Reader(self.target, self.target_id, provenance_required=True)
         self._source_reader.abandon = self._target_reader.abandon = self.abandon
         return self._source_reader, self._target_reader
 
