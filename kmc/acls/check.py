@@ -207,12 +207,15 @@ def translation_needs(source: KafkaSession, target: KafkaSession, *, groups: Seq
     when given); when the checkpoints cannot be read, READ on them is what is missing."""
     from kmc.mirror.checkpoints import CheckpointStore
 
-    selected = _selected_topics(source, topics, exclude)
     try:
         checkpoints = CheckpointStore(target, flow, source.cluster_id()).load()
         named = {key[0]: checkpoint.target_topic for key, checkpoint in checkpoints.items()}
     except KmcError:
         named = {}
+    include, excluded = compile_patterns(topics, "--topics"), compile_patterns(exclude, "--exclude")
+    # with the mirrored topics this user may not even describe (their groups' offsets are hidden then)
+    selected = set(_selected_topics(source, topics, exclude)) | set(hidden_topics(
+        source, [topic for topic in named if matches(topic, include, excluded)]))
     mapping = {topic: render_topic_name(rename, topic, source.cluster.name) if rename else named[topic]
                for topic in selected if topic in named}
     return _translation_needs(group_selection(source, groups), mapping, commit)

@@ -189,13 +189,13 @@ def render_lags(app_ctx: context.AppContext, report: LagReport, max_lag: int | N
     if not app_ctx.render.machine and any(row["error"] for row in rows):
         table_columns = (*STATUS_COLUMNS, Column("error", free=True))
     app_ctx.render.rows(rows, table_columns, keys=STATUS_KEYS)
+    failure = report.failure(max_lag, max_lag_seconds)
     for mirror in report.mirrors:
-        if mirror.error is not None:
+        if mirror.error is not None and mirror.error is not failure:  # that one is the last line: said once
             name = "" if mirror.flow == DEFAULT_FLOW else f"flow {mirror.flow}: "
             app_ctx.messages.error(f"{name}{mirror.source} -> {mirror.target}: {mirror.error.one_line()}")
     for line in report.offenders(max_lag, max_lag_seconds):
         app_ctx.messages.error(f"lag: {line}")
-    failure = report.failure(max_lag, max_lag_seconds)
     if failure is not None:
         raise failure
 

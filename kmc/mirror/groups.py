@@ -16,7 +16,12 @@ import kafka.errors as kafka_errors
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from kmc.acls import explain_translation_denials, raise_for_hidden_groups, raise_for_hidden_topics
+from kmc.acls import (
+    explain_translation_denials,
+    literal_topic_names,
+    raise_for_hidden_groups,
+    raise_for_hidden_topics,
+)
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
 from kmc.errors import KmcError, PartialFailure, UsageError
 from kmc.metadata import compile_patterns, matches
@@ -213,10 +218,12 @@ def translate_groups(source: Cluster, target: Cluster, *, groups: Sequence[str] 
     with KafkaSession(source, timeout) as source_session, KafkaSession(target, timeout) as target_session, \
             explain_translation_denials(source_session, target_session, groups=groups, topics=topics, rename=rename,
                                         flow=flow, commit=commit):  # a denial names the missing ACL (kmc.acls)
-        # a group or topic named literally that this user may not describe is exit 5, not nothing translated
-        raise_for_hidden_topics(source_session, topics, ())
         translator = OffsetTranslator(source_session, target_session, flow, rename)
         try:
+            # Kafka leaves a group's offsets on topics this user may not describe out of OffsetFetch: a mirrored
+            # topic (or one named in --topics) it may not describe is exit 5, not a group silently left out
+            raise_for_hidden_topics(source_session, [*literal_topic_names(topics), *(
+                topic for topic in translator.mirrored_topics() if matches(topic, topic_patterns))], ())
             committed = _source_group_offsets(source_session, group_patterns,
                                               lambda topic: matches(topic, topic_patterns))
             raise_for_hidden_groups(source_session, groups, committed)

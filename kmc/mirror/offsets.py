@@ -227,11 +227,7 @@ class OffsetTranslator:
         wanted = set(partitions)
         source_topics = {info.name: info for info in describe_topics(
             self.source, with_offsets=False, wanted={topic for topic, _ in wanted}.__contains__)}
-        store = CheckpointStore(self.target, self.flow, self.source_id)
-        with translate_errors(self.target.cluster, "list topics"):
-            has_checkpoints = CHECKPOINT_TOPIC in set(self.target.admin.list_topics())
-        # load() only when the topic exists: asking a consumer about a missing topic may auto-create it
-        checkpoints = store.load() if has_checkpoints else {}
+        store, checkpoints = self._checkpoints()
         usable = {}
         for key, checkpoint in checkpoints.items():
             info = source_topics.get(key[0])
@@ -259,6 +255,19 @@ class OffsetTranslator:
         target_tps |= {TopicPartition(back.target_topic, key[1]) for key, back in self.returns.items()}
         self._source_ends = _ends(self.source, source_tps)
         self._target_ends = _ends(self.target, sorted(target_tps))
+
+    def _checkpoints(self) -> tuple[CheckpointStore, dict[tuple[str, int], Checkpoint]]:
+        """This mirror's checkpoints (with its anchors, in the store), as the target holds them now."""
+        self.source_id = self.source_id or self.source.cluster_id()
+        store = CheckpointStore(self.target, self.flow, self.source_id)
+        with translate_errors(self.target.cluster, "list topics"):
+            has_checkpoints = CHECKPOINT_TOPIC in set(self.target.admin.list_topics())
+        # load() only when the topic exists: asking a consumer about a missing topic may auto-create it
+        return store, store.load() if has_checkpoints else {}
+
+    def mirrored_topics(self) -> list[str]:
+        """The source topics this mirror has checkpoints of."""
+        return sorted({topic for topic, _ in self._checkpoints()[1]})
 
     def _return_maps(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], _ReturnMap]:
         """The offset maps, in the source, of mirrors from the target into the source topics of ``keys``."""
