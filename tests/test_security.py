@@ -424,7 +424,10 @@ def test_least_privilege_for_consumer_groups(secure, config: Path, tmp_path: Pat
     assert result["records"] == 40 and count(target, copy) == 40
     assert committed_offsets(target, group, copy) == {0: 5, 1: 7}
     commit(source, group, {(topic, 0): 11, (topic, 1): 16})
-    document = kmc("groups", "translate", "lgsrc", "lgdst", "--group", group, "--commit", "-o", "json").json()
+    # (--rename: this mirror's checkpoints, not those of the other tests' mirrors with the same flow name)
+    translate = ("groups", "translate", "lgsrc", "lgdst", "--group", group, "--rename", f"{TARGET_PREFIX}g.{{topic}}",
+                 "--commit")
+    document = kmc(*translate, "-o", "json").json()
     assert document["committed"] == 2 and committed_offsets(target, group, copy) == {0: 11, 1: 16}
     status = kmc("mirror", "status", "lgsrc", "lgdst", *to_copy, "-o", "json").json()
     assert [(row["source_topic"], row["records_behind"]) for row in status] == [(topic, 0)]
@@ -438,7 +441,6 @@ def test_least_privilege_for_consumer_groups(secure, config: Path, tmp_path: Pat
         finally:
             grant(cluster, binding)
 
-    translate = ("groups", "translate", "lgsrc", "lgdst", "--group", group, "--commit")
     sync = ("mirror", "lgsrc", "lgdst", *to_copy, "--once", "--sync-groups", group)
     [source_groups], [target_groups, provenance_read] = more[SOURCE], more[TARGET]
     source_read, checkpoint_read, copies_read = acls[SOURCE][0], acls[TARGET][6], acls[TARGET][2]

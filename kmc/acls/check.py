@@ -209,15 +209,15 @@ def translation_needs(source: KafkaSession, target: KafkaSession, *, groups: Seq
 
     try:
         checkpoints = CheckpointStore(target, flow, source.cluster_id()).load()
-        named = {key[0]: checkpoint.target_topic for key, checkpoint in checkpoints.items()}
+        named = {key[0]: checkpoint.target_topic for key, checkpoint in checkpoints.items()
+                 if not rename or checkpoint.target_topic == render_topic_name(rename, key[0], source.cluster.name)}
     except KmcError:
         named = {}
     include, excluded = compile_patterns(topics, "--topics"), compile_patterns(exclude, "--exclude")
     # with the mirrored topics this user may not even describe (their groups' offsets are hidden then)
     selected = set(_selected_topics(source, topics, exclude)) | set(hidden_topics(
         source, [topic for topic in named if matches(topic, include, excluded)]))
-    mapping = {topic: render_topic_name(rename, topic, source.cluster.name) if rename else named[topic]
-               for topic in selected if topic in named}
+    mapping = {topic: named[topic] for topic in selected if topic in named}
     return _translation_needs(group_selection(source, groups), mapping, commit)
 
 

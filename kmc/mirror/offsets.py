@@ -233,8 +233,7 @@ class OffsetTranslator:
             info = source_topics.get(key[0])
             if info is None or key not in wanted:
                 continue
-            if self.rename is not None and checkpoint.target_topic != render_topic_name(self.rename, key[0],
-                                                                                        self.source.cluster.name):
+            if self._renamed(key[0]) not in (None, checkpoint.target_topic):
                 continue  # another mirror of the same flow name (a different rename) wrote it
             if checkpoint.source_topic_id and info.topic_id and checkpoint.source_topic_id != info.topic_id:
                 continue  # the source topic was recreated since: its offsets are not the checkpoint's
@@ -266,8 +265,13 @@ class OffsetTranslator:
         return store, store.load() if has_checkpoints else {}
 
     def mirrored_topics(self) -> list[str]:
-        """The source topics this mirror has checkpoints of."""
-        return sorted({topic for topic, _ in self._checkpoints()[1]})
+        """The source topics this mirror has checkpoints of (with ``rename``: of the mirror with that rename)."""
+        return sorted({topic for (topic, _), checkpoint in self._checkpoints()[1].items()
+                       if self._renamed(topic) in (None, checkpoint.target_topic)})
+
+    def _renamed(self, topic: str) -> str | None:
+        """The target topic ``rename`` names for a source topic (None: no rename given)."""
+        return None if self.rename is None else render_topic_name(self.rename, topic, self.source.cluster.name)
 
     def _return_maps(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], _ReturnMap]:
         """The offset maps, in the source, of mirrors from the target into the source topics of ``keys``."""
