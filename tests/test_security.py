@@ -455,6 +455,15 @@ def test_least_privilege_for_consumer_groups(secure, config: Path, tmp_path: Pat
     without(source, source_read, translate, f"lgsrc: not authorized: READ on topic {topic}")
     without(target, checkpoint_read, ("mirror", "status", "lgsrc", "lgdst", *to_copy),
             "lgdst: not authorized: READ on topic kmc.checkpoints")
+    # a user who may not even see kmc.checkpoints cannot tell whether there are checkpoints: exit 5, not
+    # "nothing copied yet"
+    checkpoint_create, checkpoint_write = acls[TARGET][5], acls[TARGET][7]
+    revoke(target, checkpoint_create, checkpoint_write)
+    try:
+        without(target, checkpoint_read, ("mirror", "status", "lgsrc", "lgdst", *to_copy),
+                "lgdst: not authorized: READ on topic kmc.checkpoints")
+    finally:
+        grant(target, checkpoint_create, checkpoint_write)
     # nothing was committed while an ACL was missing; with all of them back, the translation is committed
     assert committed_offsets(target, group, copy) == {0: 11, 1: 16}
     commit(source, group, {(topic, 0): 20, (topic, 1): 20})

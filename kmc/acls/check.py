@@ -208,7 +208,7 @@ def translation_needs(source: KafkaSession, target: KafkaSession, *, groups: Seq
     from kmc.mirror.checkpoints import CheckpointStore
 
     try:
-        checkpoints = CheckpointStore(target, flow, source.cluster_id()).load()
+        checkpoints = CheckpointStore(target, flow, source.cluster_id()).load_present()
         named = {key[0]: checkpoint.target_topic for key, checkpoint in checkpoints.items()
                  if not rename or checkpoint.target_topic == render_topic_name(rename, key[0], source.cluster.name)}
     except KmcError:

@@ -37,7 +37,7 @@ from kafka.admin import OffsetSpec
 from kmc.client import KafkaSession, translate_errors
 from kmc.errors import Interrupted, KmcError
 from kmc.metadata import describe_topics, list_offsets, render_topic_name
-from kmc.mirror.checkpoints import CHECKPOINT_TOPIC, Checkpoint, CheckpointStore, checkpoint_flows
+from kmc.mirror.checkpoints import Checkpoint, CheckpointStore, checkpoint_flows
 from kmc.mirror.copypath import ORIGIN_HEADER
 from kmc.mirror.fetch import fetch_batches
 from kmc.mirror.plan import DEFAULT_FLOW
@@ -259,10 +259,7 @@ class OffsetTranslator:
         """This mirror's checkpoints (with its anchors, in the store), as the target holds them now."""
         self.source_id = self.source_id or self.source.cluster_id()
         store = CheckpointStore(self.target, self.flow, self.source_id)
-        with translate_errors(self.target.cluster, "list topics"):
-            has_checkpoints = CHECKPOINT_TOPIC in set(self.target.admin.list_topics())
-        # load() only when the topic exists: asking a consumer about a missing topic may auto-create it
-        return store, store.load() if has_checkpoints else {}
+        return store, store.load_present()
 
     def mirrored_topics(self) -> list[str]:
         """The source topics this mirror has checkpoints of (with ``rename``: of the mirror with that rename)."""
