@@ -414,7 +414,7 @@ def delete_records(cluster, topic: str, before: dict[int, int]) -> None:  # noqa
 
 
 def _group_consumer(cluster, group: str, **settings: object) -> Consumer:  # noqa: ANN001
-    return Consumer({"bootstrap.servers": bootstrap(cluster), "group.id": group, "enable.auto.commit": False,
+    return Consumer({**client_settings(cluster), "group.id": group, "enable.auto.commit": False,
                      "enable.partition.eof": True, **settings})
 
 

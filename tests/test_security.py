@@ -45,6 +45,8 @@ from tests.helpers import (
     Result,
     admin,
     client_settings,
+    commit,
+    committed_offsets,
     count,
     create_topic,
     drop_admin_clients,
@@ -59,7 +61,8 @@ pytestmark = pytest.mark.kafka
 SOURCE, TARGET, MTLS = "ssrc", "sdst", "smtls"
 TARGET_PREFIX = "lp."  # the least-privilege test's target topics: lp.<run>.<topic>
 LITERAL, PREFIXED = ResourcePatternType.LITERAL, ResourcePatternType.PREFIXED
-TOPIC, CLUSTER, TXN = ResourceType.TOPIC, ResourceType.BROKER, ResourceType.TRANSACTIONAL_ID
+TOPIC, CLUSTER, TXN, GROUP = ResourceType.TOPIC, ResourceType.BROKER, ResourceType.TRANSACTIONAL_ID, ResourceType.GROUP
+GROUP_PREFIX = "billing-"  # the consumer groups the least-privilege group test translates: billing-<run>
 Op = AclOperation
 
 
@@ -375,6 +378,97 @@ def test_least_privilege_runs_every_command_and_each_acl_is_needed(secure, confi
     without(target, pv_create, lambda: mirror(*to_copy, expect=None), "CREATE on topic kmc.provenance")
     # and with all of them back, the mirror goes on
     assert mirror(*to_copy, "-o", "json").json()["complete"] is True
+
+
+def group_acls(principal: str) -> dict[str, list[AclBinding]]:
+    """What translating consumer groups takes on top of :func:`least_privilege_acls` (README, "Least
+    privilege"): DESCRIBE on the source's groups (read their offsets; nothing that writes), READ on the target's
+    (commit there: READ includes DESCRIBE), READ on the target's kmc.provenance (tell the mirror's copies)."""
+    return {SOURCE: [acl(principal, GROUP, GROUP_PREFIX, Op.DESCRIBE, PREFIXED)],
+            TARGET: [acl(principal, GROUP, GROUP_PREFIX, Op.READ, PREFIXED),
+                     acl(principal, TOPIC, "kmc.provenance", Op.READ)]}
+
+
+def test_least_privilege_for_consumer_groups(secure, config: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """groups translate --commit, mirror --sync-groups and mirror status with exactly the least-privilege set
+    and the group ACLs; without any one of those they need, exit 5 and one line naming it."""
+    source, target = secure[SOURCE], secure[TARGET]
+    run = uuid.uuid4().hex[:6]
+    user, password = f"lg-{run}", f"pw-{uuid.uuid4().hex}"
+    principal = f"User:{user}"
+    for cluster in (source, target):
+        new_user(cluster, user, password)
+    secret = password_file(tmp_path, "lg.pw", password)
+    config.write_text(profile("lgsrc", source, user, secret) + profile("lgdst", target, user, secret))
+    topic, group = f"ledger-{run}", f"{GROUP_PREFIX}{run}"
+    copy = f"{TARGET_PREFIX}g.{topic}"
+    create_topic(source, topic, 2)
+    produce(source, topic, numbered(40, 2))
+    commit(source, group, {(topic, 0): 5, (topic, 1): 7})
+    acls = least_privilege_acls(principal, topic)
+    more = group_acls(principal)
+    grant(source, *acls[SOURCE], *more[SOURCE])
+    grant(target, *acls[TARGET], *more[TARGET])
+    to_copy = ("--topics", topic, "--rename", f"{TARGET_PREFIX}g.{{topic}}")
+
+    # --- with exactly this set: the dry run finds every group permission granted, the mirror syncs the group
+    plan = kmc("mirror", "lgsrc", "lgdst", *to_copy, "--sync-groups", f"{GROUP_PREFIX}.*", "--dry-run",
+               "-o", "json").json()
+    rows = {(row["cluster"], row["resource_type"], row["resource"], row["operation"]): row["status"]
+            for row in plan["permissions"]}
+    assert {("lgsrc", "group", group, "DESCRIBE"), ("lgdst", "group", group, "READ"),
+            ("lgdst", "topic", "kmc.provenance", "READ"), ("lgdst", "topic", copy, "READ")} <= set(rows)
+    assert set(rows.values()) == {"granted"}, rows
+    result = kmc("mirror", "lgsrc", "lgdst", *to_copy, "--once", "--sync-groups", f"{GROUP_PREFIX}.*",
+                 "-o", "json").json()
+    assert result["records"] == 40 and count(target, copy) == 40
+    assert committed_offsets(target, group, copy) == {0: 5, 1: 7}
+    commit(source, group, {(topic, 0): 11, (topic, 1): 16})
+    # (--rename: this mirror's checkpoints, not those of the other tests' mirrors with the same flow name)
+    translate = ("groups", "translate", "lgsrc", "lgdst", "--group", group, "--rename", f"{TARGET_PREFIX}g.{{topic}}",
+                 "--commit")
+    document = kmc(*translate, "-o", "json").json()
+    assert document["committed"] == 2 and committed_offsets(target, group, copy) == {0: 11, 1: 16}
+    status = kmc("mirror", "status", "lgsrc", "lgdst", *to_copy, "-o", "json").json()
+    assert [(row["source_topic"], row["records_behind"]) for row in status] == [(topic, 0)]
+
+    # --- without any one of them: exit 5, one line naming the operation and the resource
+    def without(cluster: sandbox.SandboxCluster, binding: AclBinding, args: tuple[str, ...], needle: str) -> None:
+        revoke(cluster, binding)
+        try:
+            line = denied(kmc(*args, expect=None))
+            assert needle in line, line
+        finally:
+            grant(cluster, binding)
+
+    sync = ("mirror", "lgsrc", "lgdst", *to_copy, "--once", "--sync-groups", group)
+    [source_groups], [target_groups, provenance_read] = more[SOURCE], more[TARGET]
+    source_read, checkpoint_read, copies_read = acls[SOURCE][0], acls[TARGET][6], acls[TARGET][2]
+    without(source, source_groups, translate, f"lgsrc: not authorized: DESCRIBE on group {group}")
+    without(source, source_groups, sync, f"lgsrc: not authorized: DESCRIBE on group {group}")
+    without(target, target_groups, translate, f"lgdst: not authorized: DESCRIBE and READ on group {group}")
+    without(target, target_groups, sync, f"lgdst: not authorized: DESCRIBE and READ on group {group}")
+    without(target, provenance_read, translate, "lgdst: not authorized: READ on topic kmc.provenance")
+    without(target, provenance_read, sync, "lgdst: not authorized: READ on topic kmc.provenance")
+    without(target, checkpoint_read, translate, "lgdst: not authorized: READ on topic kmc.checkpoints")
+    without(target, copies_read, translate, f"lgdst: not authorized: READ on topic {copy}")
+    without(source, source_read, translate, f"lgsrc: not authorized: READ on topic {topic}")
+    without(target, checkpoint_read, ("mirror", "status", "lgsrc", "lgdst", *to_copy),
+            "lgdst: not authorized: READ on topic kmc.checkpoints")
+    # a user who may not even see kmc.checkpoints cannot tell whether there are checkpoints: exit 5, not
+    # "nothing copied yet"
+    checkpoint_create, checkpoint_write = acls[TARGET][5], acls[TARGET][7]
+    revoke(target, checkpoint_create, checkpoint_write)
+    try:
+        without(target, checkpoint_read, ("mirror", "status", "lgsrc", "lgdst", *to_copy),
+                "lgdst: not authorized: READ on topic kmc.checkpoints")
+    finally:
+        grant(target, checkpoint_create, checkpoint_write)
+    # nothing was committed while an ACL was missing; with all of them back, the translation is committed
+    assert committed_offsets(target, group, copy) == {0: 11, 1: 16}
+    commit(source, group, {(topic, 0): 20, (topic, 1): 20})
+    assert kmc(*translate, "-o", "json").json()["committed"] == 2
+    assert committed_offsets(target, group, copy) == {0: 20, 1: 20}
 
 
 def test_dry_run_lists_every_missing_permission_before_copying(secure, config: Path,  # noqa: ANN001

@@ -20,6 +20,7 @@ from kmc.acls import (
     mirrored_acl,
     missing_line,
     principal_of,
+    regex_prefix,
 )
 from kmc.errors import ConfigError, ExitCode, TlsError
 from kmc.profiles import Cluster, Secret, build_config, readable_secret_warnings
@@ -44,6 +45,14 @@ def test_literal_topic_names_are_plain_names_only() -> None:
 def binding(operation: str, permission: str = "ALLOW", name: str = "orders", pattern: str = "literal",
             principal: str = "User:alice", host: str = "*") -> AclBinding:
     return AclBinding("topic", name, pattern, principal, host, operation, permission)
+
+
+def test_the_literal_start_of_a_group_regex_names_a_prefixed_acl() -> None:
+    assert [regex_prefix(pattern) for pattern in ("billing-.*", "payments\\.(eu|us)", "app[0-9]+", "orders",
+                                                  "ab?c", "a\\.?b", "x{2}y")] == \
+        ["billing-", "payments.", "app", "orders", "a", "a", ""]
+    assert [regex_prefix(pattern) for pattern in (".*-billing", "a|b", "billing-.*|audit", "[ab]c", "")] == [""] * 5
+    assert regex_prefix("(billing|audit)-.*") == ""  # the alternatives start differently: no prefix
 
 
 def test_mirrored_acls_follow_mirrormaker_2() -> None:

@@ -2,9 +2,10 @@
 
 - :mod:`kmc.acls.model`: a :class:`Permission` (one operation on one resource), a command's :class:`Need`,
   the :class:`Verdict` a check gives it, an :class:`AclBinding`; Kafka's implied operations.
-- :mod:`kmc.acls.check`: :func:`mirror_needs` and :func:`diff_needs` (the README's least-privilege table is
-  this, in prose), :func:`check_permissions` (changes nothing), :func:`explain_denials` (a broker's "not
-  authorized" becomes one line naming the missing operation and resource), :func:`check_mirror` for
+- :mod:`kmc.acls.check`: :func:`mirror_needs`, :func:`diff_needs`, :func:`translation_needs` (``groups
+  translate``, ``--sync-groups``) and :func:`status_needs` (the README's least-privilege table is this, in
+  prose), :func:`check_permissions` (changes nothing), :func:`explain_denials` (a broker's "not authorized"
+  becomes one line naming the missing operation and resource), :func:`check_mirror` for
   ``kmc mirror --dry-run``.
 - :mod:`kmc.acls.sync`: ``--sync-acls`` (:func:`acls_to_sync`, :func:`apply_acl_sync`) and ``kmc diff --acls``
   (:func:`acl_differences`), with MirrorMaker 2's rules.
@@ -18,12 +19,19 @@ from kmc.acls.check import (
     diff_needs,
     explain_denials,
     explain_mirror_denials,
+    explain_status_denials,
+    explain_translation_denials,
+    group_selection,
     hidden_topics,
     literal_topic_names,
     mirror_needs,
     missing_line,
     permission_failure,
+    raise_for_hidden_groups,
     raise_for_hidden_topics,
+    regex_prefix,
+    status_needs,
+    translation_needs,
 )
 from kmc.acls.model import (
     AclBinding,
@@ -63,8 +71,11 @@ __all__ = [
     "expected_target_acls",
     "explain_denials",
     "explain_mirror_denials",
+    "explain_status_denials",
+    "explain_translation_denials",
     "grant_command",
     "grants",
+    "group_selection",
     "hidden_topics",
     "literal_topic_names",
     "mirror_needs",
@@ -72,6 +83,10 @@ __all__ = [
     "missing_line",
     "permission_failure",
     "principal_of",
+    "raise_for_hidden_groups",
     "raise_for_hidden_topics",
+    "regex_prefix",
+    "status_needs",
     "topic_acls",
+    "translation_needs",
 ]

@@ -3,8 +3,9 @@
 operation and resource, with the ``kafka-acls`` command that grants it.
 
 The check changes nothing: the operations the broker reports for topics and the cluster (KIP-430), a
-validate-only CreateTopics for topics still to be created, a DescribeTransactions for transactional ids,
-and, where the user may describe the cluster, its ACLs (DescribeAcls) for what nothing else tells.
+validate-only CreateTopics for topics still to be created, a DescribeTransactions for transactional ids, a
+FindCoordinator and an OffsetCommit of a topic that cannot exist for consumer groups, and, where the user
+may describe the cluster, its ACLs (DescribeAcls) for what nothing else tells.
 Library code: no printing.
 """
 
@@ -12,16 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import kafka.errors as kafka_errors
+from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from kmc.acls.model import (
     CLUSTER,
     CLUSTER_RESOURCE,
     DESCRIBE_OR_MORE,
     GRANTED,
+    GROUP,
     IMPLIED_BY,
     LITERAL,
     MISSING,
@@ -42,6 +47,13 @@ from kmc.client import KafkaSession, authorization_error, translate_errors
 from kmc.errors import AuthorizationError, KmcError
 from kmc.metadata import compile_patterns, describe_topics, matches, render_topic_name
 from kmc.profiles import Cluster
+
+# The OffsetCommit that probes READ on a group names a topic that cannot exist (':' is not allowed in topic
+# names): the broker checks the group's ACL first, then refuses the topic, and commits nothing.
+_GROUP_PROBE_TOPIC = TopicPartition("kmc:permission-check", 0)
+_PREFIX_PROBE = "kmc-permission-check"  # appended to a prefix: a name the prefixed ACL covers
+_COORDINATOR_MOVING = (kafka_errors.NotCoordinatorError, kafka_errors.CoordinatorNotAvailableError,
+                       kafka_errors.CoordinatorLoadInProgressError)
 
 # ------------------------------------------------------------------------------------------ needs
 
@@ -82,6 +94,142 @@ def raise_for_hidden_topics(session: KafkaSession, patterns: Iterable[str], foun
     for name in hidden_topics(session, absent):
         raise authorization_error(f"{session.cluster.name}: describe topic {name}: ",
                                   kafka_errors.TopicAuthorizationFailedError())
+
+
+def _can_find_group(session: KafkaSession, group: str) -> bool:
+    """Whether this user may describe ``group`` (FindCoordinator answers "not authorized" otherwise, whether
+    or not the group exists)."""
+    with translate_errors(session.cluster, f"describe group {group}"):
+        try:
+            session.admin.describe_groups([group])
+        except kafka_errors.GroupAuthorizationFailedError:
+            return False
+    return True
+
+
+def _can_commit_group(session: KafkaSession, group: str) -> bool:
+    """Whether this user may READ ``group`` (commit its offsets), by an OffsetCommit that commits nothing."""
+    deadline = time.monotonic() + session.timeout
+    while True:
+        with translate_errors(session.cluster, f"check READ on group {group}"):
+            errors = session.admin.alter_group_offsets(group, {_GROUP_PROBE_TOPIC: OffsetAndMetadata(0, "", -1)})
+        error = errors.get(_GROUP_PROBE_TOPIC, kafka_errors.NoError)
+        if not (isinstance(error, type) and issubclass(error, _COORDINATOR_MOVING)) or time.monotonic() > deadline:
+            return error is not kafka_errors.GroupAuthorizationFailedError
+        time.sleep(0.2)
+
+
+def raise_for_hidden_groups(session: KafkaSession, patterns: Iterable[str], found: Iterable[str]) -> None:
+    """AuthorizationError when a group named literally in ``patterns`` (``--group billing``) is not among the
+    groups ``found`` because this user may not describe it (Kafka leaves it out of ListGroups)."""
+    for name in sorted(set(literal_topic_names(patterns)) - set(found)):
+        if not _can_find_group(session, name):
+            raise authorization_error(f"{session.cluster.name}: describe group {name}: ",
+                                      kafka_errors.GroupAuthorizationFailedError())
+
+
+_PREFIX_PATTERN = re.compile(r"(?:[A-Za-z0-9_-]|\\\.)+")
+
+
+def regex_prefix(pattern: str) -> str:
+    """The literal start every name ``pattern`` (an anchored regex) matches begins with ('' when none):
+    ``billing-.*`` -> ``billing-``, ``payments\\.(eu|us)`` -> ``payments.``."""
+    if "|" in re.sub(r"\\.|\([^()]*\)", "", pattern):
+        return ""  # an alternative at the top level: no common start
+    found = _PREFIX_PATTERN.match(pattern)
+    prefix = found.group(0) if found else ""
+    if prefix and pattern[len(prefix):len(prefix) + 1] in ("?", "*", "{"):
+        prefix = prefix[:-2] if prefix.endswith("\\.") else prefix[:-1]  # its last character is optional
+    return prefix.replace("\\.", ".")
+
+
+def group_selection(session: KafkaSession, patterns: Sequence[str]) -> list[tuple[str, str]]:
+    """The consumer groups ``patterns`` (``--group``, ``--sync-groups``: anchored regexes; all when none)
+    select, as ACL resources (name, literal | prefixed): a plain name as it is; a regex as the groups it
+    matches that this user can see, or, when it matches none, as the groups prefixed with its literal start
+    (``billing-.*``: groups prefixed ``billing-``) when it has one. docs/security.md says why."""
+    with translate_errors(session.cluster, "list consumer groups"):
+        visible = sorted({entry["group_id"] for entry in session.admin.list_groups()})
+    selected: dict[tuple[str, str], None] = {}
+    for pattern in patterns or [".*"]:
+        literal = literal_topic_names([pattern])
+        if literal:
+            selected[(literal[0], LITERAL)] = None
+            continue
+        compiled = compile_patterns([pattern], "--group")
+        names = [name for name in visible if matches(name, compiled)]
+        selected.update(((name, LITERAL), None) for name in names)
+        if not names and regex_prefix(pattern):
+            selected[(regex_prefix(pattern), PREFIXED)] = None
+    return list(selected)
+
+
+def _group_needs(groups: Iterable[tuple[str, str]], operations: Iterable[tuple[str, str]]) -> list[Need]:
+    return [Need(Permission(GROUP, name, operation, pattern), purpose)
+            for name, pattern in groups for operation, purpose in operations]
+
+
+def _translation_needs(groups: Sequence[tuple[str, str]], mapping: dict[str, str], commit: bool,
+                       ) -> tuple[list[Need], list[Need]]:
+    """What translating ``groups``' offsets through a mirror's ``mapping`` (source topic -> target topic)
+    needs, beyond listing: the groups' offsets and records on the source, the offset map and the copies on
+    the target, and the groups there to commit."""
+    from kmc.mirror.checkpoints import CHECKPOINT_TOPIC  # the mirror package imports this module
+    from kmc.mirror.provenance import PROVENANCE_TOPIC
+
+    source_needs = _group_needs(groups, (("DESCRIBE", "read its committed offsets"),))
+    target_needs = _topic_needs(CHECKPOINT_TOPIC, (("READ", "read the mirror's offset map"),))
+    target_needs += _topic_needs(PROVENANCE_TOPIC, (("READ", "tell the mirror's copies from other records"),))
+    for source_topic, target_topic in sorted(mapping.items()):
+        source_needs += _topic_needs(source_topic, (("READ", "read the records its groups consumed"),))
+        target_needs += _topic_needs(target_topic, (("READ", "find the copies of the groups' records"),))
+    if commit:
+        target_needs += _group_needs(groups, (("DESCRIBE", "see whether it has members there"),
+                                              ("READ", "commit its translated offsets")))
+    return source_needs, target_needs
+
+
+def _selected_topics(source: KafkaSession, topics: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    """The source topics ``topics`` selects that this user can see, and those it names literally but may not
+    describe."""
+    include, excluded = compile_patterns(topics, "--topics"), compile_patterns(exclude, "--exclude")
+    names = [topic.name for topic in describe_topics(source, include, excluded, with_offsets=False)
+             if not topic.internal]
+    literal = [name for name in literal_topic_names(topics) if name not in names and matches(name, [], excluded)]
+    return sorted(set(names) | set(hidden_topics(source, literal)))
+
+
+def translation_needs(source: KafkaSession, target: KafkaSession, *, groups: Sequence[str] = (),
+                      topics: Sequence[str] = (), exclude: Sequence[str] = (), rename: str | None = None,
+                      flow: str, commit: bool) -> tuple[list[Need], list[Need]]:
+    """What ``kmc groups translate`` (``commit``: with ``--commit``) and a round of ``--sync-groups`` need on
+    the source and on the target. The target topics are those the mirror's checkpoints name (``rename``
+    when given); when the checkpoints cannot be read, READ on them is what is missing."""
+    from kmc.mirror.checkpoints import CheckpointStore
+
+    try:
+        checkpoints = CheckpointStore(target, flow, source.cluster_id()).load_present()
+        named = {key[0]: checkpoint.target_topic for key, checkpoint in checkpoints.items()
+                 if not rename or checkpoint.target_topic == render_topic_name(rename, key[0], source.cluster.name)}
+    except KmcError:
+        named = {}
+    include, excluded = compile_patterns(topics, "--topics"), compile_patterns(exclude, "--exclude")
+    # with the mirrored topics this user may not even describe (their groups' offsets are hidden then)
+    selected = set(_selected_topics(source, topics, exclude)) | set(hidden_topics(
+        source, [topic for topic in named if matches(topic, include, excluded)]))
+    mapping = {topic: named[topic] for topic in selected if topic in named}
+    return _translation_needs(group_selection(source, groups), mapping, commit)
+
+
+def status_needs(source: KafkaSession, spec: Any) -> tuple[list[Need], list[Need]]:
+    """What ``kmc mirror status`` and ``kmc flow status`` need for a mirror with ``spec``."""
+    from kmc.mirror.checkpoints import CHECKPOINT_TOPIC
+
+    source_needs = []
+    for topic in _selected_topics(source, spec.topics, spec.exclude):
+        source_needs += _topic_needs(topic, (("DESCRIBE", "list it and its offsets"),
+                                             ("READ", "time its oldest uncopied record")))
+    return source_needs, _topic_needs(CHECKPOINT_TOPIC, (("READ", "read the mirror's checkpoints"),))
 
 
 def _topic_needs(name: str, operations: Iterable[tuple[str, str]]) -> list[Need]:
@@ -151,6 +299,13 @@ def mirror_needs(source: KafkaSession, target: KafkaSession, spec: Any, plan: An
         for operation in ("DESCRIBE", "WRITE"):
             target_needs.append(Need(Permission(TRANSACTIONAL_ID, TRANSACTIONAL_ID_PREFIX, operation, PREFIXED),
                                      "write in transactions for --exactly-once"))
+    if spec.sync_groups:
+        groups = group_selection(source, spec.sync_groups)
+        more = _translation_needs(groups, mapping, commit=True)
+        for needs, extra in zip((source_needs, target_needs), more, strict=True):
+            held = {need.permission for need in needs}
+            needs += [Need(need.permission, f"{need.purpose} (--sync-groups)") for need in extra
+                      if need.permission not in held]
     if getattr(spec, "sync_acls", False):
         source_needs.append(Need(Permission(CLUSTER, CLUSTER_RESOURCE, "DESCRIBE"),
                                  "read the topics' ACLs (--sync-acls)"))
@@ -197,6 +352,7 @@ def check_permissions(session: KafkaSession, needs: Sequence[Need]) -> list[Verd
     _check_topics(session, [need for need in needs if need.permission.resource_type == TOPIC], found)
     _check_transactional_ids(session, [need for need in needs if need.permission.resource_type == TRANSACTIONAL_ID],
                              found)
+    _check_groups(session, [need for need in needs if need.permission.resource_type == GROUP], found)
     unsettled = [need for need in needs if need not in found]
     if unsettled and "CLUSTER_ACTION" in cluster_operations:
         # what only brokers need: this user is a super user, or the cluster has no authorizer
@@ -258,6 +414,25 @@ def _check_transactional_ids(session: KafkaSession, needs: Sequence[Need], found
                 found[need] = (GRANTED if described else MISSING, "a DescribeTransactions request")
             elif not described and need.permission.operation in IMPLIED_BY["DESCRIBE"]:
                 found[need] = (MISSING, "a DescribeTransactions request")
+
+
+def _check_groups(session: KafkaSession, needs: Sequence[Need], found: dict[Need, tuple[str, str]]) -> None:
+    for name, pattern in sorted({(need.permission.name, need.permission.pattern) for need in needs}):
+        probe = name + _PREFIX_PROBE if pattern == PREFIXED else name
+        described = _can_find_group(session, probe)
+        committed: bool | None = None
+        for need in needs:
+            if (need.permission.name, need.permission.pattern) != (name, pattern):
+                continue
+            operation = need.permission.operation
+            if operation == "DESCRIBE":
+                found[need] = (GRANTED if described else MISSING, "a FindCoordinator request")
+            elif not described and operation in IMPLIED_BY["DESCRIBE"]:
+                found[need] = (MISSING, "a FindCoordinator request")
+            elif operation == "READ":
+                if committed is None:
+                    committed = _can_commit_group(session, probe)
+                found[need] = (GRANTED if committed else MISSING, "an OffsetCommit that commits nothing")
 
 
 def _check_by_acls(session: KafkaSession, needs: Sequence[Need], found: dict[Need, tuple[str, str]]) -> None:
@@ -376,6 +551,29 @@ def explain_mirror_denials(source: KafkaSession, target: KafkaSession, spec: Any
 
     def checks() -> list[tuple[KafkaSession, list[Need]]]:
         source_needs, target_needs = mirror_needs(source, target, spec)
+        return [(source, source_needs), (target, target_needs)]
+
+    return explain_denials(checks)
+
+
+def explain_translation_denials(source: KafkaSession, target: KafkaSession, *, groups: Sequence[str],
+                                topics: Sequence[str] = (), exclude: Sequence[str] = (), rename: str | None = None,
+                                flow: str, commit: bool) -> contextlib.AbstractContextManager:
+    """:func:`explain_denials` for ``kmc groups translate`` and ``--sync-groups`` (kmc.mirror.groups)."""
+
+    def checks() -> list[tuple[KafkaSession, list[Need]]]:
+        source_needs, target_needs = translation_needs(source, target, groups=groups, topics=topics,
+                                                       exclude=exclude, rename=rename, flow=flow, commit=commit)
+        return [(source, source_needs), (target, target_needs)]
+
+    return explain_denials(checks)
+
+
+def explain_status_denials(source: KafkaSession, target: KafkaSession, spec: Any) -> contextlib.AbstractContextManager:
+    """:func:`explain_denials` for ``kmc mirror status`` and ``kmc flow status`` (kmc.mirror.status)."""
+
+    def checks() -> list[tuple[KafkaSession, list[Need]]]:
+        source_needs, target_needs = status_needs(source, spec)
         return [(source, source_needs), (target, target_needs)]
 
     return explain_denials(checks)

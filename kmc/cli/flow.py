@@ -10,6 +10,7 @@ from kmc.cli._options import MAX_SECONDS
 from kmc.cli.completion import complete_flow
 from kmc.errors import ConfigError, UsageError
 from kmc.flows import GRAPH_FORMATS, STATUS_KEYS, check_flows, flow_graph, flow_jobs, flow_status
+from kmc.mirror import DEFAULT_FLOW
 from kmc.mirror.status import LagReport, validate_limits
 from kmc.output import Column, OutputFormat, columns
 from kmc.profiles import Flow
@@ -188,9 +189,16 @@ def render_lags(app_ctx: context.AppContext, report: LagReport, max_lag: int | N
     if not app_ctx.render.machine and any(row["error"] for row in rows):
         table_columns = (*STATUS_COLUMNS, Column("error", free=True))
     app_ctx.render.rows(rows, table_columns, keys=STATUS_KEYS)
+    failure = report.failure(max_lag, max_lag_seconds)
+    if not any(error is failure for error in report.errors):
+        # some mirrors could be asked: each that could not is a line (the exit line points to them); else
+        # the exit line is the first one's error, and the rows carry each
+        for mirror in report.mirrors:
+            if mirror.error is not None:
+                name = "" if mirror.flow == DEFAULT_FLOW else f"flow {mirror.flow}: "
+                app_ctx.messages.error(f"{name}{mirror.source} -> {mirror.target}: {mirror.error.one_line()}")
     for line in report.offenders(max_lag, max_lag_seconds):
         app_ctx.messages.error(f"lag: {line}")
-    failure = report.failure(max_lag, max_lag_seconds)
     if failure is not None:
         raise failure
 

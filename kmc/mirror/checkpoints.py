@@ -181,6 +181,22 @@ class CheckpointStore:
                 warn(f"{CHECKPOINT_TOPIC}: ignoring unreadable {'anchors' if is_anchor else 'checkpoint'} {text}")
         return found
 
+    def load_present(self) -> dict[tuple[str, int], Checkpoint]:
+        """:meth:`load` when the target has a ``kmc.checkpoints`` (none: no checkpoints), for readers that must
+        not create it (asking a consumer about a missing topic may auto-create it). A user who may not describe
+        it cannot tell whether it exists: AuthorizationError, not "no checkpoints"."""
+        with translate_errors(self.target.cluster, "list topics"):
+            present = CHECKPOINT_TOPIC in set(self.target.admin.list_topics())
+        if present:
+            return self.load()
+        from kmc.acls import hidden_topics  # kmc.acls reads checkpoints through this module
+
+        if hidden_topics(self.target, [CHECKPOINT_TOPIC]):
+            raise authorization_error(f"{self.target.cluster.name}: read {CHECKPOINT_TOPIC}: ",
+                                      kafka_errors.TopicAuthorizationFailedError())
+        self.anchors = {}
+        return {}
+
     def use_producer(self, producer) -> None:  # noqa: ANN001 - a kafka-python KafkaProducer
         """Write through ``producer`` (the mirror's transactional producer with --exactly-once, so that
         checkpoints commit or abort with the records they cover)."""

@@ -16,6 +16,12 @@ import kafka.errors as kafka_errors
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from kmc.acls import (
+    explain_translation_denials,
+    literal_topic_names,
+    raise_for_hidden_groups,
+    raise_for_hidden_topics,
+)
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
 from kmc.errors import KmcError, PartialFailure, UsageError
 from kmc.metadata import compile_patterns, matches
@@ -209,11 +215,18 @@ def translate_groups(source: Cluster, target: Cluster, *, groups: Sequence[str] 
     active member there; the others are ``refused`` (:meth:`TranslationReport.failure`)."""
     validate_translation(groups, topics, rename, flow)
     group_patterns, topic_patterns = compile_patterns(groups, "--group"), compile_patterns(topics, "--topics")
-    with KafkaSession(source, timeout) as source_session, KafkaSession(target, timeout) as target_session:
+    with KafkaSession(source, timeout) as source_session, KafkaSession(target, timeout) as target_session, \
+            explain_translation_denials(source_session, target_session, groups=groups, topics=topics, rename=rename,
+                                        flow=flow, commit=commit):  # a denial names the missing ACL (kmc.acls)
         translator = OffsetTranslator(source_session, target_session, flow, rename)
         try:
+            # Kafka leaves a group's offsets on topics this user may not describe out of OffsetFetch: a mirrored
+            # topic (or one named in --topics) it may not describe is exit 5, not a group silently left out
+            raise_for_hidden_topics(source_session, [*literal_topic_names(topics), *(
+                topic for topic in translator.mirrored_topics() if matches(topic, topic_patterns))], ())
             committed = _source_group_offsets(source_session, group_patterns,
                                               lambda topic: matches(topic, topic_patterns))
+            raise_for_hidden_groups(source_session, groups, committed)
             found = _translate(translator, committed)
         finally:
             translator.close()
@@ -238,6 +251,7 @@ class GroupSync:
         self.rename = rename
         self.timeout = timeout
         self.groups = compile_patterns(groups, "--sync-groups")
+        self.selection = (tuple(groups), tuple(topics), tuple(exclude))  # as given: for explaining a denial
         include, leave_out = compile_patterns(topics, "--topics"), compile_patterns(exclude, "--exclude")
         self.wanted_topic: Callable[[str], bool] = lambda topic: matches(topic, include, leave_out)
         self._sessions: tuple[KafkaSession, KafkaSession] | None = None
@@ -268,9 +282,13 @@ class GroupSync:
             self._translator.abandon = abandon
             source_session, target_session = self._sessions
             translator = self._translator
-            committed = _source_group_offsets(source_session, self.groups, self.wanted_topic)
-            found = _translate(translator, committed)
-            _commit(target_session, found, forward_only=True)
+            groups, topics, exclude = self.selection
+            with explain_translation_denials(source_session, target_session, groups=groups, topics=topics,
+                                             exclude=exclude, rename=self.rename, flow=self.flow, commit=True):
+                committed = _source_group_offsets(source_session, self.groups, self.wanted_topic)
+                raise_for_hidden_groups(source_session, groups, committed)
+                found = _translate(translator, committed)
+                _commit(target_session, found, forward_only=True)
             return TranslationReport(self.source_cluster.name, self.target_cluster.name, self.flow,
                                      translator.source_id, translator.target_id, True, found)
         except BaseException:

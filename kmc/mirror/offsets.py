@@ -37,7 +37,7 @@ from kafka.admin import OffsetSpec
 from kmc.client import KafkaSession, translate_errors
 from kmc.errors import Interrupted, KmcError
 from kmc.metadata import describe_topics, list_offsets, render_topic_name
-from kmc.mirror.checkpoints import CHECKPOINT_TOPIC, Checkpoint, CheckpointStore, checkpoint_flows
+from kmc.mirror.checkpoints import Checkpoint, CheckpointStore, checkpoint_flows
 from kmc.mirror.copypath import ORIGIN_HEADER
 from kmc.mirror.fetch import fetch_batches
 from kmc.mirror.plan import DEFAULT_FLOW
@@ -94,12 +94,12 @@ class _Reader:
     """Reads one cluster's records, one partition at a time, with their provenance (kmc/mirror/provenance.py:
     which of the cluster's producers are kmc mirrors, and from where)."""
 
-    def __init__(self, session: KafkaSession, cluster_id: str) -> None:
+    def __init__(self, session: KafkaSession, cluster_id: str, provenance_required: bool = False) -> None:
         self.session = session
         self.cluster_id = cluster_id
         self.abandon: threading.Event | None = None  # set: stop reading (Interrupted)
         self.stall = max(30.0, 3 * session.timeout)  # seconds a read may go without progress before it fails
-        self.provenance = ProvenanceMap(session)
+        self.provenance = ProvenanceMap(session, required=provenance_required)
         self._consumer: Any = None
 
     def records(self, tp: TopicPartition, start: int, end: int) -> Iterator[_Record]:
@@ -227,18 +227,13 @@ class OffsetTranslator:
         wanted = set(partitions)
         source_topics = {info.name: info for info in describe_topics(
             self.source, with_offsets=False, wanted={topic for topic, _ in wanted}.__contains__)}
-        store = CheckpointStore(self.target, self.flow, self.source_id)
-        with translate_errors(self.target.cluster, "list topics"):
-            has_checkpoints = CHECKPOINT_TOPIC in set(self.target.admin.list_topics())
-        # load() only when the topic exists: asking a consumer about a missing topic may auto-create it
-        checkpoints = store.load() if has_checkpoints else {}
+        store, checkpoints = self._checkpoints()
         usable = {}
         for key, checkpoint in checkpoints.items():
             info = source_topics.get(key[0])
             if info is None or key not in wanted:
                 continue
-            if self.rename is not None and checkpoint.target_topic != render_topic_name(self.rename, key[0],
-                                                                                        self.source.cluster.name):
+            if self._renamed(key[0]) not in (None, checkpoint.target_topic):
                 continue  # another mirror of the same flow name (a different rename) wrote it
             if checkpoint.source_topic_id and info.topic_id and checkpoint.source_topic_id != info.topic_id:
                 continue  # the source topic was recreated since: its offsets are not the checkpoint's
@@ -259,6 +254,21 @@ class OffsetTranslator:
         target_tps |= {TopicPartition(back.target_topic, key[1]) for key, back in self.returns.items()}
         self._source_ends = _ends(self.source, source_tps)
         self._target_ends = _ends(self.target, sorted(target_tps))
+
+    def _checkpoints(self) -> tuple[CheckpointStore, dict[tuple[str, int], Checkpoint]]:
+        """This mirror's checkpoints (with its anchors, in the store), as the target holds them now."""
+        self.source_id = self.source_id or self.source.cluster_id()
+        store = CheckpointStore(self.target, self.flow, self.source_id)
+        return store, store.load_present()
+
+    def mirrored_topics(self) -> list[str]:
+        """The source topics this mirror has checkpoints of (with ``rename``: of the mirror with that rename)."""
+        return sorted({topic for (topic, _), checkpoint in self._checkpoints()[1].items()
+                       if self._renamed(topic) in (None, checkpoint.target_topic)})
+
+    def _renamed(self, topic: str) -> str | None:
+        """The target topic ``rename`` names for a source topic (None: no rename given)."""
+        return None if self.rename is None else render_topic_name(self.rename, topic, self.source.cluster.name)
 
     def _return_maps(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], _ReturnMap]:
         """The offset maps, in the source, of mirrors from the target into the source topics of ``keys``."""
@@ -309,7 +319,9 @@ class OffsetTranslator:
     def _readers(self) -> tuple[_Reader, _Reader]:
         if self._source_reader is None or self._target_reader is None:
             self._source_reader = _Reader(self.source, self.source_id)
-            self._target_reader = _Reader(self.target, self.target_id)
+            # the target's kmc.provenance says which of its batches the mirror wrote: its copies (the source's
+            # is needed only where records came from the target: a failback)
+            self._target_reader = _Reader(self.target, self.target_id, provenance_required=True)
         self._source_reader.abandon = self._target_reader.abandon = self.abandon
         return self._source_reader, self._target_reader
 

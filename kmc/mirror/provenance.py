@@ -57,9 +57,11 @@ class ProvenanceMap:
     """The kmc mirror producers of one cluster (the source of a mirror), by producer id, from its
     ``kmc.provenance``; reads it again when asked about a producer id it has not seen."""
 
-    def __init__(self, session: KafkaSession, warn: Callable[[str], None] = lambda message: None) -> None:
+    def __init__(self, session: KafkaSession, warn: Callable[[str], None] = lambda message: None,
+                 required: bool = False) -> None:
         self.session = session
         self.warn = warn
+        self.required = required  # a cluster that does not let kmc read it is an AuthorizationError, not a warning
         self._origins: dict[int, str] = {}  # producer id -> the cluster its data came from
         self._local: set[int] = set()  # producer ids known not to be a mirror's
         self.exists = False
@@ -69,13 +71,17 @@ class ProvenanceMap:
         """Read ``kmc.provenance`` (absent: no mirror writes to this cluster). A cluster that does not let
         kmc read it (no READ ACL) is warned about once and treated as having no mirror producers: batches
         other mirrors wrote into it are then copied as its own (a loop through it is not caught by producer;
-        records stamped kmc-origin still are)."""
+        records stamped kmc-origin still are). When ``required`` (offset translation: without it a mirror's
+        copies cannot be told from other records), that is an AuthorizationError."""
         self.reads += 1
         with translate_errors(self.session.cluster, f"list {PROVENANCE_TOPIC}"):
             self.exists = PROVENANCE_TOPIC in set(self.session.admin.list_topics())
         if not self.exists:
             if self.reads == 1 and hidden_topics(self.session, [PROVENANCE_TOPIC]):
                 # Kafka says "not authorized" for a topic this user may not describe, whether or not it exists
+                if self.required:
+                    raise AuthorizationError(f"{self.session.cluster.name}: read {PROVENANCE_TOPIC}: not authorized",
+                                             hint=f"grant READ on topic {PROVENANCE_TOPIC}")
                 self.warn(f"{self.session.cluster.name}: cannot tell whether it has a {PROVENANCE_TOPIC} (copies "
                           "other mirrors wrote into it would count as its own data): grant READ on topic "
                           f"{PROVENANCE_TOPIC}")
@@ -84,6 +90,8 @@ class ProvenanceMap:
         try:
             values = read_topic(self.session, PROVENANCE_TOPIC, lambda key: True, producers)
         except AuthorizationError as exc:
+            if self.required:
+                raise
             self.warn(f"{self.session.cluster.name}: cannot read {PROVENANCE_TOPIC} ({exc.message}); copies other "
                       f"mirrors wrote into it count as its own data: grant READ on topic {PROVENANCE_TOPIC}")
             return

@@ -14,10 +14,11 @@ from typing import Any
 from kafka import TopicPartition
 from kafka.admin import OffsetSpec
 
+from kmc.acls import explain_status_denials
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
 from kmc.errors import KmcError, LagAlarm, UsageError, combined_failure
 from kmc.metadata import compile_patterns, describe_topics, list_offsets, render_topic_name
-from kmc.mirror.checkpoints import CHECKPOINT_TOPIC, CheckpointStore
+from kmc.mirror.checkpoints import CheckpointStore
 from kmc.mirror.jobs import MirrorJob
 
 STATUS_KEYS = ("flow", "source", "target", "source_topic", "target_topic", "partitions", "checkpointed_partitions",
@@ -153,13 +154,11 @@ def mirror_lags(jobs: Sequence[MirrorJob], timeout: float = DEFAULT_TIMEOUT, now
 def _measure(lag: MirrorLag, job: MirrorJob, timeout: float, now_ms: int) -> None:
     spec = job.spec
     include, exclude = compile_patterns(spec.topics, "topics"), compile_patterns(spec.exclude, "exclude")
-    with KafkaSession(job.source, timeout) as source, KafkaSession(job.target, timeout) as target:
+    with KafkaSession(job.source, timeout) as source, KafkaSession(job.target, timeout) as target, \
+            explain_status_denials(source, target, spec):  # a denial names the missing ACL (kmc.acls)
         source_id = source.cluster_id()
         topics = describe_topics(source, include, exclude, with_offsets=False)
-        with translate_errors(job.target, "list topics"):
-            has_checkpoints = CHECKPOINT_TOPIC in set(target.admin.list_topics())
-        # load() only when the topic exists: asking a consumer about a missing topic may auto-create it
-        checkpoints = CheckpointStore(target, spec.flow, source_id).load() if has_checkpoints else {}
+        checkpoints = CheckpointStore(target, spec.flow, source_id).load_present()
         # offline partitions (no leader) cannot be asked for offsets: they count as not behind
         tps = [TopicPartition(topic.name, part.partition) for topic in topics for part in topic.partitions
                if part.online]
