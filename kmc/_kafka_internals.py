@@ -45,6 +45,23 @@ Assumptions, by name (the tests use the same names):
   (``Sensor.add(metric_name, stat)``) has ``record(config, value, time_ms)`` called with every value recorded:
   ``request-latency`` (every request's round trip, ms; created with a client's first connection) and the
   consumer's ``fetch-latency`` (every fetch's round trip, ms).
+- ``group_coordinator``: ``kafka.coordinator.base.BaseCoordinator(client, **configs)`` implements Kafka's
+  group protocol (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup) for any protocol type: a
+  subclass names it (``protocol_type()``), gives ``group_protocols()`` as ``[(name, metadata bytes)]``, and as
+  the leader ``_perform_assignment(leader_id, protocol, members)`` (members with ``member_id`` and
+  ``metadata`` bytes) returns ``{member_id: assignment bytes}``, all on the client's IO thread;
+  ``await _on_join_complete_async(generation, member_id, protocol, assignment bytes)`` runs there too.
+  ``ensure_coordinator_ready(timeout_ms)`` and ``ensure_active_group(timeout_ms)`` return False on timeout
+  (a JoinGroup still in flight is awaited again by the next call); the heartbeat runs on the IO thread once
+  joined, and a heartbeat answered REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID or ILLEGAL_GENERATION sets
+  ``need_rejoin()`` (the latter two also reset ``_generation``, whose ``is_lost()`` is then true);
+  ``poll_heartbeat()`` must be called more often than ``max_poll_interval_ms``; ``close(timeout_ms)`` sends
+  LeaveGroup. The client is a started ``KafkaNetClient`` (``_net.start()``, ``_manager.bootstrap(timeout_ms)``,
+  ``_manager.broker_version``).
+- ``describe_group_raw``: ``DescribeGroupsRequest(groups=[...], include_authorized_operations=False)`` sent with
+  ``admin._manager.send(request, node_id=...)`` to the coordinator ``admin._find_coordinator_ids([group])``
+  returns; its ``groups[0].members`` carry ``member_id``, ``client_host``, ``member_metadata`` and
+  ``member_assignment`` as bytes (kafka-python's ``describe_groups`` decodes them as a consumer group's).
 """
 
 from __future__ import annotations
@@ -57,9 +74,11 @@ from collections.abc import Callable
 from typing import Any
 
 import kafka.errors as kafka_errors
+from kafka.coordinator.base import BaseCoordinator
 from kafka.net.compat import KafkaNetClient
 from kafka.net.manager import KafkaConnectionManager
 from kafka.net.selector import NetworkSelector
+from kafka.protocol.admin import DescribeGroupsRequest
 from kafka.protocol.api_key import ApiKey
 from kafka.protocol.broker_version_data import BROKER_API_VERSIONS
 
@@ -292,3 +311,93 @@ def forget_controller(admin: Any) -> None:
     (``admin_controller_id``): after a failure, the node it had cached may be the one that is down."""
     if getattr(admin, "_controller_id", None) is not None:
         admin._controller_id = None
+
+
+# ------------------------------------------------------------------------------------------ groups
+
+
+def group_client(settings: dict[str, Any]) -> tuple[KafkaNetClient, ConnectionWatch]:
+    """A started, bootstrapped network client for a group member (``group_coordinator``), from a
+    consumer's settings; raises kafka-python's errors (a timeout when no broker answers)."""
+    watch = ConnectionWatch()
+    client = watch.client(**settings)
+    client._net.start()
+    try:
+        client._manager.bootstrap(settings.get("bootstrap_timeout_ms", 10000))
+        if client._manager.broker_version is None:
+            raise kafka_errors.KafkaTimeoutError("Unable to bootstrap from the group's cluster")
+    except BaseException:
+        close_group_client(client)
+        if watch.failure is not None:
+            raise watch.failure from None
+        raise
+    return client, watch
+
+
+def close_group_client(client: KafkaNetClient) -> None:
+    client.close()
+
+
+class GroupCoordinator(BaseCoordinator):
+    """One member of a Kafka group whose protocol is kmc's own (``group_coordinator``): Kafka's group
+    coordinator runs the membership, this class supplies the metadata and, as the leader, the assignment.
+    ``metadata()`` is asked at every join; ``assign({member_id: metadata})`` returns each member's
+    assignment bytes; ``joined(generation, member_id, assignment)`` is told the result. The last two run
+    on the client's IO thread: they must not block."""
+
+    def __init__(self, client: KafkaNetClient, protocol_type: str, protocol: str,
+                 metadata: Callable[[], bytes], assign: Callable[[dict[str, bytes]], dict[str, bytes]],
+                 joined: Callable[[int, str, bytes], None], **configs: Any) -> None:
+        configs.setdefault("api_version", client._manager.broker_version)
+        super().__init__(client, **configs)
+        self._protocol_type = protocol_type
+        self._protocol = protocol
+        self._metadata = metadata
+        self._assign = assign
+        self._joined = joined
+
+    def protocol_type(self) -> str:
+        return self._protocol_type
+
+    def group_protocols(self) -> list[tuple[str, bytes]]:
+        return [(self._protocol, self._metadata())]
+
+    def _perform_assignment(self, leader_id: str, protocol: str, members: Any) -> dict[str, bytes]:  # noqa: ARG002
+        return self._assign({member.member_id: bytes(member.metadata) for member in members})
+
+    async def _on_join_complete_async(self, generation: int, member_id: str, protocol: str,  # noqa: ARG002
+                                      member_assignment_bytes: bytes) -> None:
+        self._joined(generation, member_id, bytes(member_assignment_bytes))
+
+    def generation_lost(self) -> bool:
+        """The coordinator no longer knows this member's generation (a heartbeat was answered
+        UNKNOWN_MEMBER_ID or ILLEGAL_GENERATION, or it never joined)."""
+        with self._lock:
+            return self._generation.is_lost()
+
+    def current(self) -> tuple[int, str]:
+        """(generation id, member id) as this member knows them."""
+        with self._lock:
+            return self._generation.generation_id, self._generation.member_id
+
+
+def describe_group_raw(admin: Any, group_id: str) -> dict[str, Any]:
+    """A group's state, protocol type and members, each member's metadata and assignment as bytes
+    (``describe_group_raw``); ``{}`` when no broker knows the group."""
+    manager = admin._manager
+
+    async def describe() -> Any:
+        coordinators = await admin._find_coordinator_ids([group_id])
+        request = DescribeGroupsRequest(groups=[group_id], include_authorized_operations=False)
+        return await manager.send(request, node_id=coordinators[group_id])
+
+    response = manager.run(describe)
+    group = response.groups[0]
+    if group.error_code:
+        raise kafka_errors.for_code(group.error_code)(group_id)
+    return {
+        "state": group.group_state, "protocol_type": group.protocol_type, "protocol": group.protocol_data,
+        "members": [{"member_id": member.member_id, "client_host": member.client_host,
+                     "metadata": bytes(member.member_metadata or b""),
+                     "assignment": bytes(member.member_assignment or b"")} for member in group.members],
+    }
