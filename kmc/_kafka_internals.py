@@ -56,7 +56,8 @@ Assumptions, by name (the tests use the same names):
   joined, and a heartbeat answered REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID or ILLEGAL_GENERATION sets
   ``need_rejoin()`` (the latter two also reset ``_generation``, whose ``is_lost()`` is then true);
   ``poll_heartbeat()`` must be called more often than ``max_poll_interval_ms``; ``close(timeout_ms)`` sends
-  LeaveGroup. The client is a started ``KafkaNetClient`` (``_net.start()``, ``_manager.bootstrap(timeout_ms)``,
+  LeaveGroup; ``heartbeat.last_receive`` and ``heartbeat.last_reset`` are ``time.monotonic()`` values.
+  The client is a started ``KafkaNetClient`` (``_net.start()``, ``_manager.bootstrap(timeout_ms)``,
   ``_manager.broker_version``).
 - ``describe_group_raw``: ``DescribeGroupsRequest(groups=[...], include_authorized_operations=False)`` sent with
   ``admin._manager.send(request, node_id=...)`` to the coordinator ``admin._find_coordinator_ids([group])``
@@ -69,6 +70,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -374,6 +376,13 @@ class GroupCoordinator(BaseCoordinator):
         UNKNOWN_MEMBER_ID or ILLEGAL_GENERATION, or it never joined)."""
         with self._lock:
             return self._generation.is_lost()
+
+    def heard_within(self, seconds: float) -> bool:
+        """Whether the coordinator answered a heartbeat (or the member joined) in the last ``seconds``
+        (``Heartbeat.last_receive``/``last_reset``, on ``time.monotonic()``, which runs on while the process
+        is stopped): a member paused for longer may have been replaced without knowing it yet."""
+        heartbeat = self.heartbeat
+        return time.monotonic() - max(heartbeat.last_receive, heartbeat.last_reset) <= seconds
 
     def current(self) -> tuple[int, str]:
         """(generation id, member id) as this member knows them."""

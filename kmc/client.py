@@ -22,7 +22,13 @@ from typing import Any
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from kmc._kafka_internals import ConnectionWatch, forget_controller, known_settings, transient_transactional_failure
+from kmc._kafka_internals import (
+    ConnectionWatch,
+    forget_controller,
+    group_client,
+    known_settings,
+    transient_transactional_failure,
+)
 from kmc.errors import (
     AuthError,
     AuthorizationError,
@@ -378,6 +384,14 @@ class KafkaSession:
         producer = _connect(self.cluster, KafkaProducer, settings, "connect producer")
         self._owned.append(producer)
         return producer
+
+    def group_client(self) -> Any:
+        """A started network client for a member of a Kafka group (kmc/mirror/group.py), closed with the
+        session; its settings are a consumer's."""
+        with translate_errors(self.cluster, "connect"):
+            client, _ = group_client(_only(self.config(), KafkaConsumer))
+        self._owned.append(client)
+        return client
 
     def describe(self) -> ClusterInfo:
         """Cluster id, controller and brokers, with the round trip of one metadata request."""

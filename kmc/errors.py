@@ -171,6 +171,11 @@ class KafkaOperationError(KmcError):
     default_hint = "run again with --debug for details"
 
 
+class FencedError(KafkaOperationError):
+    """Another writer with the same transactional id took over (Kafka fenced this one): for a ``--group``
+    member, its partitions went to another member while it was away; it rejoins the group."""
+
+
 def describe_exception(exc: BaseException) -> str:
     """``Name: message`` of any exception (a kafka-python one, usually), on one line, once: kafka-python
     repeats itself ("[Error 58] SaslAuthenticationFailedError: SaslAuthenticationFailedError: ...")."""

@@ -126,6 +126,7 @@ class Flow:
     partitioner: str = "same"  # "same": partition i -> i; "key": rehash by key (merge mode)
     metrics_addr: str | None = None  # kmc flow run NAME --follow serves /metrics and /healthz here
     sync_acls: bool = False  # copy the mirrored topics' ACLs to the target (kmc.acls)
+    group: str | None = None  # kmc flow run NAME --follow joins this group (docs/scale-out.md)
 
 
 @dataclass(frozen=True)
@@ -344,7 +345,7 @@ CLUSTER_KEYS = {
 }
 FLOW_KEYS = {
     "from", "to", "topics", "exclude", "rename", "sync_configs", "sync_groups", "exactly_once",
-    "partitioner", "metrics_addr", "sync_acls",
+    "partitioner", "metrics_addr", "sync_acls", "group",
 }
 SERVICE_KEYS = {"metrics_addr", "metrics_partitions", "stall_timeout"}
 # Keys kmc sets itself from the profile; setting them under [clusters.X.client] would be ambiguous.
@@ -734,6 +735,9 @@ def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str
     if metrics_addr is not None:
         parse_listen_address(_string(metrics_addr, path, f"flows.{name}.metrics_addr"), f"{where}.metrics_addr",
                              ConfigError)
+    group = body.get("group")
+    if group is not None and not NAME_RE.match(_string(group, path, f"flows.{name}.group")):
+        raise ConfigError(f"{where}.group: invalid group name '{group}'", hint="use letters, digits, '.', '_' or '-'")
     return Flow(
         name=name,
         sources=sources,
@@ -747,6 +751,7 @@ def parse_flow(name: str, body: dict[str, Any], path: Path, environ: Mapping[str
         partitioner=partitioner,
         metrics_addr=metrics_addr,
         sync_acls=_bool(body.get("sync_acls", False), path, f"flows.{name}.sync_acls"),
+        group=group,
     )
 
 

@@ -80,6 +80,13 @@ MAX_LAG = typer.Option(None, "--max-lag", min=0, metavar="RECORDS",
 MAX_LAG_SECONDS = typer.Option(None, "--max-lag-seconds", min=0.0, metavar="S",
                                help="Exit 1 when a partition's oldest uncopied record is more than S seconds old "
                                     "(offenders on stderr).")
+GROUP = typer.Option(None, "--group", metavar="NAME",
+                     help="--follow: copy as one member of the group NAME (kept on DST): every kmc started with "
+                          "the same mirror and group, on any host, shares the source partitions [default: group "
+                          "of the flow].")
+SESSION_TIMEOUT = typer.Option(None, "--session-timeout", min=6.0, max=1800.0, metavar="SECONDS",
+                               help="--group: how long a member may be silent before the others take over its "
+                                    "partitions [default: 10].")
 
 
 # ------------------------------------------------------------------------------------------ the run options
@@ -102,7 +109,8 @@ class RunOptions:
     def collect(cls, once: bool, follow: bool, start: str, replication_factor: int | None, dry_run: bool,
                 refresh: float, checkpoint_interval: float, compression: str, delivery_timeout: float,
                 sync_interval: float = 10.0, metrics_addr: str | None = None, metrics_partitions: bool = False,
-                stall_timeout: float | None = None) -> RunOptions:
+                stall_timeout: float | None = None, group: str | None = None,
+                session_timeout: float | None = None) -> RunOptions:
         if once and follow:
             raise UsageError("give --once or --follow, not both")
         service_options = [name for name, value in (("--metrics-addr", metrics_addr), ("--metrics-partitions",
@@ -110,11 +118,13 @@ class RunOptions:
         if service_options and not follow:
             raise UsageError(f"{service_options[0]} needs --follow", hint="metrics are served while kmc runs as a "
                                                                           "service; a --once run reports on exit")
-        return cls("follow" if follow else "once", dry_run,
-                   {"start": start, "replication_factor": replication_factor, "refresh_interval": refresh,
-                    "checkpoint_interval": checkpoint_interval, "compression": compression,
-                    "delivery_timeout": delivery_timeout, "sync_interval": sync_interval},
-                   metrics_addr, metrics_partitions, stall_timeout)
+        spec = {"start": start, "replication_factor": replication_factor, "refresh_interval": refresh,
+                "checkpoint_interval": checkpoint_interval, "compression": compression,
+                "delivery_timeout": delivery_timeout, "sync_interval": sync_interval}
+        # only when given: a flow's own group stands otherwise
+        spec.update({key: value for key, value in (("group", group), ("session_timeout", session_timeout))
+                     if value is not None})
+        return cls("follow" if follow else "once", dry_run, spec, metrics_addr, metrics_partitions, stall_timeout)
 
 
 def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -135,6 +145,8 @@ RUN_PARAMETERS = (
     _option("metrics_addr", str | None, METRICS_ADDR),
     _option("metrics_partitions", bool, METRICS_PARTITIONS),
     _option("stall_timeout", float | None, STALL_TIMEOUT),
+    _option("group", str | None, GROUP),
+    _option("session_timeout", float | None, SESSION_TIMEOUT),
 )
 
 

@@ -79,6 +79,7 @@ def flow_spec(flow: Flow, **options: Any) -> MirrorSpec:
         "rename": flow.rename,
         "flow": flow.name,
         "sync_configs": flow.sync_configs,
+        "group": flow.group,
     }
     supported = spec_options()
     if "partitioner" in supported:

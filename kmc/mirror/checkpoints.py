@@ -4,15 +4,18 @@ One record per (flow, source cluster id, source topic, partition)::
 
     key   "{flow}/{source_cluster_id}/{source_topic}/{partition}"
     value {"next_offset": N, "target_topic": "...", "target_next_offset": M, "updated_ms": T,
-           "source_topic_id": "...", "target_topic_id": "...", "gaps": [...]}
+           "source_topic_id": "...", "target_topic_id": "...", "gaps": [...],
+           "member": "host:pid", "writer": "kmc/..."}
 
 ``next_offset`` is the next source offset to copy; every record before it is acknowledged by the target.
 ``target_next_offset`` is the target partition's end offset right after the last of those records was
 acknowledged: on a restart, ``target end offset - target_next_offset`` is the number of records written
 after the checkpoint, which the restart copies again. The topic ids (Kafka's, since 2.8) tell a topic
 recreated under the mirror from the one that was copied; ``gaps`` lists the most recent data gaps found
-on the partition (docs/mirror.md). Older checkpoints without ids or gaps are read as they are. The
-source is never written to.
+on the partition (docs/mirror.md). ``member`` (``host:pid``) names the group member that copies the
+partition (``--group``, docs/scale-out.md), ``writer`` the transactional id it commits with under
+``--exactly-once``, which the next owner fences. Older checkpoints without ids or gaps are read as they
+are. The source is never written to.
 
 Anchors, for translating consumer-group offsets (the offset map): a second record per partition,
 
@@ -32,6 +35,7 @@ Reading: :meth:`CheckpointStore.load` reads to the high watermark and applies re
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -69,6 +73,8 @@ class Checkpoint:
     source_topic_id: str | None = None
     target_topic_id: str | None = None
     gaps: tuple[dict[str, Any], ...] = ()  # Gap.to_dict() of the most recent gaps, oldest first
+    member: str | None = None  # --group: the member (host:pid) that wrote it
+    writer: str | None = None  # --group --exactly-once: the transactional id it committed in
 
     def to_json(self) -> bytes:
         value: dict[str, Any] = {"next_offset": self.next_offset, "target_topic": self.target_topic,
@@ -79,6 +85,10 @@ class Checkpoint:
             value["target_topic_id"] = self.target_topic_id
         if self.gaps:
             value["gaps"] = list(self.gaps[-MAX_GAPS:])
+        if self.member:
+            value["member"] = self.member
+        if self.writer:
+            value["writer"] = self.writer
         return json.dumps(value, separators=(",", ":")).encode()
 
     @classmethod
@@ -90,7 +100,8 @@ class Checkpoint:
             raise TypeError("gaps is not a list of objects")
         return cls(int(data["next_offset"]), str(data["target_topic"]), int(data["target_next_offset"]),
                    int(data.get("updated_ms", 0)), data.get("source_topic_id") or None,
-                   data.get("target_topic_id") or None, tuple(gaps))
+                   data.get("target_topic_id") or None, tuple(gaps), data.get("member") or None,
+                   data.get("writer") or None)
 
 
 def checkpoint_key(flow: str, source_cluster_id: str, topic: str, partition: int) -> str:
@@ -142,8 +153,11 @@ def checkpoint_flows(session: KafkaSession, source_cluster_id: str) -> set[str]:
 class CheckpointStore:
     """Reads and writes one flow's checkpoints for one source cluster."""
 
-    def __init__(self, target: KafkaSession, flow: str, source_cluster_id: str) -> None:
+    def __init__(self, target: KafkaSession, flow: str, source_cluster_id: str, member: str | None = None,
+                 writer: str | None = None) -> None:
         self.target = target
+        self.member = member  # written into every checkpoint (Checkpoint.member, .writer)
+        self.writer = writer
         self.prefix = f"{flow}/{source_cluster_id}/"
         self.flow = flow
         self.source_cluster_id = source_cluster_id
@@ -219,6 +233,8 @@ class CheckpointStore:
         sent = 0
         with translate_errors(self.target.cluster, f"write {CHECKPOINT_TOPIC}"):
             for topic, partition, checkpoint in checkpoints:
+                if self.member or self.writer:
+                    checkpoint = dataclasses.replace(checkpoint, member=self.member, writer=self.writer)
                 key = checkpoint_key(self.flow, self.source_cluster_id, topic, partition)
                 self._send(producer, key, checkpoint.to_json())
                 sent += 1

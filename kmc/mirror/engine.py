@@ -39,6 +39,7 @@ from kmc.client import DEFAULT_TIMEOUT, KafkaSession, authorization_error, is_tr
 from kmc.errors import (
     AuthorizationError,
     DataGapError,
+    FencedError,
     KafkaOperationError,
     KmcError,
     UnreachableError,
@@ -59,6 +60,7 @@ from kmc.mirror.checkpoints import (
 from kmc.mirror.copypath import ORIGIN_HEADER, KeyedCopyPath, RecordCopyPath
 from kmc.mirror.fetch import fetch_batches
 from kmc.mirror.lock import hold_lock, lock_identity, lock_left_by_a_dead_run
+from kmc.mirror.membership import Member
 from kmc.mirror.plan import KEEP_CODEC, MirrorSpec, TopicPlan, apply_plan, copy_mode, parse_start, plan_mirror
 from kmc.mirror.provenance import PROVENANCE_TOPIC, ProvenanceMap, announce, ensure_provenance_topic
 from kmc.mirror.telemetry import EMPTY_LATENCY, ERROR_KINDS, LatencySnapshot, Notice, PartitionProgress, Telemetry
@@ -391,6 +393,7 @@ def run_mirror(
     progress_callback: ProgressCallback | None = None,
     notice_callback: NoticeCallback | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    member: Member | None = None,
 ) -> MirrorResult:
     """Mirror ``spec``'s topics from ``source_cluster`` into ``target_cluster``.
 
@@ -398,6 +401,10 @@ def run_mirror(
     ``stop_event`` is set. Either way a set ``stop_event`` stops cleanly: in-flight sends are finished and
     checkpoints written. Raises LockedError when another run of the same mirror holds its lock. Data gaps
     do not raise: they are in the result (``gaps``; :meth:`MirrorResult.gap_error`).
+
+    ``member``: this run is one generation of a ``--group`` member (kmc/mirror/group.py): it copies only
+    the partitions Kafka's group coordinator gave it, takes no lock (the group decides who copies what, on
+    every host), and under ``--exactly-once`` fences the members that copied its partitions before.
     """
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -407,6 +414,11 @@ def run_mirror(
     with KafkaSession(source_cluster, timeout) as source, KafkaSession(target_cluster, timeout) as target, \
             explain_mirror_denials(source, target, spec):  # a denial names the missing ACL (kmc.acls)
         identity = mirror_identity(source.cluster_id(), target.cluster_id(), spec)
+        if member is not None:
+            # Its partitions may have been a dead member's, whose last produce requests may still land.
+            return _Engine(source, target, spec, mode, stop_event, identity,
+                           progress_callback or (lambda progress: None),
+                           notice_callback or (lambda level, text: None), after_crash=True, member=member).run()
         # A clean run removes its lock file: one left with a holder in it means the last run died (kill -9,
         # a lost host) and its last produce requests may still reach the target after this one starts.
         after_crash = lock_left_by_a_dead_run(identity)
@@ -420,8 +432,9 @@ def run_mirror(
 class _Engine:
     def __init__(self, source: KafkaSession, target: KafkaSession, spec: MirrorSpec, mode: str,
                  stop_event: threading.Event, identity: dict[str, object], progress: ProgressCallback,
-                 notice: NoticeCallback, after_crash: bool = False) -> None:
+                 notice: NoticeCallback, after_crash: bool = False, member: Member | None = None) -> None:
         self.after_crash = after_crash
+        self.member = member
         self.source = source
         self.target = target
         self.spec = spec
@@ -479,7 +492,9 @@ class _Engine:
         # which of the source's producers are kmc mirrors, and from where (loop prevention by batch)
         self.provenance = ProvenanceMap(self.source, self._warn)
         self.provenance.load()
-        self.store = CheckpointStore(self.target, self.spec.flow, plan.source_cluster_id)
+        self.store = CheckpointStore(self.target, self.spec.flow, plan.source_cluster_id,
+                                     self.member.label if self.member else None,
+                                     self._transactional_id() if self.member and self.spec.exactly_once else None)
         # With --exactly-once the producer's init_transactions() fences an earlier run and aborts its open
         # transaction before the checkpoints are read. A service (--follow) that starts while the target is
         # away (a broker restarting, its transaction coordinator moving) waits for it; --once fails (exit 4).
@@ -488,6 +503,8 @@ class _Engine:
         elif self._until_target_answers(lambda: self._new_producer() or True, False) is False:
             return self._result(False)  # stopped before the target answered: nothing was copied
         self.loaded = self.store.load(self._warn)
+        if self.member is not None and self.spec.exactly_once:
+            self.loaded = self._fence_earlier_owners(self.loaded)
         self.consumer = self.source.consumer(
             isolation_level="read_committed",
             # never jump silently: an offset out of range (records deleted before they were copied, a topic
@@ -531,7 +548,37 @@ class _Engine:
         """Stable for one mirror (its identity: cluster ids, selection, rename, flow, shard), so a restarted
         run fences the one before it, and two different mirrors never fence each other."""
         digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
+        if self.member is not None:  # one per member and generation: fencing an earlier one spares the living
+            return f"kmc/{self.spec.flow}/{digest}/{self.member.transactional_suffix}"
         return f"kmc/{self.spec.flow}/{digest}"
+
+    def _owns(self, topic: str, partition: int) -> bool:
+        """Whether this run copies the source partition: its shard's (--workers), its member's (--group)."""
+        return self.spec.owns(partition) and (self.member is None or self.member.owns(topic, partition))
+
+    def _fence_earlier_owners(self, loaded: dict[tuple[str, int], Checkpoint]) -> dict[tuple[str, int], Checkpoint]:
+        """--group --exactly-once: a member that copied one of this member's partitions before may still
+        run (a zombie: paused past its session timeout, then resumed). Initialising the transactional ids
+        its checkpoints name fences it (its next commit fails) and aborts its open transaction; then the
+        checkpoints are read again, now final for those writers."""
+        own = self._transactional_id()
+        fenced: set[str] = set()
+        while True:
+            writers = {checkpoint.writer for (topic, p), checkpoint in loaded.items()
+                       if checkpoint.writer and checkpoint.writer != own and self._owns(topic, p)} - fenced
+            if not writers:
+                return loaded
+            for writer in sorted(writers):
+                # a producer's init_transactions() bumps the id's epoch and aborts its open transaction
+                producer = self.target.producer(transactional_id=writer)
+                try:
+                    with translate_errors(self.target.cluster, f"fence the transactional id {writer}"):
+                        producer.init_transactions()
+                finally:
+                    producer.close(timeout=0)
+            fenced |= writers
+            self.notice("info", f"fenced {len(writers)} earlier owner(s) of these partitions")
+            loaded = self.store.load(self._warn)
 
     def _new_producer(self) -> None:
         spec = self.spec
@@ -603,7 +650,7 @@ class _Engine:
         only once their starting points are written to the target: a failure leaves them unknown, to be
         added again by the next look (a new partition must never be known but not copied)."""
         fresh = [(topic, p) for topic in topics for p in range(topic.partitions)
-                 if self.spec.owns(p) and TopicPartition(topic.source_topic, p) not in self.parts]
+                 if self._owns(topic.source_topic, p) and TopicPartition(topic.source_topic, p) not in self.parts]
         if not fresh:
             return
         source_tps = [TopicPartition(topic.source_topic, p) for topic, p in fresh]
@@ -662,7 +709,9 @@ class _Engine:
             part.anchor_due = not part.anchors or found.repin or bool(found.gaps) or checkpoint is None
             new_parts[source_tp] = part
             found_gaps.extend(found.gaps)
-            if found.repin or found.gaps or checkpoint is None or (
+            # A group member re-pins every partition it gets: its checkpoint then names it (the member, and
+            # the writer the next owner fences) before it copies anything.
+            if found.repin or found.gaps or checkpoint is None or self.member is not None or (
                     checkpoint.source_topic_id, checkpoint.target_topic_id) != (part.source_topic_id, target_id):
                 # Re-pin before copying: the records past target_next_offset are counted now, so a crash of
                 # this run must not count them a second time at the next start; gaps and ids are recorded.
@@ -1064,6 +1113,8 @@ class _Engine:
             raise _SendFailed(None, exc.__cause__ or exc) from exc
         if not self._write_checkpoints(parts) and not force:
             return  # nothing was sent or skipped since the last commit: the open transaction is empty
+        if self.member is not None and self.member.still_member is not None and not self.member.still_member():
+            raise _SendFailed(None, kafka_errors.ProducerFencedError("this group member may have been replaced"))
         timeout = max(30.0, self.target.timeout) + self.spec.delivery_timeout
         try:
             producer_hooks.flush(self.producer, timeout)
@@ -1145,7 +1196,7 @@ class _Engine:
         self.plan = plan
         self._check_recreated(plan.topics)
         new = [topic for topic in plan.topics
-               if any(self.spec.owns(p) and TopicPartition(topic.source_topic, p) not in self.parts
+               if any(self._owns(topic.source_topic, p) and TopicPartition(topic.source_topic, p) not in self.parts
                       for p in range(topic.partitions))]
         if new:
             # Partitions that appear while following start at their beginning whatever --from says:
@@ -1243,7 +1294,7 @@ class _Engine:
         goes back to its checkpoint as committed in the target, read again: another run may have committed
         meanwhile (this one was cut off), and a commit that timed out may have been written."""
         if isinstance(failure.error, _FATAL_IN_TRANSACTION):
-            error_class = KafkaOperationError if isinstance(failure.error, _FENCED) else AuthorizationError
+            error_class = FencedError if isinstance(failure.error, _FENCED) else AuthorizationError
             raise error_class(f"{self.target.cluster.name}: the transaction failed: {_describe(failure.error)}",
                               hint=_FATAL_IN_TRANSACTION_HINT)
         if failure.part is not None and not isinstance(failure.error, _TargetLost) and not _retriable(failure.error):
@@ -1322,7 +1373,8 @@ class _Engine:
         where = f" to {failure.part.target.topic}[{failure.part.target.partition}]" if failure.part else ""
         if isinstance(failure.error, kafka_errors.AuthorizationError):  # exit 5, the missing ACL named (kmc.acls)
             return authorization_error(f"{self.target.cluster.name}: sending{where}: ", failure.error)
-        return KafkaOperationError(f"{self.target.cluster.name}: sending{where} failed: {_describe(failure.error)}")
+        error_class = FencedError if isinstance(failure.error, _FENCED) else KafkaOperationError
+        return error_class(f"{self.target.cluster.name}: sending{where} failed: {_describe(failure.error)}")
 
     def _forget_unacknowledged(self) -> list[_Partition]:
         """Drop the sends not acknowledged (after a failure); their records no longer count as copied.

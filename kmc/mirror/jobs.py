@@ -52,6 +52,9 @@ class MirrorJob:
         self.spec.validate()
         if self.workers < 1:
             raise UsageError("--workers must be at least 1")
+        if self.workers > 1 and self.spec.group is not None:
+            raise UsageError("give --group or --workers, not both",
+                             hint="start several members of the group instead, each a process with its share")
         if cluster_key(self.source) == cluster_key(self.target) and self.spec.rename == "{topic}":
             raise UsageError(f"{self.source.name} and {self.target.name} are the same cluster "
                              f"({','.join(cluster_key(self.source))}): mirroring topics onto themselves",

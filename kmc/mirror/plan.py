@@ -85,6 +85,11 @@ class MirrorSpec:
     # once at the end with --once
     sync_groups: tuple[str, ...] = ()
     sync_interval: float = 10.0
+    # --group NAME: copy as one member of a Kafka group on the target; the group's members share the
+    # source partitions (kmc/mirror/group.py, docs/scale-out.md). session_timeout: seconds a member may be
+    # silent before the others take its partitions over.
+    group: str | None = None
+    session_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         # as typed on a command line: any case, "none" for uncompressed
@@ -121,6 +126,12 @@ class MirrorSpec:
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
             raise UsageError(f"shard {self.shard[0]} of {self.shard[1]} does not exist")
         parse_start(self.start)
+        if self.group is not None and not NAME_RE.match(self.group):
+            raise UsageError(f"--group: invalid group name '{self.group}'", hint="use letters, digits, '.', '_' or '-'")
+        if not 6 <= self.session_timeout <= 1800:
+            raise UsageError("--session-timeout must be between 6 and 1800 seconds",
+                             hint="Kafka's brokers accept 6 s to 30 min by default "
+                                  "(group.min.session.timeout.ms, group.max.session.timeout.ms)")
 
 
 # KMC_COPY_PATH: "batches" (the default: whole batches where possible, the byte walk elsewhere), "walk" (the

@@ -35,6 +35,7 @@ from kmc.errors import (
     UsageError,
 )
 from kmc.mirror.engine import MODES, MirrorProgress, MirrorResult, TopicProgress, TopicResult, mirror_lock, run_mirror
+from kmc.mirror.group import run_member
 from kmc.mirror.groups import GroupSync, TranslationReport
 from kmc.mirror.jobs import MirrorJob, job_waves
 from kmc.mirror.plan import Plan, checked_plan
@@ -188,6 +189,9 @@ def run(
         raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     for job in jobs:
         job.validate()
+        if job.spec.group is not None and mode != "follow" and not dry_run:
+            raise UsageError("--group needs --follow",
+                             hint="the members of a group share a mirror while they run; a --once run copies alone")
     started = time.monotonic()
     stop_event = stop_event or threading.Event()
     outcomes = [JobOutcome(job) for job in jobs]
@@ -341,8 +345,7 @@ class _Runner:
             return self._sharded(job, notice)
         if apart:
             return self._in_child(job, notice)
-        return run_mirror(job.source, job.target, job.spec, mode=self.mode, stop_event=self.stop_event,
-                          progress_callback=self.progress, notice_callback=notice, timeout=self.timeout)
+        return run_job(job, self.mode, self.stop_event, self.progress, notice, self.timeout)
 
     def _in_child(self, job: MirrorJob, notice: Callable[[str, str], None]) -> MirrorResult:
         """What :func:`run_mirror` does, in a child process (:func:`mirror_task`); raises what it raised."""
@@ -456,15 +459,26 @@ class _SyncRounds:
         return report
 
 
+def run_job(job: MirrorJob, mode: str, stop_event: threading.Event, progress: ProgressCallback | None,
+            notice: Callable[[str, str], None], timeout: float) -> MirrorResult:
+    """One job in this process: its mirror, or with ``spec.group`` this process's membership of the group
+    (kmc/mirror/group.py), its generations' results merged into one."""
+    if job.spec.group is None:
+        return run_mirror(job.source, job.target, job.spec, mode=mode, stop_event=stop_event,
+                          progress_callback=progress, notice_callback=notice, timeout=timeout)
+    started = time.monotonic()
+    results = run_member(job, stop_event=stop_event, progress_callback=progress or (lambda event: None),
+                         notice_callback=notice, timeout=timeout)
+    return merge_results(results, time.monotonic() - started, complete=False)
+
+
 def mirror_task(request: dict[str, Any], channel: Channel) -> MirrorResult:
     """The task of a mirror process (kmc.worker): run one job, sending progress and notices."""
     job: MirrorJob = request["job"]
     if channel.stop.is_set():
         raise Cancelled(f"{job.label}: stopped before the mirror started")
-    return run_mirror(job.source, job.target, job.spec, mode=request["mode"], stop_event=channel.stop,
-                      progress_callback=lambda progress: channel.send("progress", progress),
-                      notice_callback=lambda level, text: channel.send("notice", level, text),
-                      timeout=request["timeout"])
+    return run_job(job, request["mode"], channel.stop, lambda progress: channel.send("progress", progress),
+                   lambda level, text: channel.send("notice", level, text), request["timeout"])
 
 
 # ------------------------------------------------------------------------------------------ merging shards
