@@ -208,4 +208,5 @@ def test_a_paused_member_is_fenced_when_it_resumes(src_cluster, dst_cluster, top
     wait_for(done.is_set, 120, "the producer")
     wait_for(lambda: count(dst_cluster, topic_name) >= 4000, 90, "every record copied", zombie, survivor)
     assert zombie.stop() == 0 and survivor.stop() == 0
+    assert "fenced" in survivor.stderr  # the survivor fenced the zombie's transactional id before copying
     assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name))

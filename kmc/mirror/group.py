@@ -147,9 +147,11 @@ class _Membership:
         return self.results
 
     def _still_member(self, coordinator: GroupCoordinator) -> bool:
-        """Whether this member may commit: it has heard from the coordinator within half its session
-        timeout and is not rejoining. A member that was paused longer may have been replaced already."""
-        return not coordinator.need_rejoin() and coordinator.heard_within(self.spec.session_timeout / 2)
+        """Whether this member may commit: its generation is not lost and it heard from the coordinator
+        within half its session timeout (a member paused longer may have been replaced without knowing it
+        yet). A rebalance in progress is no reason: the partitions stay this member's until it joins again,
+        and its last commit is what the next owner starts from."""
+        return not coordinator.generation_lost() and coordinator.heard_within(self.spec.session_timeout / 2)
 
     def _join(self, coordinator: GroupCoordinator) -> bool:
         """Join (again) and get this generation's partitions; False when stopped first. The first join
