@@ -8,7 +8,10 @@ import dataclasses
 import json
 import re
 import signal
+import socket
+import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import NewPartitions
@@ -210,3 +213,36 @@ def test_a_paused_member_is_fenced_when_it_resumes(src_cluster, dst_cluster, top
     assert zombie.stop() == 0 and survivor.stop() == 0
     assert "fenced" in survivor.stderr  # the survivor fenced the zombie's transactional id before copying
     assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name))
+
+
+@pytest.mark.kafka
+def test_a_flows_group_and_status_per_partition(src_cluster, dst_cluster, topic_name: str, followers,  # noqa: ANN001
+                                                tmp_path: Path) -> None:
+    create_topic(src_cluster, topic_name, 4)
+    produce(src_cluster, topic_name, numbered(400, 4))
+    config = tmp_path / "flows.toml"
+    config.write_text(textwrap.dedent(f"""
+        [flows.shared]
+        from = ["src"]
+        to = "dst"
+        topics = ['{re.escape(topic_name)}']
+        rename = "{{topic}}.shared"
+        group = "{topic_name}"
+    """))
+    members = [followers("shared", "--config", str(config), "--session-timeout", SESSION, "-o", "json",
+                         command=("flow", "run")) for _ in range(2)]
+    wait_for(lambda: all(_shares(member)[-1:] == [2] for member in members), 60, "a share each", *members)
+    wait_for(lambda: count(dst_cluster, f"{topic_name}.shared") == 400, 60, "every record copied", *members)
+
+    def owners() -> dict[int, str | None]:
+        rows = kmc("flow", "status", "shared", "--partitions", "--config", str(config), "-o", "json").json()
+        return {row["partition"]: row["member"] for row in rows}
+
+    expected = {f"{socket.gethostname()}:{member.proc.pid}" for member in members}
+    wait_for(lambda: set(owners().values()) == expected, 30, "each member named in the checkpoints", *members)
+    assert sorted(list(owners().values()).count(name) for name in expected) == [2, 2]
+    rows = kmc("flow", "status", "shared", "--partitions", "--config", str(config), "-o", "json").json()
+    assert [(row["partition"], row["records_behind"]) for row in rows] == [(p, 0) for p in range(4)]
+    assert all(member.stop() == 0 for member in members)
+    results = [_result(member)["runs"][0] for member in members]
+    assert sum(result["records"] for result in results) == 400

@@ -18,7 +18,7 @@ from kmc.output import Column, OutputFormat
 
 HISTORY = 20  # looks kept for a row's sparkline
 SPARKS = "▁▂▃▄▅▆▇█"
-KEY = ("flow", "source", "target", "source_topic")
+KEY = ("flow", "source", "target", "source_topic", "partition")  # partition: flow status --partitions
 
 
 def sparkline(values: Sequence[float | None]) -> str:
