@@ -342,6 +342,61 @@ def test_kafka_net_client_parts_stop_ends_the_io_thread(tls_server) -> None:  # 
 # ------------------------------------------------------------------------------------ CPython's re parser
 
 
+
+def test_kafka_group_coordinator_and_describe_group_raw(src_cluster, topic_name) -> None:  # noqa: ANN001
+    """``group_coordinator``: a BaseCoordinator subclass with a protocol of its own joins a group; the leader
+    assigns from every member's metadata; a second member joining makes the first need to rejoin; the
+    heartbeat's receive time moves; close() leaves. ``describe_group_raw``: members with metadata bytes."""
+    settings = {key: value for key, value in client_config(Cluster("src", (bootstrap(src_cluster),))).items()
+                if key in kafka_internals.known_settings(KafkaConsumer)}
+    seen: dict[str, dict[str, bytes]] = {}
+    joined: dict[str, tuple[int, str, bytes]] = {}
+    members = []
+    for name in ("a", "b"):
+        client, _ = kafka_internals.group_client(settings)
+
+        def assign(metadata: dict[str, bytes], name: str = name) -> dict[str, bytes]:
+            seen[name] = metadata
+            return {member_id: data.upper() for member_id, data in metadata.items()}
+
+        def on_joined(generation: int, member_id: str, data: bytes, name: str = name) -> None:
+            joined[name] = (generation, member_id, data)
+
+        members.append((client, kafka_internals.GroupCoordinator(
+            client, "kmc-test", "p1", lambda name=name: f"meta-{name}".encode(), assign, on_joined,
+            group_id=topic_name, session_timeout_ms=6000, heartbeat_interval_ms=500, max_poll_interval_ms=20000)))
+    (client_a, first), (client_b, second) = members
+    try:
+        assert first.ensure_active_group(timeout_ms=20000) and not first.need_rejoin()
+        assert joined["a"][2] == b"META-A" and seen["a"] == {joined["a"][1]: b"meta-a"}
+        assert first.current() == joined["a"][:2] and not first.generation_lost()
+        joining = threading.Thread(target=second.ensure_active_group, kwargs={"timeout_ms": 20000})
+        joining.start()
+        deadline = time.monotonic() + 15
+        while not first.need_rejoin():  # the heartbeat learns of the rebalance
+            first.poll_heartbeat()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert first.heard_within(5) and not first.heard_within(-1)
+        assert first.ensure_active_group(timeout_ms=20000)
+        joining.join(20)
+        assert joined["a"][0] == joined["b"][0] > 1  # one new generation for both
+        leader = next(name for name in ("a", "b") if seen.get(name) and len(seen[name]) == 2)
+        assert sorted(seen[leader].values()) == [b"meta-a", b"meta-b"]
+        admin = KafkaAdminClient(**settings)
+        try:
+            described = kafka_internals.describe_group_raw(admin, topic_name)
+        finally:
+            admin.close()
+        assert described["protocol_type"] == "kmc-test" and described["protocol"] == "p1"
+        assert sorted(member["metadata"] for member in described["members"]) == [b"meta-a", b"meta-b"]
+        assert sorted(member["assignment"] for member in described["members"]) == [b"META-A", b"META-B"]
+    finally:
+        for client, coordinator in members:
+            coordinator.close(timeout_ms=5000)
+            kafka_internals.close_group_client(client)
+
+
 def test_re_parse_items() -> None:
     items = sre.parse("ab")
     assert [(op, argument) for op, argument in items] == [(sre.LITERAL, ord("a")), (sre.LITERAL, ord("b"))]
