@@ -338,11 +338,6 @@ def test_kafka_net_client_parts_stop_ends_the_io_thread(tls_server) -> None:  # 
         assert time.monotonic() < deadline, "the IO thread is still running"
         time.sleep(0.05)
 
-
-# ------------------------------------------------------------------------------------ CPython's re parser
-
-
-
 def test_kafka_group_coordinator_and_describe_group_raw(src_cluster, topic_name) -> None:  # noqa: ANN001
     """``group_coordinator``: a BaseCoordinator subclass with a protocol of its own joins a group; the leader
     assigns from every member's metadata; a second member joining makes the first need to rejoin; the
@@ -395,6 +390,10 @@ def test_kafka_group_coordinator_and_describe_group_raw(src_cluster, topic_name)
         for client, coordinator in members:
             coordinator.close(timeout_ms=5000)
             kafka_internals.close_group_client(client)
+
+
+# ------------------------------------------------------------------------------------ CPython's re parser
+
 
 
 def test_re_parse_items() -> None:
