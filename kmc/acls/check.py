@@ -306,6 +306,11 @@ def mirror_needs(source: KafkaSession, target: KafkaSession, spec: Any, plan: An
             held = {need.permission for need in needs}
             needs += [Need(need.permission, f"{need.purpose} (--sync-groups)") for need in extra
                       if need.permission not in held]
+    if getattr(spec, "group", None):
+        # the group's Kafka ids are kmc.NAME.<source cluster id> (kmc/mirror/membership.py)
+        for operation, purpose in (("READ", "join the group of --group members"),
+                                   ("DESCRIBE", "name what differs when a member is refused")):
+            target_needs.append(Need(Permission(GROUP, f"kmc.{spec.group}.", operation, PREFIXED), purpose))
     if getattr(spec, "sync_acls", False):
         source_needs.append(Need(Permission(CLUSTER, CLUSTER_RESOURCE, "DESCRIBE"),
                                  "read the topics' ACLs (--sync-acls)"))
