@@ -18,7 +18,7 @@ from kmc.profiles import Flow
 app = typer.Typer(help="Named flows from the config file: list, check, run, status, graph.", no_args_is_help=True)
 
 LIST_KEYS = ("name", "from", "to", "topics", "exclude", "rename", "sync_configs", "sync_groups", "exactly_once",
-             "partitioner", "sync_acls")
+             "partitioner", "sync_acls", "group")
 LIST_COLUMNS = columns("name", "from", "to", "topics", "exclude", "rename", "partitioner")
 STATUS_COLUMNS = columns("flow", "source", "target", "source_topic", "target_topic",
                          Column("records_behind", "RECORDS BEHIND", numeric=True),
@@ -42,14 +42,14 @@ def list_flows(ctx: typer.Context) -> None:
     """The flows of the config file, as written.
 
     JSON keys: name, from[], to, topics[], exclude[], rename, sync_configs, sync_groups[], exactly_once,
-    partitioner, sync_acls.
+    partitioner, sync_acls, group (null without one).
     """
     app_ctx = context.get(ctx)
     config = app_ctx.config()
     rows = [{"name": flow.name, "from": list(flow.sources), "to": flow.target, "topics": list(flow.topics),
              "exclude": list(flow.exclude), "rename": flow.rename, "sync_configs": flow.sync_configs,
              "sync_groups": list(flow.sync_groups), "exactly_once": flow.exactly_once,
-             "partitioner": flow.partitioner, "sync_acls": flow.sync_acls}
+             "partitioner": flow.partitioner, "sync_acls": flow.sync_acls, "group": flow.group}
             for flow in (config.flows[name] for name in sorted(config.flows))]
     app_ctx.render.rows(rows, LIST_COLUMNS, keys=LIST_KEYS)
     if not rows:

@@ -23,7 +23,7 @@ import kafka.errors as kafka_errors
 
 from kmc._kafka_internals import GroupCoordinator, describe_group_raw
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
-from kmc.errors import FencedError, KmcError, UnreachableError, UsageError
+from kmc.errors import AuthError, FencedError, KmcError, UnreachableError, UsageError
 from kmc.metadata import compile_patterns, describe_topics
 from kmc.mirror.engine import MirrorResult, NoticeCallback, ProgressCallback, run_mirror
 from kmc.mirror.jobs import MirrorJob
@@ -167,7 +167,7 @@ class _Membership:
                         self.notice("info", Notice(f"member {self.label} of group {self.group}, generation "
                                                    f"{generation}: {len(partitions)} partition(s)", "group"))
                         return True
-            except UsageError:
+            except (UsageError, AuthError):
                 raise
             except KmcError as exc:
                 if isinstance(exc.__cause__, kafka_errors.InconsistentGroupProtocolError):
