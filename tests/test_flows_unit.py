@@ -303,7 +303,7 @@ def test_flow_list_json_keys(tmp_path: Path) -> None:
     rows = kmc("flow", "list", "--config", path, "-o", "json").json()
     assert rows == [{"name": "agg", "from": ["dc1", "dc2"], "to": "central", "topics": ["orders"], "exclude": [],
                      "rename": "{source}.{topic}", "sync_configs": False, "sync_groups": [], "exactly_once": False,
-                     "partitioner": "same", "sync_acls": False}]
+                     "partitioner": "same", "sync_acls": False, "group": None}]
 
 
 def test_flow_run_errors(tmp_path: Path) -> None:
@@ -428,3 +428,23 @@ def test_an_unsupported_flow_setting_stops_flow_run(tmp_path: Path) -> None:
     assert kmc("flow", "run", "groups", "--config", path, expect=3).stderr.startswith(
         "kmc: error: flows.groups.sync_groups: consumer group offsets cannot be translated through partitioner")
     assert issubclass(ConfigError, Exception)
+
+
+def test_a_flows_group_is_a_name_and_reaches_its_spec(tmp_path: Path) -> None:
+    path = config_file(tmp_path, """
+        [flows.agg]
+        from = ["dc1"]
+        to = "central"
+        group = "shared"
+    """)
+    flow = load_config(path, include_sandboxes=False).flows["agg"]
+    assert flow.group == "shared" and flow_spec(flow).group == "shared"
+    assert flow_spec(flow, group="other").group == "other"  # --group on the command line wins
+    bad = config_file(tmp_path, """
+        [flows.agg]
+        from = ["dc1"]
+        to = "central"
+        group = "no spaces"
+    """)
+    error = kmc("flow", "list", "--config", bad, expect=3).stderr
+    assert "flows.agg.group: invalid group name 'no spaces'" in error
