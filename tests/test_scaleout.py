@@ -137,7 +137,6 @@ def test_group_needs_follow_and_excludes_workers() -> None:
 
 
 @pytest.mark.kafka
-@pytest.mark.slow
 def test_sigterm_hands_over_without_redelivery(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
                                                followers) -> None:
     create_topic(src_cluster, topic_name, 4)
@@ -161,7 +160,6 @@ def test_sigterm_hands_over_without_redelivery(src_cluster, dst_cluster, topic_n
 
 
 @pytest.mark.kafka
-@pytest.mark.slow
 @pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
 def test_a_killed_members_partitions_are_taken_over(src_cluster, dst_cluster, topic_name: str, followers,  # noqa: ANN001
                                                     exactly_once: bool) -> None:
@@ -191,7 +189,6 @@ def test_a_killed_members_partitions_are_taken_over(src_cluster, dst_cluster, to
 
 
 @pytest.mark.kafka
-@pytest.mark.slow
 def test_a_paused_member_is_fenced_when_it_resumes(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
                                                    followers) -> None:
     create_topic(src_cluster, topic_name, 4)
