@@ -386,7 +386,7 @@ class KafkaSession:
         return producer
 
     def group_client(self) -> Any:
-        """A started network client for a member of a Kafka group (kmc/mirror/group.py), closed with the
+        """A started network client for a member of a Kafka group (kmc/mirror/member.py), closed with the
         session; its settings are a consumer's."""
         with translate_errors(self.cluster, "connect"):
             client, _ = group_client(_only(self.config(), KafkaConsumer))

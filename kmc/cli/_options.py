@@ -80,6 +80,8 @@ MAX_LAG = typer.Option(None, "--max-lag", min=0, metavar="RECORDS",
 MAX_LAG_SECONDS = typer.Option(None, "--max-lag-seconds", min=0.0, metavar="S",
                                help="Exit 1 when a partition's oldest uncopied record is more than S seconds old "
                                     "(offenders on stderr).")
+PARTITIONS = typer.Option(False, "--partitions",
+                          help="One row per partition, with the member (host:pid) of a --group that copies it.")
 GROUP = typer.Option(None, "--group", metavar="NAME",
                      help="--follow: copy as one member of the group NAME (kept on DST): every kmc started with "
                           "the same mirror and group, on any host, shares the source partitions [default: group "

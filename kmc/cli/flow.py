@@ -11,7 +11,7 @@ from kmc.cli.completion import complete_flow
 from kmc.errors import ConfigError, UsageError
 from kmc.flows import GRAPH_FORMATS, STATUS_KEYS, check_flows, flow_graph, flow_jobs, flow_status
 from kmc.mirror import DEFAULT_FLOW
-from kmc.mirror.status import LagReport, validate_limits
+from kmc.mirror.status import PARTITION_KEYS, LagReport, validate_limits
 from kmc.output import Column, OutputFormat, columns
 from kmc.profiles import Flow
 
@@ -24,6 +24,9 @@ STATUS_COLUMNS = columns("flow", "source", "target", "source_topic", "target_top
                          Column("records_behind", "RECORDS BEHIND", numeric=True),
                          Column("seconds_behind", "SECONDS BEHIND", numeric=True),
                          Column("checkpointed", "CHECKPOINTED"))
+PARTITION_COLUMNS = columns("flow", "source", "source_topic", Column("partition", numeric=True), "member",
+                            Column("records_behind", "RECORDS BEHIND", numeric=True),
+                            Column("seconds_behind", "SECONDS BEHIND", numeric=True))
 
 
 def _flows(app_ctx: context.AppContext, names: list[str] | None, every: bool = True) -> list[Flow]:
@@ -139,6 +142,7 @@ def status(
                                    help="--watch: seconds between looks."),
     max_lag: int | None = options.MAX_LAG,
     max_lag_seconds: float | None = options.MAX_LAG_SECONDS,
+    partitions: bool = options.PARTITIONS,
 ) -> None:
     """How far each flow is behind, per source and topic, from its checkpoints in the target.
 
@@ -162,6 +166,11 @@ def status(
     --watch redraws the table in place on a terminal, prints it again after a time line elsewhere, and with
     -o json or ndjson writes each look as NDJSON rows with time, records_per_second and lag_history added;
     Ctrl-C ends it (exit 0). A source that cannot be asked stays a row with its error.
+
+    --partitions: one row per source partition instead: flow, source, target, source_topic, partition,
+    target_topic, member (host:pid of the --group member that wrote its checkpoint: the one copying it;
+    null without a group), records_behind, seconds_behind, oldest_uncopied_ms, checkpoint_ms, gaps,
+    position, error.
     """
     app_ctx = context.get(ctx)
     validate_limits(max_lag, max_lag_seconds)
@@ -172,23 +181,30 @@ def status(
                              hint="the limits are for one look from cron or a monitoring check")
 
         def look() -> list[dict]:
-            return _status_rows(app_ctx, flow_status(app_ctx.config(), flows, app_ctx.timeout).rows())
+            return _lag_rows(app_ctx, flow_status(app_ctx.config(), flows, app_ctx.timeout), partitions)
 
-        _watch.watch(app_ctx, look, STATUS_COLUMNS, interval, f"flow status {', '.join(f.name for f in flows)}")
+        _watch.watch(app_ctx, look, PARTITION_COLUMNS if partitions else STATUS_COLUMNS, interval,
+                     f"flow status {', '.join(f.name for f in flows)}")
         return
-    render_lags(app_ctx, flow_status(app_ctx.config(), flows, app_ctx.timeout), max_lag, max_lag_seconds)
+    render_lags(app_ctx, flow_status(app_ctx.config(), flows, app_ctx.timeout), max_lag, max_lag_seconds,
+                partitions)
+
+
+def _lag_rows(app_ctx: context.AppContext, report: LagReport, partitions: bool) -> list[dict]:
+    return report.rows(by_partition=True) if partitions else _status_rows(app_ctx, report.rows())
 
 
 def render_lags(app_ctx: context.AppContext, report: LagReport, max_lag: int | None,
-                max_lag_seconds: float | None) -> None:
-    """The rows of a lag report (each mirror that could not be asked has a row carrying its error: on a
-    terminal in an ERROR column), its alarms on stderr, and the exit status it calls for, whose line sums
-    up the errors (for `kmc flow status` and `kmc mirror status`)."""
-    rows = _status_rows(app_ctx, report.rows())
-    table_columns = STATUS_COLUMNS
+                max_lag_seconds: float | None, partitions: bool = False) -> None:
+    """The rows of a lag report, per topic or with ``partitions`` per partition (each mirror that could not
+    be asked has a row carrying its error: on a terminal in an ERROR column), its alarms on stderr, and the
+    exit status it calls for, whose line sums up the errors (for `kmc flow status` and `kmc mirror status`)."""
+    rows = _lag_rows(app_ctx, report, partitions)
+    shown = PARTITION_COLUMNS if partitions else STATUS_COLUMNS
+    table_columns = shown
     if not app_ctx.render.machine and any(row["error"] for row in rows):
-        table_columns = (*STATUS_COLUMNS, Column("error", free=True))
-    app_ctx.render.rows(rows, table_columns, keys=STATUS_KEYS)
+        table_columns = (*shown, Column("error", free=True))
+    app_ctx.render.rows(rows, table_columns, keys=PARTITION_KEYS if partitions else STATUS_KEYS)
     failure = report.failure(max_lag, max_lag_seconds)
     if not any(error is failure for error in report.errors):
         # some mirrors could be asked: each that could not is a line (the exit line points to them); else

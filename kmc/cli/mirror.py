@@ -87,6 +87,7 @@ def status(
     flow: str = FLOW,
     max_lag: int | None = options.MAX_LAG,
     max_lag_seconds: float | None = options.MAX_LAG_SECONDS,
+    partitions: bool = options.PARTITIONS,
 ) -> None:
     """How far the mirror SRC -> DST is behind, per topic, from its checkpoints in DST.
 
@@ -103,9 +104,11 @@ def status(
 
     JSON (-o json): one object per topic: flow, source, target, source_topic, target_topic, partitions,
     checkpointed_partitions, records_behind, seconds_behind, oldest_uncopied_ms, checkpoint_ms, gaps, error.
+    --partitions: one object per source partition, as `kmc flow status --partitions` (with the --group
+    member copying it).
     """
     app_ctx = context.get(ctx)
     validate_limits(max_lag, max_lag_seconds)
     spec = MirrorSpec(topics=tuple(topics or ()), exclude=tuple(exclude or ()), rename=rename, flow=flow)
     report = mirror_lags([MirrorJob(app_ctx.cluster(src), app_ctx.cluster(dst), spec)], app_ctx.timeout)
-    render_lags(app_ctx, report, max_lag, max_lag_seconds)
+    render_lags(app_ctx, report, max_lag, max_lag_seconds, partitions)

@@ -402,7 +402,7 @@ def run_mirror(
     checkpoints written. Raises LockedError when another run of the same mirror holds its lock. Data gaps
     do not raise: they are in the result (``gaps``; :meth:`MirrorResult.gap_error`).
 
-    ``member``: this run is one generation of a ``--group`` member (kmc/mirror/group.py): it copies only
+    ``member``: this run is one generation of a ``--group`` member (kmc/mirror/member.py): it copies only
     the partitions Kafka's group coordinator gave it, takes no lock (the group decides who copies what, on
     every host), and under ``--exactly-once`` fences the members that copied its partitions before.
     """

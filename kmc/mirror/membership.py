@@ -1,5 +1,5 @@
 """What the members of a ``--group`` tell each other through Kafka's group protocol, and how the leader
-shares out the source partitions: pure functions, no Kafka (kmc/mirror/group.py runs the membership).
+shares out the source partitions: pure functions, no Kafka (kmc/mirror/member.py runs the membership).
 
 A member's metadata (sent with every JoinGroup) is JSON: the settings all members must agree on, which
 member it is (host, pid), the source partitions it sees (topic -> partition count) and those it copied in
@@ -38,7 +38,7 @@ class Member:
     member_id: str
     label: str
     partitions: frozenset[Partition]
-    # asked before each commit: False once the member may have been replaced (kmc/mirror/group.py)
+    # asked before each commit: False once the member may have been replaced (kmc/mirror/member.py)
     still_member: Callable[[], bool] | None = field(default=None, compare=False)
 
     def owns(self, topic: str, partition: int) -> bool:

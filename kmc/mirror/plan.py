@@ -86,7 +86,7 @@ class MirrorSpec:
     sync_groups: tuple[str, ...] = ()
     sync_interval: float = 10.0
     # --group NAME: copy as one member of a Kafka group on the target; the group's members share the
-    # source partitions (kmc/mirror/group.py, docs/scale-out.md). session_timeout: seconds a member may be
+    # source partitions (kmc/mirror/member.py, docs/scale-out.md). session_timeout: seconds a member may be
     # silent before the others take its partitions over.
     group: str | None = None
     session_timeout: float = 10.0

@@ -35,9 +35,9 @@ from kmc.errors import (
     UsageError,
 )
 from kmc.mirror.engine import MODES, MirrorProgress, MirrorResult, TopicProgress, TopicResult, mirror_lock, run_mirror
-from kmc.mirror.group import run_member
 from kmc.mirror.groups import GroupSync, TranslationReport
 from kmc.mirror.jobs import MirrorJob, job_waves
+from kmc.mirror.member import run_member
 from kmc.mirror.plan import Plan, checked_plan
 from kmc.mirror.preflight import NoticeCallback, preflight
 from kmc.mirror.telemetry import EMPTY_LATENCY, Notice
@@ -462,7 +462,7 @@ class _SyncRounds:
 def run_job(job: MirrorJob, mode: str, stop_event: threading.Event, progress: ProgressCallback | None,
             notice: Callable[[str, str], None], timeout: float) -> MirrorResult:
     """One job in this process: its mirror, or with ``spec.group`` this process's membership of the group
-    (kmc/mirror/group.py), its generations' results merged into one."""
+    (kmc/mirror/member.py), its generations' results merged into one."""
     if job.spec.group is None:
         return run_mirror(job.source, job.target, job.spec, mode=mode, stop_event=stop_event,
                           progress_callback=progress, notice_callback=notice, timeout=timeout)

@@ -23,6 +23,10 @@ from kmc.mirror.jobs import MirrorJob
 
 STATUS_KEYS = ("flow", "source", "target", "source_topic", "target_topic", "partitions", "checkpointed_partitions",
                "records_behind", "seconds_behind", "oldest_uncopied_ms", "checkpoint_ms", "gaps", "position", "error")
+# --partitions: one row per source partition, with the --group member (host:pid) that wrote its checkpoint
+PARTITION_KEYS = ("flow", "source", "target", "source_topic", "partition", "target_topic", "member",
+                  "records_behind", "seconds_behind", "oldest_uncopied_ms", "checkpoint_ms", "gaps", "position",
+                  "error")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class PartitionLag:
     checkpoint_ms: int | None  # None: no checkpoint
     gaps: int  # data gaps recorded in the checkpoint
     position: int = 0  # the next offset to copy (the checkpoint's, else the partition's start)
+    member: str | None = None  # --group: the member (host:pid) that wrote the checkpoint, i.e. copies it
 
 
 @dataclass
@@ -79,6 +84,18 @@ class MirrorLag:
             })
         return rows
 
+    def partition_rows(self) -> list[dict[str, Any]]:
+        """One row per source partition (keys: PARTITION_KEYS), or the one row with ``error``."""
+        where = {"flow": self.flow, "source": self.source, "target": self.target}
+        if self.error is not None:
+            return [dict.fromkeys(PARTITION_KEYS) | where | {"error": self.error.one_line()}]
+        return [where | {"source_topic": lag.source_topic, "partition": lag.partition,
+                         "target_topic": render_topic_name(self.rename, lag.source_topic, self.source),
+                         "member": lag.member, "records_behind": lag.records_behind,
+                         "seconds_behind": lag.seconds_behind, "oldest_uncopied_ms": lag.oldest_uncopied_ms,
+                         "checkpoint_ms": lag.checkpoint_ms, "gaps": lag.gaps, "position": lag.position,
+                         "error": None} for lag in self.partitions]
+
     def offenders(self, max_records: int | None, max_seconds: float | None) -> list[str]:
         """One line per partition further behind than the limits (None: no limit)."""
         lines = []
@@ -102,8 +119,10 @@ class LagReport:
 
     mirrors: list[MirrorLag]
 
-    def rows(self) -> list[dict[str, Any]]:
-        return [row for mirror in self.mirrors for row in mirror.rows()]
+    def rows(self, by_partition: bool = False) -> list[dict[str, Any]]:
+        """Per source topic (STATUS_KEYS), or ``by_partition`` per source partition (PARTITION_KEYS)."""
+        return [row for mirror in self.mirrors
+                for row in (mirror.partition_rows() if by_partition else mirror.rows())]
 
     @property
     def errors(self) -> list[KmcError]:
@@ -181,7 +200,8 @@ def _measure(lag: MirrorLag, job: MirrorJob, timeout: float, now_ms: int) -> Non
                 tp.topic, tp.partition, behind.get(tp, 0),
                 0.0 if not behind.get(tp) else None if stamp is None else round(max(0, now_ms - stamp) / 1000, 3),
                 stamp, checkpoint.updated_ms if checkpoint is not None else None,
-                len(checkpoint.gaps) if checkpoint is not None else 0, positions.get(tp, 0)))
+                len(checkpoint.gaps) if checkpoint is not None else 0, positions.get(tp, 0),
+                checkpoint.member if checkpoint is not None else None))
 
 
 def _first_timestamps(session: KafkaSession, positions: Mapping[TopicPartition, int],
