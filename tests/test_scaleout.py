@@ -10,7 +10,9 @@ import re
 import signal
 import socket
 import textwrap
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,7 @@ from tests.helpers import (
     kmc,
     numbered,
     produce,
-    produce_slowly,
+    producer,
     read_all,
     wait_for,
 )
@@ -51,6 +53,47 @@ def _shares(member: Follower) -> list[int]:
 
 def _result(member: Follower) -> dict:
     return json.loads(member.stdout)
+
+
+class _Production:
+    """Records produced to ``topic`` (numbered, round-robin over its partitions) in the background, 30 at a
+    time with a pause, until :meth:`stop`, so that they keep arriving through every event of a test however
+    fast or slow the machine is; :meth:`stop` returns how many were produced."""
+
+    def __init__(self, cluster, topic: str, partitions: int) -> None:  # noqa: ANN001
+        self.stopping = threading.Event()
+        self.total = 0
+        self.thread = threading.Thread(target=self._run, args=(cluster, topic, partitions), daemon=True)
+        self.thread.start()
+
+    def _run(self, cluster, topic: str, partitions: int) -> None:  # noqa: ANN001
+        client = producer(cluster)
+        while not self.stopping.is_set():
+            for record in numbered(30, partitions, start=self.total):
+                client.produce(topic, key=record.key, value=record.value, partition=record.partition,
+                               headers=record.headers, timestamp=record.timestamp)
+            assert client.flush(30) == 0
+            self.total += 30
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.stopping.set()
+        self.thread.join(60)
+        return self.total
+
+
+@pytest.fixture
+def producing() -> Iterator[Callable[..., _Production]]:
+    """Start a :class:`_Production`; whatever happens, none outlives the test."""
+    started: list[_Production] = []
+
+    def start(cluster, topic: str, partitions: int) -> _Production:  # noqa: ANN001
+        started.append(_Production(cluster, topic, partitions))
+        return started[-1]
+
+    yield start
+    for production in started:
+        production.stop()
 
 
 def _records(partitions: dict[int, list]) -> list[tuple]:
@@ -87,9 +130,9 @@ def test_the_refusal_names_what_differs() -> None:
 
 @pytest.mark.kafka
 def test_two_members_share_the_partitions_and_pick_up_new_ones(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
-                                                               followers) -> None:
+                                                               followers, producing) -> None:
     create_topic(src_cluster, topic_name, 6)
-    done = produce_slowly(src_cluster, topic_name, 3000, 6, pause=0.05)
+    production = producing(src_cluster, topic_name, 6)
     first = _member(followers, topic_name, topic_name)
     wait_for(lambda: count(dst_cluster, topic_name) > 0, 60, "the first member to copy", first)
     second = _member(followers, topic_name, topic_name)
@@ -100,15 +143,16 @@ def test_two_members_share_the_partitions_and_pick_up_new_ones(src_cluster, dst_
         future.result(30)
     wait_for(lambda: _shares(second)[-1:] == [4] and _shares(first)[-1:] == [4], 60, "a share of 4 each",
              first, second)
-    wait_for(done.is_set, 120, "the producer")
+    produced = production.stop()
     produce(src_cluster, topic_name, [dataclasses.replace(record, partition=6 + index % 2)
-                                      for index, record in enumerate(numbered(40, 1, start=3000))])
-    wait_for(lambda: count(dst_cluster, topic_name) >= 3040, 90, "every record copied", first, second)
+                                      for index, record in enumerate(numbered(40, 1, start=produced))])
+    total = produced + 40
+    wait_for(lambda: count(dst_cluster, topic_name) >= total, 90, "every record copied", first, second)
     assert first.stop() == 0 and second.stop() == 0
     ones, twos = _result(first), _result(second)
     assert ones["records"] > 0 and twos["records"] > 0  # both copied
     # hand-overs at rebalances are checkpointed first: nothing copied twice, nothing redelivered
-    assert ones["records"] + twos["records"] == 3040
+    assert ones["records"] + twos["records"] == total
     assert ones["redelivered"] == twos["redelivered"] == 0
     assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name))
 
@@ -138,9 +182,9 @@ def test_group_needs_follow_and_excludes_workers() -> None:
 
 @pytest.mark.kafka
 def test_sigterm_hands_over_without_redelivery(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
-                                               followers) -> None:
+                                               followers, producing) -> None:
     create_topic(src_cluster, topic_name, 4)
-    done = produce_slowly(src_cluster, topic_name, 4000, 4, pause=0.05)
+    production = producing(src_cluster, topic_name, 4)
     leaving, staying = (_member(followers, topic_name, topic_name) for _ in range(2))
     wait_for(lambda: _shares(leaving)[-1:] == [2] and _shares(staying)[-1:] == [2], 60, "a share each",
              leaving, staying)
@@ -149,23 +193,23 @@ def test_sigterm_hands_over_without_redelivery(src_cluster, dst_cluster, topic_n
     assert leaving.stop() == 0  # checkpoints its partitions, then leaves the group
     wait_for(lambda: _shares(staying)[-1:] == [4], 30, "the other member to take them", staying)
     taken_over = time.monotonic() - started
-    wait_for(done.is_set, 120, "the producer")
-    wait_for(lambda: count(dst_cluster, topic_name) >= 4000, 90, "every record copied", staying)
+    total = production.stop()
+    wait_for(lambda: count(dst_cluster, topic_name) >= total, 90, "every record copied", staying)
     assert staying.stop() == 0
     left, stayed = _result(leaving), _result(staying)
     assert left["records"] > 0 and left["redelivered"] == stayed["redelivered"] == 0
-    assert left["records"] + stayed["records"] == 4000
+    assert left["records"] + stayed["records"] == total
     assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name))
     assert taken_over < float(SESSION)  # a LeaveGroup: no waiting for the session timeout
 
 
 @pytest.mark.kafka
 @pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
-def test_a_killed_members_partitions_are_taken_over(src_cluster, dst_cluster, topic_name: str, followers,  # noqa: ANN001
+def test_a_killed_members_partitions_are_taken_over(src_cluster, dst_cluster, topic_name: str, followers, producing,  # noqa: ANN001
                                                     exactly_once: bool) -> None:
     create_topic(src_cluster, topic_name, 4)
     extra = ("--exactly-once",) if exactly_once else ()
-    done = produce_slowly(src_cluster, topic_name, 4000, 4, pause=0.05)
+    production = producing(src_cluster, topic_name, 4)
     killed, survivor = (_member(followers, topic_name, topic_name, *extra) for _ in range(2))
     wait_for(lambda: _shares(killed)[-1:] == [2] and _shares(survivor)[-1:] == [2], 60, "a share each",
              killed, survivor)
@@ -174,8 +218,8 @@ def test_a_killed_members_partitions_are_taken_over(src_cluster, dst_cluster, to
     started = time.monotonic()
     wait_for(lambda: _shares(survivor)[-1:] == [4], 60, "the survivor to take over", survivor)
     taken_over = time.monotonic() - started
-    wait_for(done.is_set, 120, "the producer")
-    wait_for(lambda: count(dst_cluster, topic_name) >= 4000, 90, "every record copied", survivor)
+    total = production.stop()
+    wait_for(lambda: count(dst_cluster, topic_name) >= total, 90, "every record copied", survivor)
     assert survivor.stop() == 0
     source, target = read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name)
     result = _result(survivor)
@@ -184,15 +228,15 @@ def test_a_killed_members_partitions_are_taken_over(src_cluster, dst_cluster, to
     else:
         # nothing lost; what was copied twice is exactly what the survivor counted as redelivered
         assert set(_records(target)) == set(_records(source))
-        assert len(_records(target)) == 4000 + result["redelivered"]
+        assert len(_records(target)) == total + result["redelivered"]
     assert float(SESSION) - 1 < taken_over < float(SESSION) + 15
 
 
 @pytest.mark.kafka
 def test_a_paused_member_is_fenced_when_it_resumes(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
-                                                   followers) -> None:
+                                                   followers, producing) -> None:
     create_topic(src_cluster, topic_name, 4)
-    done = produce_slowly(src_cluster, topic_name, 4000, 4, pause=0.05)
+    production = producing(src_cluster, topic_name, 4)
     zombie, survivor = (_member(followers, topic_name, topic_name, "--exactly-once") for _ in range(2))
     wait_for(lambda: _shares(zombie)[-1:] == [2] and _shares(survivor)[-1:] == [2], 60, "a share each",
              zombie, survivor)
@@ -205,8 +249,8 @@ def test_a_paused_member_is_fenced_when_it_resumes(src_cluster, dst_cluster, top
     finally:
         zombie.proc.send_signal(signal.SIGCONT)
     wait_for(lambda: len(_shares(zombie)) >= 2, 60, "the zombie to join again", zombie, survivor)
-    wait_for(done.is_set, 120, "the producer")
-    wait_for(lambda: count(dst_cluster, topic_name) >= 4000, 90, "every record copied", zombie, survivor)
+    total = production.stop()
+    wait_for(lambda: count(dst_cluster, topic_name) >= total, 90, "every record copied", zombie, survivor)
     assert zombie.stop() == 0 and survivor.stop() == 0
     assert "fenced" in survivor.stderr  # the survivor fenced the zombie's transactional id before copying
     assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name))
