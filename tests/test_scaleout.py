@@ -287,3 +287,50 @@ def test_a_flows_group_and_status_per_partition(src_cluster, dst_cluster, topic_
     assert all(member.stop() == 0 for member in members)
     results = [_result(member)["runs"][0] for member in members]
     assert sum(result["records"] for result in results) == 400
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_the_issue_scenario_joins_kill_pause_and_stop(src_cluster, dst_cluster, topic_name: str, followers,  # noqa: ANN001
+                                                      producing) -> None:
+    """Issue 15's scenario, --exactly-once: three members copy 12 partitions under production; a fourth
+    joins; one is SIGKILLed; one is SIGSTOPped past its session timeout, then SIGCONTed; all stop with
+    SIGTERM: exit 0, every partition checkpointed by a live member, each record once for read_committed."""
+    create_topic(src_cluster, topic_name, 12)
+    production = producing(src_cluster, topic_name, 12)
+
+    def start() -> Follower:
+        return _member(followers, topic_name, topic_name, "--exactly-once")
+
+    def shares(*members: Follower) -> list[int]:
+        return [(_shares(member) or [0])[-1] for member in members]
+
+    def grows(*running: Follower) -> None:
+        copied = count(dst_cluster, topic_name)
+        wait_for(lambda: count(dst_cluster, topic_name) > copied, 60, "copying to go on", *running)
+
+    members = [start() for _ in range(3)]
+    wait_for(lambda: shares(*members) == [4, 4, 4], 90, "4 partitions each", *members)
+    grows(*members)
+    members.append(start())  # a fourth joins
+    wait_for(lambda: shares(*members) == [3, 3, 3, 3], 90, "3 partitions each", *members)
+    grows(*members)
+    killed, paused, *others = members
+    killed.kill()
+    wait_for(lambda: shares(paused, *others) == [4, 4, 4], 90, "the killed member's partitions shared", *others)
+    grows(paused, *others)
+    paused.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: shares(*others) == [6, 6], 90, "the paused member's partitions shared", *others)
+        grows(*others)
+    finally:
+        paused.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: shares(paused, *others) == [4, 4, 4], 90, "the paused member back", paused, *others)
+    total = production.stop()
+    wait_for(lambda: count(dst_cluster, topic_name) >= total, 120, "every record copied", paused, *others)
+    assert [member.stop() for member in (paused, *others)] == [0, 0, 0]
+    assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name))
+    rows = kmc("mirror", "status", "src", "dst", "--topics", topic_name, "--partitions", "-o", "json").json()
+    assert [(row["partition"], row["records_behind"]) for row in rows] == [(p, 0) for p in range(12)]
+    live = {f"{socket.gethostname()}:{member.proc.pid}" for member in (paused, *others)}
+    assert {row["member"] for row in rows} <= live  # the killed member named nowhere
