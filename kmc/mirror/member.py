@@ -23,7 +23,7 @@ import kafka.errors as kafka_errors
 
 from kmc._kafka_internals import GroupCoordinator, describe_group_raw
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
-from kmc.errors import AuthError, FencedError, KmcError, UnreachableError, UsageError
+from kmc.errors import AuthError, Cancelled, FencedError, KmcError, UnreachableError, UsageError
 from kmc.metadata import compile_patterns, describe_topics
 from kmc.mirror.engine import MirrorResult, NoticeCallback, ProgressCallback, run_mirror
 from kmc.mirror.jobs import MirrorJob
@@ -228,6 +228,8 @@ class _Membership:
         if error is None:
             self.results.append(outcome["result"])
             return
+        if isinstance(error, Cancelled) and self.stop_event.is_set():
+            return  # stopped while this generation connected: nothing of it to report, the earlier ones stand
         if isinstance(error, FencedError) or (isinstance(error, KmcError) and coordinator.need_rejoin()):
             # its partitions went to another member while this one was away (a pause, a lost network)
             self.notice("warn", Notice(f"lost this member's partitions ({error.message}); joining the group "
