@@ -391,8 +391,10 @@ def test_csv_header_does_not_depend_on_the_rows(tmp_path: Path, monkeypatch: pyt
     config.write_text(config.read_text() + '[flows.f]\nfrom = ["dc1"]\nto = "dc1"\nrename = "x.{topic}"\n'
                                            'topics = ["a", "b"]\nsync_configs = true\n')
     one = list(csv.reader(io.StringIO(kmc("--config", str(config), "flow", "list", "-o", "csv").stdout)))
-    assert empty == "name,from,to,topics,exclude,rename,sync_configs,sync_groups,exactly_once,partitioner\n"
-    assert one == [empty.strip().split(","), ["f", "dc1", "dc1", "a b", "", "x.{topic}", "true", "", "false", "same"]]
+    assert empty == ("name,from,to,topics,exclude,rename,sync_configs,sync_groups,exactly_once,partitioner,"
+                     "sync_acls,group\n")
+    assert one == [empty.strip().split(","), ["f", "dc1", "dc1", "a b", "", "x.{topic}", "true", "", "false", "same",
+                                              "false", ""]]
     profiles = list(csv.reader(io.StringIO(kmc("--config", str(config), "profile", "list", "-o", "csv").stdout)))
     assert profiles[0] == ["name", "bootstrap", "security_protocol", "sandbox", "source"]
     assert profiles[1][:4] == ["dc1", "h:1 h:2", "PLAINTEXT", "false"]
