@@ -1,12 +1,13 @@
 # make demo   start the sandbox topology and show kmc at work
-# make test   run the test suite against real sandbox Kafka clusters
-# make test-fast   the same without the slow and bench tests (markers in tests/conftest.py)
+# make test   run the test suite against real sandbox Kafka clusters (all but the benchmark pipeline tests)
+# make test-all   the same with the benchmark pipeline tests (quick MirrorMaker 2 and perf-tool runs)
+# make test-fast   without the slow and bench tests (markers in tests/conftest.py)
 # make chaos  long fault runs (kill -9 of kmc and brokers under load) and a table of what arrived
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint docs bench bench-quick bench-archive bench-failover chaos clean-sandbox
+.PHONY: demo test test-all test-fast lint docs bench bench-quick bench-archive bench-failover chaos clean-sandbox
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +18,18 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
+# two pytest processes, each test file in one of them (its module fixtures, and the session's clusters per
+# process): the tests wait on brokers much of the time, so two at once take about half as long on 2 cores
+XDIST := -n 2 --dist loadfile
+
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST) -m 'not bench'
+
+test-all: $(VENV)/.installed
+	$(PY) -m pytest $(XDIST)
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m 'not slow and not bench'
+	$(PY) -m pytest $(XDIST) -m 'not slow and not bench'
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check kmc tests bench scripts

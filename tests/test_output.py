@@ -355,7 +355,8 @@ def test_a_list_breaks_after_its_commas_not_inside_an_address(cli_env: dict[str,
 def test_errors_wrap_between_words_or_go_below_the_table(cli_env: dict[str, str], tmp_path: Path) -> None:
     env = narrow_terminal(cli_env, tmp_path, 80)
     lines = lines_of(run_on_terminal(["profile", "test", "--timeout", "1"], env, expect=4))
-    assert lines[0].split() == ["NAME", "STATUS", "CLUSTER", "ID", "BROKERS", "CONTROLLER", "RTT", "MS"]
+    assert lines[0].split() == ["NAME", "STATUS", "AUTHENTICATION", "CLUSTER", "ID", "BROKERS", "CONTROLLER", "RTT",
+                                "MS"]
     assert all(len(line) <= 80 for line in lines[:4]), lines
     assert any(line.startswith("beta: connect: cannot reach 127.0.0.1:") and line.endswith("raise --timeout)")
                for line in lines), lines  # the whole error, on a line of its own below the table
