@@ -69,8 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kafka: needs real Kafka brokers (the session's sandbox clusters)")
     config.addinivalue_line("markers", "slow: takes a minute or more (kill -9 and broker-restart runs); "
                                        "`make test-fast` leaves these out")
-    config.addinivalue_line("markers", "bench: runs the benchmark pipeline (MirrorMaker 2, perf tools); `make test` and "
-                                       "`make test-fast` leaves these out")
+    config.addinivalue_line("markers", "bench: runs the benchmark pipeline (MirrorMaker 2, perf tools); "
+                                       "`make test` and `make test-fast` leave these out, `make test-all` runs them")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
