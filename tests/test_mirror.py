@@ -257,15 +257,35 @@ def test_from_latest_and_from_a_timestamp_apply_only_without_a_checkpoint(src_cl
                        "--from", "earliest")["records"] == 0
 
 
-def test_a_checkpoint_for_another_target_topic_is_ignored(src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
+def test_a_second_copy_under_the_same_flow_name_is_refused_until_the_first_is_gone(  # noqa: ANN001
+        src_cluster, dst_cluster, topic_name: str) -> None:
+    """Found by trying the README as a new user: two copies of the same topics under two renames and one flow
+    name took each other's checkpoints for foreign ones, so each run copied everything again (2,100 records
+    became 4,200) and their offset maps mixed."""
     create_topic(src_cluster, topic_name, 2)
     produce(src_cluster, topic_name, numbered(10, 2))
     first = mirror_json("src", "dst", "--topics", topic_name, "--rename", "{source}.{topic}", "--flow", "renamed")
     assert first["topics"][0]["target_topic"] == f"src.{topic_name}" and first["records"] == 10
-    second = mirror_json("src", "dst", "--topics", topic_name, "--rename", "{topic}.b", "--flow", "renamed")
-    assert second["records"] == 10
-    assert any("ignoring its checkpoint" in warning for warning in second["warnings"])
-    assert count(dst_cluster, f"{topic_name}.b") == 10
+    refused = kmc("mirror", "src", "dst", "--topics", topic_name, "--rename", "{topic}.b", "--flow", "renamed",
+                  "--once", expect=2)
+    assert refused.stderr.count("\n") == 1
+    assert f"already copies src's {topic_name} to src.{topic_name}" in refused.stderr
+    assert "--flow NAME" in refused.stderr and "Traceback" not in refused.stderr
+    assert f"{topic_name}.b" not in topics_of(dst_cluster)  # refused before the target changed
+    # the first copy's own runs go on from its checkpoints, copying nothing again
+    assert mirror_json("src", "dst", "--topics", topic_name, "--rename", "{source}.{topic}",
+                       "--flow", "renamed")["records"] == 0
+    # a flow name of its own: a copy of its own
+    own = mirror_json("src", "dst", "--topics", topic_name, "--rename", "{topic}.b", "--flow", "renamed-b")
+    assert own["records"] == 10 and count(dst_cluster, f"{topic_name}.b") == 10
+    # once the first copy's topic is gone (renamed on purpose), the new name starts afresh, said once
+    admin(dst_cluster).delete_topics([f"src.{topic_name}"])[f"src.{topic_name}"].result(30)
+    wait_for(lambda: f"src.{topic_name}" not in topics_of(dst_cluster), 30, "the topic to be deleted")
+    moved = mirror_json("src", "dst", "--topics", topic_name, "--rename", "{topic}.c", "--flow", "renamed")
+    assert moved["records"] == 10 and count(dst_cluster, f"{topic_name}.c") == 10
+    assert [w for w in moved["warnings"] if "which is gone" in w] == [
+        f"{topic_name}: its checkpoints are for src.{topic_name}, which is gone; copying to {topic_name}.c "
+        "from the start"]
 
 
 # ------------------------------------------------------------------------------------ follow

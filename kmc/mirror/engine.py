@@ -482,9 +482,6 @@ class _Engine:
         self.plan = plan
         for warning in plan.warnings:
             self._warn(warning)
-        self.changes.extend(apply_plan(self.target, plan))
-        for change in self.changes:
-            self.notice("info", change)
         if ensure_checkpoint_topic(self.target):
             self.notice("info", "created kmc.checkpoints")
         if ensure_provenance_topic(self.target):
@@ -505,6 +502,11 @@ class _Engine:
         self.loaded = self.store.load(self._warn)
         if self.member is not None and self.spec.exactly_once:
             self.loaded = self._fence_earlier_owners(self.loaded)
+        # refused before the target changes: the same topics already copied under another name (exit 2)
+        self._other_copies([(topic, p) for topic in plan.topics for p in range(topic.partitions)])
+        self.changes.extend(apply_plan(self.target, plan))
+        for change in self.changes:
+            self.notice("info", change)
         self.consumer = self.source.consumer(
             isolation_level="read_committed",
             # never jump silently: an offset out of range (records deleted before they were copied, a topic
@@ -667,6 +669,7 @@ class _Engine:
         by_time: dict[TopicPartition, int] = {}
         if isinstance(start_from, int):
             by_time = self._offsets(self.source, {tp: OffsetTimestamp(start_from) for tp in source_tps})
+        self._other_copies(fresh, warn=True)
         new_parts: dict[TopicPartition, _Partition] = {}
         found_gaps: list[Gap] = []
         initial: list[tuple[str, int, Checkpoint]] = []
@@ -681,12 +684,10 @@ class _Engine:
             stats.partitions = max(stats.partitions, topic.partitions)
             first, last = earliest[source_tp], latest[source_tp]
             target_id = topic.target_topic_id or target_ids.get(topic.target_topic)
-            where = f"{topic.source_topic}[{p}]"
             checkpoint = self.loaded.get((topic.source_topic, p))
-            if checkpoint is not None and checkpoint.target_topic != topic.target_topic:
-                self._warn(f"{where}: ignoring its checkpoint, which is for target topic {checkpoint.target_topic}, "
-                           f"not {topic.target_topic}")
-                checkpoint = None
+            other_copy = checkpoint is not None and checkpoint.target_topic != topic.target_topic
+            if other_copy:
+                checkpoint = None  # a copy under another name that is gone (_other_copies): start afresh
             if checkpoint is not None:
                 found = self._resume(topic, p, checkpoint, first, last, target_end[target_tp], target_id, now_ms)
                 if not self.spec.exactly_once:  # with it, what follows the checkpoint was aborted: unseen
@@ -704,7 +705,8 @@ class _Engine:
             gaps = (checkpoint.gaps if checkpoint is not None else ()) + tuple(gap.to_dict() for gap in found.gaps)
             part = _Partition(source_tp, target_tp, stats, found.offset, last if self.once else None,
                               found.target_end, found.offset, topic.source_topic_id, target_id, gaps[-MAX_GAPS:])
-            part.anchors = list(self.store.anchors.get((topic.source_topic, p), []))
+            # (the anchors of a former copy under another name describe that copy, not this one)
+            part.anchors = [] if other_copy else list(self.store.anchors.get((topic.source_topic, p), []))
             # a clean resume continues the copy the last anchor describes; anything else starts a new stretch
             part.anchor_due = not part.anchors or found.repin or bool(found.gaps) or checkpoint is None
             new_parts[source_tp] = part
@@ -746,6 +748,34 @@ class _Engine:
         with translate_errors(self.target.cluster, "load topic metadata"):
             for name in {tp.topic for tp in target_tps}:
                 self.path.prepare(name)
+
+    def _other_copies(self, fresh: list[tuple[TopicPlan, int]], warn: bool = False) -> None:
+        """Source topics whose checkpoints (this flow's) are for another target topic: the same topics copied
+        under another rename with the same flow name. Checkpoints are kept per flow and source topic, so two
+        such copies would take each other's checkpoints for foreign ones and copy everything again, each
+        run, and mix their offset maps: refused (exit 2) while that other target topic exists; when it is
+        gone (renamed on purpose), this copy starts afresh, said once per topic."""
+        others: dict[str, str] = {}
+        for topic, p in fresh:
+            checkpoint = self.loaded.get((topic.source_topic, p))
+            if checkpoint is not None and checkpoint.target_topic != topic.target_topic:
+                others.setdefault(topic.source_topic, checkpoint.target_topic)
+        if not others:
+            return
+        existing = self._target_topic_ids(set(others.values()))
+        alive = sorted(source for source, target in others.items() if target in existing)
+        if alive:
+            source = alive[0]
+            raise UsageError(
+                f"flow '{self.spec.flow}' already copies {self.source.cluster.name}'s {source} to "
+                f"{others[source]} on {self.target.cluster.name}"
+                + (f" (and {len(alive) - 1} more topic(s))" if len(alive) > 1 else "")
+                + ": a second copy under the same flow name would take over its checkpoints",
+                hint=f"give this copy a flow name of its own (--flow NAME), or delete {others[source]} first")
+        targets = {topic.source_topic: topic.target_topic for topic, _ in fresh}
+        for source, target in sorted(others.items()) if warn else ():
+            self._warn(f"{source}: its checkpoints are for {target}, which is gone; copying to {targets[source]} "
+                       "from the start")
 
     def _settled_ends(self, target_tps: list[TopicPartition], settle: bool = False) -> dict[TopicPartition, int]:
         """The target partitions' end offsets. After a crash of the previous run (or, ``settle``, after this
