@@ -174,6 +174,8 @@ def _summarize(app_ctx: context.AppContext, report: DiffReport) -> None:
         messages.info(f"compared {report.records_compared} records ({shown} read) in {report.seconds:.1f}s")
     differing = sum(topic.status != "equal" for topic in report.topics)
     where = f"{report.source} -> {report.target}"
+    if not report.topics:  # "no differences in 0 topics" must not pass for a proof: a --topics typo?
+        messages.warn("no topic matches the selection on either side (check --topics and --exclude)")
     if report.equal:
         messages.info(f"{where}: no differences in {len(report.topics)} topics")
     else:
