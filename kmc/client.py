@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -96,12 +97,30 @@ def translate_errors(cluster: Cluster, action: str = "") -> Iterator[None]:
         raise authorization_error(what, exc) from exc
     except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError,
             kafka_errors.NodeNotReadyError, kafka_errors.MetadataEmptyBrokerList) as exc:
-        detail = "no broker answered in time" if "Unable to bootstrap" in str(exc) else describe_exception(exc)
+        detail = describe_exception(exc)
+        if "Unable to bootstrap" in str(exc):
+            detail = ("connection refused: nothing listens there" if _all_refused(cluster.bootstrap)
+                      else "no broker answered in time")
         raise UnreachableError(f"{what}cannot reach {','.join(cluster.bootstrap)}: {detail}") from exc
     except kafka_errors.KafkaError as exc:
         raise KafkaOperationError(f"{what}{describe_exception(exc)}") from exc
     except OSError as exc:  # e.g. an unreadable CA file
         raise UnreachableError(f"{what}{exc}") from exc
+
+
+def _all_refused(servers: tuple[str, ...], timeout: float = 0.3) -> bool:
+    """Whether every bootstrap address refuses a TCP connection (a wrong port, a broker that is not started):
+    asked after a failed bootstrap, so that the error says so rather than "no broker answered in time"."""
+    for server in servers[:3]:  # at most ~1 s, on a path that already waited --timeout
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return False
+        except ConnectionRefusedError:
+            continue
+        except (OSError, ValueError):
+            return False
+    return bool(servers)
 
 
 # What each kind of denial means in ACL terms (the hint of its one-line error).

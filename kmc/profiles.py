@@ -790,8 +790,9 @@ def _toml_string(value: str) -> str:
 
 
 def render_cluster_table(name: str, settings: Mapping[str, Any]) -> str:
-    """TOML text for one ``[clusters.NAME]`` table from plain settings."""
-    lines = [f"[clusters.{name}]"]
+    """TOML text for one ``[clusters.NAME]`` table from plain settings (a NAME with '.' quoted, or TOML
+    would read ``[clusters.ssrc.mirror]`` as a table ``mirror`` inside cluster ``ssrc``)."""
+    lines = [f"[clusters.{name if re.fullmatch(r'[A-Za-z0-9_-]+', name) else _toml_string(name)}]"]
     for key, value in settings.items():
         if value is None:
             continue

@@ -167,9 +167,10 @@ def _certificate_problem(cluster: Cluster, address: str, host: str, failure: ssl
                                  "turns this check off (unsafe: anyone with a certificate from that CA can pose "
                                  "as the brokers)")
         if code in _UNTRUSTED:
-            source = f"ssl_cafile {cluster.ssl_cafile}" if cluster.ssl_cafile else "the system's CA certificates"
+            source = (f"ssl_cafile {cluster.ssl_cafile} does not" if cluster.ssl_cafile
+                      else "the system's CA certificates do not")
             return TlsError(f"{name}: TLS: the certificate of {address} is not trusted: {detail}",
-                            hint=f"{source} does not hold the CA that signed the brokers' certificates; set "
+                            hint=f"{source} hold the CA that signed the brokers' certificates; set "
                                  "ssl_cafile to that CA's PEM file")
         if code in _EXPIRED or code in _NOT_YET_VALID:
             return TlsError(f"{name}: TLS: the certificate of {address} {detail}",

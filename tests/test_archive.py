@@ -456,3 +456,30 @@ def test_the_offset_map_moves_the_exported_groups_exactly(src_cluster, dst_clust
         wanted = next(r for r in source[partition] if r.offset >= committed)
         got = next(r for r in target[partition] if r.offset == translated)
         assert (got.key, got.value, got.headers) == (wanted.key, wanted.value, wanted.headers)
+
+
+def test_a_second_copy_under_another_name_starts_an_offset_map_of_its_own(src_cluster, dst_cluster,  # noqa: ANN001
+                                                                           topic_name: str, tmp_path: Path) -> None:
+    """Importing the same export again under another --rename (same flow) ignores the first copy's checkpoints,
+    in one warning per topic, and its anchors: the second copy's offset map holds only its own stretch (a stale
+    anchor of the first copy would pair the source's offsets with the wrong target offsets)."""
+    from tests.helpers import cluster_id
+
+    create_topic(src_cluster, topic_name, 2)
+    produce(src_cluster, topic_name, numbered(20, 2))
+    export_json("src", "--topics", topic_name, "--to", tmp_path / "x")
+    import_json(tmp_path / "x", "dst", "--rename", "{topic}.a")
+    create_topic(dst_cluster, f"{topic_name}.b", 2)
+    produce(dst_cluster, f"{topic_name}.b", [Rec(p, b"other", b"writer") for p in (0, 1) for _ in range(5)])
+    second = kmc("import", tmp_path / "x", "dst", "--rename", "{topic}.b")
+    warnings = [line for line in second.stderr.splitlines() if line.startswith("kmc: warning:")]
+    assert warnings == [f"kmc: warning: {topic_name}: ignoring the checkpoints of 2 partition(s), which are for "
+                        f"{topic_name}.a: importing into {topic_name}.b from the start (each copy of a topic into "
+                        "one cluster needs its own --flow)"]
+    assert count(dst_cluster, f"{topic_name}.b") == 30
+    stored = {r.key.decode(): json.loads(r.value) for rs in read_all(dst_cluster, "kmc.checkpoints").values()
+              for r in rs}
+    prefix = f"mirror/{cluster_id(src_cluster)}/{topic_name}/"
+    for partition in (0, 1):
+        assert stored[f"{prefix}{partition}"]["target_topic"] == f"{topic_name}.b"
+        assert [anchor[:2] for anchor in stored[f"anchors/{prefix}{partition}"]] == [[0, 5]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -10,6 +11,7 @@ from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchB
 
 from kmc.archive.export import encode_batch
 from kmc.archive.format import HEADER, ArchiveError, batch_tail, read_batches
+from tests.helpers import kmc
 
 
 def built(base: int, count: int, codec: int = 0) -> bytearray:
@@ -57,3 +59,18 @@ def test_decoded_records_are_written_at_their_source_offsets() -> None:
     assert [(r.offset, r.key, r.headers) for r in DefaultRecordBatch(bytes(raw))] == [
         (40, None, [("n", None)]), (41, None, [("n", None)]), (45, None, [("n", None)])]
     assert [b.records for b in read_batches(io.BytesIO(bytes(raw)), "f", "t", 0)] == [3]  # its CRC holds
+
+
+@pytest.mark.parametrize("where", ["file/x", "file", "/proc/kmc-export"])
+def test_an_export_directory_that_cannot_be_written_is_exit_3_before_connecting(tmp_path: Path, where: str) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    destination = where if where.startswith("/") else str(tmp_path / where)
+    # nothing listens on port 1: were kmc to connect first, this would be exit 4 after --timeout
+    result = kmc("export", "127.0.0.1:1", "--to", destination, "--timeout", "30", expect=3)
+    assert result.stderr.startswith(f"kmc: error: cannot write the export into {destination}: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_an_export_makes_its_directory_before_connecting(tmp_path: Path) -> None:
+    kmc("export", "127.0.0.1:1", "--to", str(tmp_path / "a" / "b"), "--timeout", "1", expect=4)
+    assert (tmp_path / "a" / "b").is_dir() and not list((tmp_path / "a" / "b").iterdir())

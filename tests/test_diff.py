@@ -68,6 +68,16 @@ def test_identical_table_output_is_empty_and_summary_on_stderr(src_cluster, dst_
     result = kmc("diff", "src", "dst", "--topics", topic_name, expect=0)
     assert result.stdout == ""
     assert "src -> dst: no differences in 1 topics" in result.stderr
+    assert "warning" not in result.stderr
+
+
+def test_a_selection_that_matches_nothing_is_no_silent_proof(src_cluster, dst_cluster, topic_name: str) -> None:  # noqa: ANN001
+    create_topic(src_cluster, topic_name, 1)
+    typo = kmc("diff", "src", "dst", "--topics", f"{topic_name}-typo", "--data", expect=0)
+    assert typo.stderr.splitlines() == [
+        "kmc: warning: no topic matches the selection on either side (check --topics and --exclude)",
+        "src -> dst: no differences in 0 topics"]
+    assert kmc("diff", "src", "dst", "--topics", f"{topic_name}-typo", "-o", "json").json()["summary"]["topics"] == 0
 
 
 # --- metadata differences ---------------------------------------------------------------------

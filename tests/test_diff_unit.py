@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -26,6 +27,7 @@ from kmc.diff import (
 )
 from kmc.errors import UsageError
 from kmc.metadata import PartitionInfo, TopicInfo
+from tests.helpers import kmc
 
 # --- record digests ---------------------------------------------------------------------------
 
@@ -251,3 +253,14 @@ def test_validate_options_rejects_bad_patterns_and_templates() -> None:
         validate_options(DiffOptions(rename="{source}"))
     with pytest.raises(UsageError, match="unknown placeholder"):
         validate_options(DiffOptions(rename="{cluster}.{topic}"))
+
+
+def test_a_path_without_an_export_is_named_as_such_not_as_an_unknown_cluster(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    for side, what in (("missing", "does not exist"), ("empty", "holds no export (no part-NNNNN directory)"),
+                       ("file", "is not a directory")):
+        result = kmc("diff", str(tmp_path / side), "127.0.0.1:1", expect=2)
+        assert result.stderr == (f"kmc: error: {tmp_path / side} {what} (give the directory kmc export wrote "
+                                 "(--to DIR), or a cluster name)\n")
+    assert "unknown cluster 'nosuch'" in kmc("diff", "127.0.0.1:1", "nosuch", expect=2).stderr

@@ -169,6 +169,21 @@ def test_every_command_has_a_man_page_with_its_sections(page: str) -> None:
     assert "\\fBkmc\\fR(1)" in text or page == "kmc"
 
 
+@pytest.mark.parametrize(("page", "usage", "option"), [
+    ("kmc-mirror", "kmc mirror [OPTIONS] SRC DST", "\\-\\-exactly\\-once"),
+    ("kmc-groups", "kmc groups [OPTIONS] [CLUSTER] [PATTERN]", "\\-b, \\-\\-bootstrap"),
+])
+def test_a_group_with_a_default_command_documents_that_command_first(page: str, usage: str, option: str) -> None:
+    """`kmc mirror SRC DST` is the page's main command (its synopsis, options and JSON keys), though it is the
+    group's hidden default subcommand; `kmc mirror status` follows."""
+    text = (ROOT / "man" / f"{page}.1").read_text()
+    synopsis = text.split("\n.SH SYNOPSIS\n", 1)[1].split("\n.SH ", 1)[0]
+    assert synopsis.splitlines()[0] == usage.replace("-", "\\-")
+    options = text.split("\n.SH OPTIONS\n", 1)[1].split("\n.SH ", 1)[0]
+    assert f"\\fB{option}" in options
+    assert "\n.SH JSON OUTPUT\n" in text and "\n.SH COMMANDS\n" in text
+
+
 @pytest.mark.skipif(shutil.which("man") is None, reason="needs man(1)")
 @pytest.mark.parametrize("page", ["kmc", *(f"kmc-{name}" for name in TOP_LEVEL)])
 def test_man_pages_fit_80_columns(page: str) -> None:

@@ -124,8 +124,19 @@ def test_exit_4_unreachable(config: Path) -> None:
     started = time.monotonic()
     result = kmc("topics", "--bootstrap", f"127.0.0.1:{closed_port()}", "--timeout", str(TIMEOUT), expect=None)
     elapsed = time.monotonic() - started
-    assert "cannot reach 127.0.0.1:" in assert_one_error_line(result, 4)
+    message = assert_one_error_line(result, 4)
+    assert "cannot reach 127.0.0.1:" in message and ": connection refused: nothing listens there (" in message
     assert elapsed < TIMEOUT + MARGIN
+
+
+def test_exit_4_a_port_that_accepts_but_never_answers(config: Path) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete (the kernel's backlog), and nothing ever answers them
+        port = silent.getsockname()[1]
+        result = kmc("topics", "--bootstrap", f"127.0.0.1:{port}", "--timeout", str(TIMEOUT), expect=None)
+    message = assert_one_error_line(result, 4)
+    assert f"cannot reach 127.0.0.1:{port}: no broker answered in time (" in message
 
 
 @pytest.mark.kafka

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,6 +33,12 @@ def test_the_demo_topology_in_each_format() -> None:
     assert document["nodes"] == ["dc1", "dc2", "central", "dr"]
     assert [(edge["flow"], edge["source"], edge["target"]) for edge in document["edges"]] == [
         ("aggregate", "dc1", "central"), ("aggregate", "dc2", "central"), ("fanout", "central", "dr")]
+    lines = kmc("--config", str(DEMO), "flow", "graph", "-o", "ndjson").stdout.splitlines()
+    assert [json.loads(line) for line in lines] == document["edges"]
+    table = list(csv.reader(io.StringIO(kmc("--config", str(DEMO), "flow", "graph", "-o", "csv").stdout)))
+    assert table[0] == ["flow", "source", "target", "topics", "exclude", "rename", "records_behind",
+                        "seconds_behind", "error"]
+    assert table[3] == ["fanout", "central", "dr", "dc[0-9]+\\..*", "", "{topic}", "", "", ""]
 
 
 def test_a_bad_format_is_a_usage_error() -> None:

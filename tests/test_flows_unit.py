@@ -3,6 +3,9 @@ merge conflicts, how failures combine, and the usage and config errors of aggreg
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import textwrap
 from pathlib import Path
 
@@ -260,6 +263,13 @@ def test_flow_check_lists_every_error_then_exits_3(tmp_path: Path) -> None:
     assert document["ok"] is False and document["flows"] == ["a", "b"]
     assert set(document["errors"][0]) == {"flows", "key", "message", "line"}
     assert document["errors"][1]["flows"] == ["a", "b"] and document["errors"][1]["key"] == "topics"
+    rows = [json.loads(line) for line in kmc("flow", "check", "--offline", "--config", path, "-o", "ndjson",
+                                             expect=3).stdout.splitlines()]
+    assert rows == document["errors"]
+    table = list(csv.reader(io.StringIO(kmc("flow", "check", "--offline", "--config", path, "-o", "csv",
+                                            expect=3).stdout)))
+    assert table[0] == ["flows", "key", "message", "line"] and [row[:2] for row in table[1:]] == [
+        ["a", "from"], ["a b", "topics"]]
 
 
 def test_flow_check_clean_exits_0(tmp_path: Path) -> None:
@@ -276,6 +286,8 @@ def test_flow_check_clean_exits_0(tmp_path: Path) -> None:
     whole = "copy mode whole: batches of the source's own producers travel whole; copies other mirrors wrote " \
             "into the source are walked and stamped with their origin"
     assert result.stderr == f"flow aggregate: {whole}\nflow fanout: {whole}\n2 flow(s) checked, no errors\n"
+    assert kmc("flow", "check", "--offline", "--config", path, "-o", "csv").stdout == "flows,key,message,line\n"
+    assert kmc("flow", "check", "--offline", "--config", path, "-o", "ndjson").stdout == ""
 
 
 def test_a_bad_regex_is_a_config_error_naming_the_flow_and_key(tmp_path: Path) -> None:

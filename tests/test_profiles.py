@@ -674,6 +674,20 @@ def test_add_quotes_values(tmp_path: Path) -> None:
     assert load_config(path, include_sandboxes=False).cluster("a").ssl_cafile == '/certs\\x/"ca".pem'
 
 
+def test_add_and_remove_a_name_with_a_dot(tmp_path: Path) -> None:
+    """'.' is allowed in a name (a secure sandbox's NAME.mirror): the table header quotes it."""
+    path = write(tmp_path / "config.toml", EXISTING)
+    add_cluster(path, "edge.mirror", {"bootstrap": ["h:1"]})
+    assert path.read_text().endswith('\n[clusters."edge.mirror"]\nbootstrap = ["h:1"]\n')
+    config = load_config(path, include_sandboxes=False)
+    assert sorted(config.clusters) == ["dc1", "edge.mirror"]
+    assert config.cluster("edge.mirror").bootstrap == ("h:1",)
+    add_cluster(path, "edge.mirror", {"bootstrap": ["h:2"]}, force=True)
+    assert load_config(path, include_sandboxes=False).cluster("edge.mirror").bootstrap == ("h:2",)
+    remove_cluster(path, "edge.mirror")
+    assert path.read_text().rstrip("\n") == EXISTING.rstrip("\n")
+
+
 @pytest.mark.parametrize("name", ["bad name", "-x", "a/b", ""])
 def test_add_invalid_name_is_usage_error(tmp_path: Path, name: str) -> None:
     path = tmp_path / "config.toml"
@@ -760,3 +774,16 @@ def test_remove_from_missing_file(tmp_path: Path) -> None:
     with pytest.raises(UnknownClusterError):
         remove_cluster(tmp_path / "absent.toml", "a")
     assert not (tmp_path / "absent.toml").exists()
+
+
+def test_adding_a_sandbox_name_warns_that_it_takes_the_sandbox_place(src_cluster, tmp_path: Path) -> None:  # noqa: ANN001, ARG001
+    from tests.helpers import kmc
+
+    path = tmp_path / "config.toml"
+    result = kmc("--config", str(path), "profile", "add", "src", "--bootstrap", "h:1")
+    assert result.stderr.splitlines()[1] == (
+        "kmc: warning: 'src' is also a sandbox's profile: this cluster now takes its place everywhere (name it "
+        "differently, or 'kmc profile remove src' to reach the sandbox again)")
+    shown = kmc("--config", str(path), "profile", "show", "src", "-o", "json").json()
+    assert shown["bootstrap"] == ["h:1"] and shown["sandbox"] is False
+    assert "warning" not in kmc("--config", str(path), "profile", "add", "elsewhere", "--bootstrap", "h:1").stderr

@@ -133,6 +133,14 @@ def test_certificate_problems_are_named(code: int, message: str, expected: str) 
     assert isinstance(found, TlsError) and found.exit_code == ExitCode.AUTH and expected in found.message
 
 
+def test_an_untrusted_certificate_says_which_cas_lack_its_ca() -> None:
+    problem = verify_error(19, "self-signed certificate in certificate chain")
+    with_file = _certificate_problem(Cluster("c", ("k:1",), "SSL", ssl_cafile="/etc/ca.pem"), "k:1", "k", problem)
+    assert with_file.hint.startswith("ssl_cafile /etc/ca.pem does not hold the CA that signed")
+    system = _certificate_problem(Cluster("c", ("k:1",), "SSL"), "k:1", "k", problem)
+    assert system.hint.startswith("the system's CA certificates do not hold the CA that signed")
+
+
 def test_alerts_from_the_broker_are_named() -> None:
     without_certificate = Cluster("c", ("h:1",), "SSL")
     alert = ssl.SSLError(1, "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate")

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import shutil
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from kmc.archive.format import (
     write_atomically,
 )
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, translate_errors
-from kmc.errors import Interrupted, KmcError, UsageError
+from kmc.errors import ConfigError, Interrupted, KmcError, UsageError
 from kmc.metadata import compile_patterns, describe_topics, effective_topic_configs, list_offsets, topic_configs
 from kmc.mirror.fetch import RawBatch, fetch_batches
 from kmc.mirror.plan import DEFAULT_MAX_MESSAGE_BYTES
@@ -283,6 +284,19 @@ def encode_batch(records: list[Any]) -> tuple[bytearray, int, int]:
 # ------------------------------------------------------------------------------------------ the export
 
 
+def check_writable(directory: Path) -> None:
+    """Make the export directory (with its parents) and check that a file can be written in it, before any
+    connection: a ConfigError (exit 3) naming the directory when it cannot be."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write the export into {directory}: {exc.strerror or exc}",
+                          hint="export to a directory you can write (--to DIR), or --to - for a tar stream "
+                               "on stdout") from None
+
+
 def export_topics(cluster: Cluster, destination: Path | IO[bytes], options: ExportOptions = ExportOptions(), *,
                   timeout: float = DEFAULT_TIMEOUT, stop_event: threading.Event | None = None,
                   notice_callback: NoticeCallback | None = None,
@@ -298,6 +312,8 @@ def export_topics(cluster: Cluster, destination: Path | IO[bytes], options: Expo
     stop_event = stop_event or threading.Event()
     started = time.monotonic()
     streaming = not isinstance(destination, Path)
+    if not streaming:
+        check_writable(destination)
     parts = [] if streaming else list_parts(destination) if destination.exists() else []
     with KafkaSession(cluster, timeout) as session:
         source_id = session.cluster_id()

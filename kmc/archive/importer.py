@@ -324,6 +324,7 @@ class _Import:
             self.session, with_offsets=False, wanted={tp.topic for tp in targets.values()}.__contains__)}
         now_ms = int(time.time() * 1000)
         pins, anchors = [], []
+        foreign: dict[str, tuple[str, int]] = {}  # source topic -> (the target topic its checkpoints are for, how many)
         for key, first in sorted(first_offsets.items()):
             topic = by_topic[key[0]]
             stats = self.topics.setdefault(key[0], ImportedTopic(key[0], topic.target_topic, topic.partitions))
@@ -334,7 +335,8 @@ class _Import:
             end = part.target_end = ends[targets[key]]
             checkpoint = loaded.get(key)
             if checkpoint is not None and checkpoint.target_topic != topic.target_topic:
-                self.warn(f"{key[0]}[{key[1]}]: ignoring its checkpoint, which is for {checkpoint.target_topic}")
+                foreign[key[0]] = (checkpoint.target_topic, foreign.get(key[0], ("", 0))[1] + 1)
+                part.anchors = []  # that copy's offset map, not this one's: this copy starts a map of its own
                 checkpoint = None
             if checkpoint is not None and checkpoint.target_topic_id and part.target_topic_id and \
                     checkpoint.target_topic_id != part.target_topic_id:
@@ -358,6 +360,10 @@ class _Import:
                 part.written = part.acked
             if part.anchor is not None:
                 anchors.append((key[0], key[1], self._add_anchor(part)))
+        for source_topic, (other, count) in foreign.items():
+            self.warn(f"{source_topic}: ignoring the checkpoints of {count} partition(s), which are for "
+                      f"{other}: importing into {by_topic[source_topic].target_topic} from the start (each copy of "
+                      "a topic into one cluster needs its own --flow)")
         if pins or anchors:
             self.store.write(pins, anchors)
             if self.options.exactly_once:

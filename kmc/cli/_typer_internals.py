@@ -129,6 +129,8 @@ def default_command_group(default: str) -> type[TyperGroup]:
     own name (``kmc mirror run status dc2``)."""
 
     class DefaultCommandGroup(TyperGroup):
+        default_command = default  # its name (kmc.cli.docs puts the default first on the group's man page)
+
         def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
             if args and (args[0] in self.commands or args[0] in ctx.help_option_names):
                 return super().parse_args(ctx, args)

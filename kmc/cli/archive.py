@@ -67,8 +67,9 @@ def export(
     self-describing tar archive to stdout (e.g. `kmc export dc1 --to - | ssh host kmc import - dst`);
     `tar x` of it gives an export directory. The format: docs/export-format.md.
 
-    Exit status: 0 done, 2 bad option (or DIR holds another cluster's export), 4 SRC unreachable,
-    5 authentication or authorization failed, 8 writing failed (a full disk: the part is incomplete),
+    Exit status: 0 done, 2 bad option (or DIR holds another cluster's export), 3 DIR cannot be made or
+    written (found before connecting), 4 SRC unreachable, 5 authentication or authorization failed, 8
+    writing failed (a full disk: the part is incomplete),
     130 interrupted (the part is incomplete).
 
     JSON (-o json): source, source_cluster_id, destination, part, complete, elapsed_seconds, records, bytes,

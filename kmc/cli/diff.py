@@ -13,7 +13,7 @@ from kmc.archive.view import is_export
 from kmc.cli import _options as options
 from kmc.cli import context
 from kmc.diff import ConfigSelection, DataProgress, Difference, DiffOptions, DiffReport, diff_clusters, validate_options
-from kmc.errors import ExitCode
+from kmc.errors import ExitCode, UsageError
 from kmc.output import Column, columns
 
 ABSENT = "(absent)"
@@ -70,7 +70,7 @@ def diff(
     options = DiffOptions(topics=tuple(topics or ()), exclude=tuple(exclude or ()), rename=rename,
                           configs=ConfigSelection.parse(configs), data=data, strict=strict, acls=acls)
     validate_options(options)  # before the config file is read: a bad option is exit 2 whatever the file holds
-    source_cluster, target_cluster = (Path(side) if is_export(side) else app_ctx.cluster(side) for side in (src, dst))
+    source_cluster, target_cluster = (_side(app_ctx, side) for side in (src, dst))
     with _progress(app_ctx, data) as progress:
         report = diff_clusters(source_cluster, target_cluster, options, timeout=app_ctx.timeout, progress=progress)
     _render(app_ctx, report)
@@ -96,6 +96,20 @@ def _progress(app_ctx: context.AppContext, data: bool) -> Iterator[Any]:
                        description=f"{event.topic}[{event.partition}]")
 
         yield update
+
+
+def _side(app_ctx: context.AppContext, side: str) -> Path | Any:
+    """An export directory, or the cluster a name or address gives. A path (a cluster name has no '/') that
+    holds no export is a usage error that says so, not an unknown cluster."""
+    if is_export(side):
+        return Path(side)
+    if "/" in side or side.startswith((".", "~")):
+        path = Path(side).expanduser()
+        what = "holds no export (no part-NNNNN directory)" if path.is_dir() else "is not a directory"
+        if not path.exists():
+            what = "does not exist"
+        raise UsageError(f"{side} {what}", hint="give the directory kmc export wrote (--to DIR), or a cluster name")
+    return app_ctx.cluster(side)
 
 
 def _render(app_ctx: context.AppContext, report: DiffReport) -> None:
@@ -160,6 +174,8 @@ def _summarize(app_ctx: context.AppContext, report: DiffReport) -> None:
         messages.info(f"compared {report.records_compared} records ({shown} read) in {report.seconds:.1f}s")
     differing = sum(topic.status != "equal" for topic in report.topics)
     where = f"{report.source} -> {report.target}"
+    if not report.topics:  # "no differences in 0 topics" must not pass for a proof: a --topics typo?
+        messages.warn("no topic matches the selection on either side (check --topics and --exclude)")
     if report.equal:
         messages.info(f"{where}: no differences in {len(report.topics)} topics")
     else:

@@ -145,17 +145,40 @@ def _global_options_note() -> list[str]:
             "line; see \\fBkmc\\fR(1)."]
 
 
+def _options_sections(command, ctx, sections: dict[str, list[str]]) -> list[str]:  # noqa: ANN001
+    """ARGUMENTS, OPTIONS and JSON OUTPUT of one command."""
+    out = []
+    for title, kind in (("ARGUMENTS", "argument"), ("OPTIONS", "option")):
+        records = _params(command, ctx, kind)
+        if records:
+            out += [f".SH {title}", *_definitions(records)]
+    if sections.get("JSON OUTPUT"):
+        out += [".SH JSON OUTPUT"]
+        for paragraph in sections["JSON OUTPUT"]:
+            out += [".PP", _escape(paragraph)]
+    return out
+
+
 def _command_page(name: str, command, ctx) -> str:  # noqa: ANN001
-    """kmc-NAME(1): one command, or a group with a section per subcommand (as git-remote(1) does)."""
+    """kmc-NAME(1): one command, or a group with a section per subcommand (as git-remote(1) does). A group
+    that runs a hidden default subcommand (`kmc mirror SRC DST` beside `kmc mirror status`) is that command's
+    page first, its other subcommands after."""
     subcommands = [(path, sub, sub_ctx) for path, sub, sub_ctx in _walk(command, ctx, []) if path]
     out = _header(f"kmc-{name}", command.get_short_help_str(limit=200))
+    default_name = getattr(command, "default_command", None)
+    if default_name is not None:  # the default runs as the group itself: `kmc mirror [OPTIONS] SRC DST`
+        command = command.commands[default_name]
+        ctx = type(ctx)(command, info_name=ctx.info_name, parent=ctx.parent)
     out += [".SH SYNOPSIS"]
-    usages = [_usage(sub, sub_ctx) for _, sub, sub_ctx in subcommands] or [_usage(command, ctx)]
+    usages = ([_usage(command, ctx)] if default_name is not None or not subcommands else []) + [
+        _usage(sub, sub_ctx) for _, sub, sub_ctx in subcommands]
     out += "\n.br\n".join(_escape(usage) for usage in usages).splitlines()
     description, sections = _split_help(command.help or "")
     out += [".SH DESCRIPTION"]
     for paragraph in description:
         out += [".PP", _escape(paragraph)]
+    if subcommands and default_name is not None:
+        out += _options_sections(command, ctx, sections)
     if subcommands:
         out += [".SH COMMANDS"]
         for path, sub, sub_ctx in subcommands:
@@ -171,14 +194,7 @@ def _command_page(name: str, command, ctx) -> str:  # noqa: ANN001
             for paragraph in sub_sections.get("EXIT STATUS", []):
                 sections.setdefault("EXIT STATUS", []).append(f"{' '.join(path)}: {paragraph}")
     else:
-        for title, kind in (("ARGUMENTS", "argument"), ("OPTIONS", "option")):
-            records = _params(command, ctx, kind)
-            if records:
-                out += [f".SH {title}", *_definitions(records)]
-        if sections.get("JSON OUTPUT"):
-            out += [".SH JSON OUTPUT"]
-            for paragraph in sections["JSON OUTPUT"]:
-                out += [".PP", _escape(paragraph)]
+        out += _options_sections(command, ctx, sections)
     out += _global_options_note()
     out += [".SH EXIT STATUS"]
     for paragraph in sections.get("EXIT STATUS", []):

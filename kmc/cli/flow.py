@@ -28,6 +28,12 @@ PARTITION_COLUMNS = columns("flow", "source", "source_topic", Column("partition"
                             Column("records_behind", "RECORDS BEHIND", numeric=True),
                             Column("seconds_behind", "SECONDS BEHIND", numeric=True))
 
+# -o ndjson/csv rows of `flow check` (its errors) and `flow graph` (its edges), as their --help says
+CHECK_KEYS = ("flows", "key", "message", "line")
+CHECK_COLUMNS = columns(*CHECK_KEYS)
+GRAPH_KEYS = ("flow", "source", "target", "topics", "exclude", "rename", "records_behind", "seconds_behind", "error")
+GRAPH_COLUMNS = columns(*GRAPH_KEYS)
+
 
 def _flows(app_ctx: context.AppContext, names: list[str] | None, every: bool = True) -> list[Flow]:
     config = app_ctx.config()
@@ -81,13 +87,16 @@ def check(
 
     Exit status: 0 no errors, 3 errors (one line each on stderr) or an invalid config file.
 
-    JSON (-o json): ok, flows[], errors[] {flows[], key, message, line}, warnings[], live_clusters[].
+    JSON (-o json): ok, flows[], errors[] {flows[], key, message, line}, warnings[], live_clusters[],
+    copy_modes {FLOW: {mode, why}}. -o ndjson and -o csv give the errors only, one per line.
     """
     app_ctx = context.get(ctx)
     config = app_ctx.config()
     report = check_flows(config, live=not offline, timeout=app_ctx.timeout)
     if app_ctx.render.fmt is OutputFormat.json:
         app_ctx.render.document(report.to_dict())
+    elif app_ctx.render.machine:
+        app_ctx.render.rows([error.to_dict() for error in report.errors], CHECK_COLUMNS, keys=CHECK_KEYS)
     for warning in report.warnings:
         app_ctx.messages.warn(warning)
     for error in report.errors:
@@ -246,7 +255,7 @@ def graph(
     sources could not be asked: their edges say "status unknown").
 
     JSON (-o json): nodes[] (cluster names), edges[] {flow, source, target, topics[], exclude[], rename,
-    records_behind, seconds_behind, error}.
+    records_behind, seconds_behind, error}. -o ndjson and -o csv give the edges only, one per line.
     """
     app_ctx = context.get(ctx)
     if fmt not in GRAPH_FORMATS:
@@ -256,6 +265,8 @@ def graph(
     picture = flow_graph(flows, report.rows() if report is not None else ())
     if app_ctx.render.fmt is OutputFormat.json:
         app_ctx.render.document(picture.to_dict())
+    elif app_ctx.render.machine:
+        app_ctx.render.rows([edge.to_dict() for edge in picture.edges], GRAPH_COLUMNS, keys=GRAPH_KEYS)
     else:
         typer.echo(picture.draw(fmt), nl=False)
     failure = report.failure() if report is not None else None

@@ -133,6 +133,9 @@ def add(
     path, _ = config_path(app_ctx.config_path)
     add_cluster(path, name, settings, force=force)
     app_ctx.messages.info(f"added cluster '{name}' to {path}")
+    if any(name in sandbox.profile_tables() for sandbox in list_sandboxes()):
+        app_ctx.messages.warn(f"'{name}' is also a sandbox's profile: this cluster now takes its place everywhere "
+                              f"(name it differently, or 'kmc profile remove {name}' to reach the sandbox again)")
 
 
 def _absolute(path: str | None) -> str | None:

@@ -178,6 +178,10 @@ def _measure(lag: MirrorLag, job: MirrorJob, timeout: float, now_ms: int) -> Non
         source_id = source.cluster_id()
         topics = describe_topics(source, include, exclude, with_offsets=False)
         checkpoints = CheckpointStore(target, spec.flow, source_id).load_present()
+        # a checkpoint kept for another target topic (the same flow run with another --rename) is not this
+        # mirror's: the mirror itself ignores it and starts over, so it counts as none here too
+        checkpoints = {key: checkpoint for key, checkpoint in checkpoints.items()
+                       if checkpoint.target_topic == render_topic_name(spec.rename, key[0], job.source.name)}
         # offline partitions (no leader) cannot be asked for offsets: they count as not behind
         tps = [TopicPartition(topic.name, part.partition) for topic in topics for part in topic.partitions
                if part.online]
