@@ -292,6 +292,7 @@ def test_a_flows_group_and_status_per_partition(src_cluster, dst_cluster, topic_
 
 @pytest.mark.kafka
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_the_issue_scenario_joins_kill_pause_and_stop(src_cluster, dst_cluster, topic_name: str, followers,  # noqa: ANN001
                                                       producing) -> None:
     """Issue 15's scenario, --exactly-once: three members copy 12 partitions under production; a fourth
