@@ -691,9 +691,9 @@ def test_no_command_leaks_the_password(secure, config: Path, tmp_path: Path) -> 
         ["groups", "leaksrc"], ["inventory", "leaksrc", "leakdst"],
         ["mirror", "leaksrc", "leakdst", "--topics", topic, "--dry-run"],
         ["mirror", "leaksrc", "leakdst", "--topics", topic, "--exactly-once", "--sync-acls"],
-        ["mirror", "leaksrc", "leakdst", "--topics", topic, "--rename", "w.{topic}", "--workers", "2"],
+        ["mirror", "leaksrc", "leakdst", "--topics", topic, "--rename", "w.{topic}", "--workers", "2", "--flow", "w"],
         ["diff", "leaksrc", "leakdst", "--topics", topic, "--data", "--acls"],
-        ["aggregate", "leaksrc", "--into", "leakdst", "--topics", topic],
+        ["aggregate", "leaksrc", "--into", "leakdst", "--topics", topic, "--flow", "agg"],
         ["flow", "check"], ["flow", "run", "leakflow"], ["flow", "status", "leakflow"],
     ]
     for command in commands:
