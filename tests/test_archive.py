@@ -230,9 +230,11 @@ def test_kill_9_during_an_import_then_resume_is_exact(src_cluster, dst_cluster, 
     # (on a loaded machine the import may have written its last batch, not yet exited, when killed)
     assert 0 < before <= 200_000
     resumed = import_json(backup, "dst")
-    # the killed run wrote no checkpoint past its first: everything it wrote was acknowledged after it, is
-    # found in the target and is not sent again
-    assert (resumed["present"], resumed["records"]) == (before, 200_000 - before)
+    # nothing the killed run wrote is sent again: what it wrote after its last checkpoint is found in the
+    # target ("present"); on a loaded machine it may have written every batch and its final checkpoint
+    # before the kill landed, and then the resumed run finds nothing to do
+    assert resumed["records"] == 200_000 - before
+    assert resumed["present"] == before or (before == 200_000 and resumed["present"] == 0), (resumed, before)
     assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name))
 
 
