@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ for _var, _dir in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"), ("X
     os.environ[_var] = str(BENCH_HOME / _dir)
 os.environ.pop("KMC_CONFIG", None)
 
+import measure  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
@@ -46,17 +46,14 @@ TOPICS = 10
 
 
 def kmc_once(source: str, target: str) -> dict[str, float]:
-    """Run ``kmc mirror SRC DST --topics 'ck-.*' --once`` in a child; wall, CPU and peak RSS."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "kmc", "mirror", source, target, "--topics", "ck-.*", "--once", "-q",
-                          "--timeout", "30"], capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if run.returncode != 0:
-        raise SystemExit(f"kmc mirror exited {run.returncode}: {run.stderr}")
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mib": round(after.ru_maxrss / 1024)}
+    """Run ``kmc mirror SRC DST --topics 'ck-.*' --once`` in a child; wall, CPU and peak RSS (measure.py)."""
+    log = BENCH_HOME / "kmc-once.log"
+    child = measure.Child([sys.executable, "-m", "kmc", "mirror", source, target, "--topics", "ck-.*", "--once",
+                           "-q", "--timeout", "30"], log)
+    usage = child.wait(600)
+    if usage.exit_code != 0:
+        raise SystemExit(f"kmc mirror exited {usage.exit_code}: {child.tail()}")
+    return {"wall_s": round(usage.seconds, 2), "cpu_s": round(usage.cpu_s, 2), "peak_rss_mib": round(usage.peak_rss_mb)}
 
 
 def checkpoint_log(cluster: sandbox.SandboxCluster) -> tuple[int, float]:

@@ -1,10 +1,16 @@
 """Run a benchmarked tool as a child process and measure it: wall time, CPU seconds, peak RSS.
 
 Each tool runs in its own process group, so stopping it stops everything it started. CPU and memory come
-from the kernel: ``wait4`` gives the rusage of a child that exited (user+sys of it and its reaped
-children, and its peak RSS), and ``/proc/PID/stat`` and ``/proc/PID/status`` (VmHWM) describe one that is
-still running, which is how MirrorMaker 2 is measured at the moment its copy is complete. Every live child
-is recorded in ``LIVE`` so that the harness's clean-up can stop it whatever happens.
+from the kernel: ``wait4`` gives the CPU time of a child that exited (user+sys of it and its reaped
+children), and ``/proc/PID/stat`` that of one still running, which is how MirrorMaker 2 is measured at the
+moment its copy is complete.
+
+Peak memory is never ``ru_maxrss``: Linux starts a child's ``maxrss`` at its parent's high-water mark when
+it execs (the harness, after generating datasets, holds hundreds of MiB, and every tool would inherit that
+figure). It is sampled instead, every ``SAMPLE`` seconds while the tool runs: the sum of ``VmHWM`` (the
+peak resident set of the exec'd image) over the processes of the tool's process group (``--workers``
+children included), the largest sum seen. Every live child is recorded in ``LIVE`` so that the harness's
+clean-up can stop it whatever happens.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STOP_GRACE = 15.0  # seconds between SIGTERM and SIGKILL
 POLL = 0.05
+SAMPLE = 0.25  # seconds between samples of the process group's peak memory
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class Child:
         self.pid = self.proc.pid
         self.rusage: os.struct_rusage | None = None
         self.ended: float | None = None
+        self.peak_kb = 0  # the largest sum of the group's VmHWM seen (see the module's docstring)
+        self.next_sample = 0.0
         LIVE[self.pid] = self
 
     # ------------------------------------------------------------------------------------ running
@@ -77,16 +86,33 @@ class Child:
         LIVE.pop(self.pid, None)
         return True
 
+    def sample(self, force: bool = False) -> None:
+        """Every SAMPLE seconds (or now, with ``force``): the group's peak memory, kept if the largest yet."""
+        now = time.monotonic()
+        if not force and now < self.next_sample:
+            return
+        self.next_sample = now + SAMPLE
+        total = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                if int(Path(f"/proc/{entry.name}/stat").read_text().rpartition(")")[2].split()[2]) != self.pid:
+                    continue
+                for line in Path(f"/proc/{entry.name}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+        self.peak_kb = max(self.peak_kb, total)
+
     def running_usage(self) -> tuple[float, float]:
         """(CPU seconds, peak RSS MiB) of the running process, from /proc."""
         stat = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
         utime, stime, cutime, cstime = (int(x) for x in stat[11:15])
         cpu = (utime + stime + cutime + cstime) / CLOCK_TICKS
-        hwm_kb = 0
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                hwm_kb = int(line.split()[1])
-        return cpu, hwm_kb / 1024
+        self.sample(force=True)
+        return cpu, self.peak_kb / 1024
 
     def wait(self, timeout: float) -> Usage:
         """Wait for the process to exit by itself; stop it and raise ToolTimeout after ``timeout`` seconds."""
@@ -95,6 +121,7 @@ class Child:
             if time.monotonic() >= deadline:
                 self.stop()
                 raise ToolTimeout(f"still running after {timeout:.0f}s")
+            self.sample()
             time.sleep(POLL)
         return self.exit_usage()
 
@@ -116,12 +143,13 @@ class Child:
             if time.monotonic() >= deadline:
                 self.stop()
                 raise ToolTimeout(f"copy not complete after {timeout:.0f}s")
+            self.sample()
             time.sleep(interval)
 
     def exit_usage(self) -> Usage:
         assert self.rusage is not None and self.ended is not None
         cpu = self.rusage.ru_utime + self.rusage.ru_stime
-        return Usage(self.ended - self.started, cpu, self.rusage.ru_maxrss / 1024, self.proc.returncode)
+        return Usage(self.ended - self.started, cpu, self.peak_kb / 1024, self.proc.returncode)
 
     # ----------------------------------------------------------------------------------- stopping
 
