@@ -1144,6 +1144,11 @@ class _Engine:
         if not self._write_checkpoints(parts) and not force:
             return  # nothing was sent or skipped since the last commit: the open transaction is empty
         if self.member is not None and self.member.still_member is not None and not self.member.still_member():
+            # Abort rather than leave the transaction open: the next owner fences only the ids its
+            # checkpoints name, and an open transaction holds back every read_committed reader of these
+            # partitions until the transaction timeout. (Fenced already: the fence aborted it.)
+            with contextlib.suppress(kafka_errors.KafkaError):
+                producer_hooks.abort_transaction(self.producer, max(10.0, self.target.timeout))
             raise _SendFailed(None, kafka_errors.ProducerFencedError("this group member may have been replaced"))
         timeout = max(30.0, self.target.timeout) + self.spec.delivery_timeout
         try:
@@ -1444,6 +1449,11 @@ class _Engine:
                 self._warn(f"the last transaction did not commit ({_describe(failure.error)}); the next run "
                            "copies its records again", "flush")
                 self._uncount_open_transaction()
+                # Abort it now where the target still answers: an open transaction holds back every
+                # read_committed reader of its partitions until the next run fences it, or its timeout (a
+                # group member's next generation has another transactional id). Fenced: aborted already.
+                with contextlib.suppress(Exception):
+                    producer_hooks.abort_transaction(self.producer, 5.0)
             self._report(time.monotonic())
             return
         try:

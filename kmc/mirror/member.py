@@ -147,11 +147,22 @@ class _Membership:
         return self.results
 
     def _still_member(self, coordinator: GroupCoordinator) -> bool:
-        """Whether this member may commit: its generation is not lost and it heard from the coordinator
-        within half its session timeout (a member paused longer may have been replaced without knowing it
-        yet). A rebalance in progress is no reason: the partitions stay this member's until it joins again,
-        and its last commit is what the next owner starts from."""
-        return not coordinator.generation_lost() and coordinator.heard_within(self.spec.session_timeout / 2)
+        """Whether this member may commit: its generation is not lost, and the coordinator answered a
+        heartbeat within half its session timeout. A member that has not heard for that long (it was paused,
+        or starved of CPU) waits up to half a session timeout for the next heartbeat's answer rather than
+        give up at once: a zombie's is UNKNOWN_MEMBER_ID (generation lost: False), a live member's keeps
+        it, so a slow machine does not make members refuse commits and rebalance the group for nothing.
+        A rebalance in progress is no reason: the partitions stay this member's until it joins again, and
+        its last commit is what the next owner starts from."""
+        window = self.spec.session_timeout / 2
+        deadline = time.monotonic() + window
+        while not coordinator.generation_lost():
+            if coordinator.heard_within(window):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)  # the member's thread sends heartbeats (_should_stop); the answer lands on IO
+        return False
 
     def _join(self, coordinator: GroupCoordinator) -> bool:
         """Join (again) and get this generation's partitions; False when stopped first. The first join

@@ -62,6 +62,18 @@ def commit_transaction(producer: KafkaProducer, timeout: float) -> None:
     producer.begin_transaction()
 
 
+def abort_transaction(producer: KafkaProducer, timeout: float) -> None:
+    """Abort the open transaction within ``timeout`` seconds (KafkaTimeoutError otherwise), dropping what is
+    not sent yet, and begin the next one. Raises the abort's error (e.g. ProducerFencedError: the id was
+    fenced, and the fence aborted the transaction already)."""
+    manager = producer._transaction_manager  # noqa: SLF001
+    result = manager.begin_abort()
+    producer._sender.wakeup()  # noqa: SLF001
+    if not result.wait(timeout_ms=int(timeout * 1000)):
+        raise kafka_errors.KafkaTimeoutError(f"the transaction did not abort within {timeout:g}s")
+    producer.begin_transaction()
+
+
 def transaction_manager(producer: KafkaProducer) -> Any:
     """The producer's transaction manager when it is transactional, else None."""
     manager = producer._transaction_manager  # noqa: SLF001
