@@ -240,6 +240,16 @@ def without_origin(record: Got) -> tuple:
     return (record.key, record.value, [h for h in record.headers if h[0] != ORIGIN], record.timestamp)
 
 
+def _difference(got: list, want: list) -> str:
+    """What differs between a copy and its source, in one line: counts, duplicates, missing, first mismatch."""
+    first = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
+    keys = [repr(record) for record in got]
+    duplicates = len(keys) - len(set(keys))
+    missing = len(set(map(repr, want)) - set(keys))
+    return (f"{len(got)} records copied, {len(want)} in the source: {duplicates} duplicate(s), {missing} missing, "
+            f"first difference at index {first}")
+
+
 def assert_exact_copy(source: dict[int, list[Got]], target: dict[int, list[Got]], origin: str | None = None) -> None:
     """Every source record in the target, in order. Without ``origin``, exactly as produced (records of the
     source's own producers are copied unstamped); with it, each also carries ``kmc-origin: origin`` last."""
@@ -247,10 +257,11 @@ def assert_exact_copy(source: dict[int, list[Got]], target: dict[int, list[Got]]
     for partition, records in source.items():
         copied = target[partition]
         if origin is None:
-            assert [(r.key, r.value, r.headers, r.timestamp) for r in copied] == [
-                (r.key, r.value, r.headers, r.timestamp) for r in records], f"partition {partition}"
+            got, want = ([(r.key, r.value, r.headers, r.timestamp) for r in rs] for rs in (copied, records))
+            assert got == want, f"partition {partition}: {_difference(got, want)}"
             continue
-        assert [without_origin(r) for r in copied] == [without_origin(r) for r in records], f"partition {partition}"
+        got, want = ([without_origin(r) for r in rs] for rs in (copied, records))
+        assert got == want, f"partition {partition}: {_difference(got, want)}"
         assert all(r.headers[-1] == (ORIGIN, origin.encode()) for r in copied), f"partition {partition}: origin"
 
 

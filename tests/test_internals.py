@@ -555,3 +555,37 @@ def test_transactional_request_wrapper() -> None:
     assert not transient_transactional_failure(kafka_errors.KafkaError("Could not execute transactional request "
                                                                         "for unknown reasons: RuntimeError"))
     assert not transient_transactional_failure(kafka_errors.ProducerFencedError())
+
+
+def test_a_fenced_producer_names_its_fence_behind_the_bare_error(src_cluster, topic_name: str) -> None:  # noqa: ANN001
+    """kafka-python refuses a commit of a fenced transactional producer with a bare KafkaError (only the
+    text names the fence); producer_hooks.transaction_error finds the ProducerFencedError behind it, so
+    the engine treats it as fatal and never starts a producer with the fenced id again (undoing the fence)."""
+    from kmc.mirror import producer_hooks
+
+    create_topic(src_cluster, topic_name, 1)
+    settings = {"bootstrap_servers": bootstrap(src_cluster), "transactional_id": f"kmc-test/{topic_name}"}
+    zombie = KafkaProducer(**settings)
+    zombie.init_transactions()
+    zombie.begin_transaction()
+    zombie.send(topic_name, b"before the fence").get(timeout=30)
+    fence = KafkaProducer(**settings)
+    try:
+        fence.init_transactions()  # bumps the epoch: aborts the zombie's transaction, fences it
+        with pytest.raises(kafka_errors.KafkaError):
+            zombie.send(topic_name, b"after the fence").get(timeout=30)
+        # (kafka-python first tries to bump its epoch, which the broker refuses as fenced)
+        manager = producer_hooks.transaction_manager(zombie)
+        deadline = time.monotonic() + 30
+        while not manager.has_fatal_error():
+            assert time.monotonic() < deadline, "the fenced producer never reached its fatal error state"
+            time.sleep(0.05)
+        with pytest.raises(kafka_errors.KafkaError) as refused:
+            producer_hooks.commit_transaction(zombie, 30)
+        assert type(refused.value) is kafka_errors.KafkaError  # the bare error, as kafka-python raises it
+        assert isinstance(producer_hooks.transaction_error(zombie, refused.value), kafka_errors.ProducerFencedError)
+        other = kafka_errors.KafkaTimeoutError("slow")
+        assert producer_hooks.transaction_error(zombie, other) is other
+    finally:
+        zombie.close(timeout=0)
+        fence.close(timeout=5)

@@ -1328,6 +1328,9 @@ class _Engine:
         init_transactions() aborts it, or completes a commit that was in fact written) and every partition
         goes back to its checkpoint as committed in the target, read again: another run may have committed
         meanwhile (this one was cut off), and a commit that timed out may have been written."""
+        # (a fenced producer must never be replaced by one with the same transactional id: that would undo
+        # the fence, and a zombie group member could commit again)
+        failure = _SendFailed(failure.part, producer_hooks.transaction_error(self.producer, failure.error))
         if isinstance(failure.error, _FATAL_IN_TRANSACTION):
             error_class = FencedError if isinstance(failure.error, _FENCED) else AuthorizationError
             raise error_class(f"{self.target.cluster.name}: the transaction failed: {_describe(failure.error)}",

@@ -74,6 +74,17 @@ def abort_transaction(producer: KafkaProducer, timeout: float) -> None:
     producer.begin_transaction()
 
 
+def transaction_error(producer: KafkaProducer, error: BaseException) -> BaseException:
+    """The error behind ``error``: kafka-python refuses a transactional call (commit, abort, begin) made in
+    an error state with a bare KafkaError that has only the text of the error that caused it ("Cannot execute
+    transactional method because we are in an error state: ... ProducerFencedError"); its transaction
+    manager keeps that error. Any other error is returned as it is."""
+    manager = transaction_manager(producer)
+    if type(error) is kafka_errors.KafkaError and manager is not None and manager.last_error is not None:
+        return manager.last_error
+    return error
+
+
 def transaction_manager(producer: KafkaProducer) -> Any:
     """The producer's transaction manager when it is transactional, else None."""
     manager = producer._transaction_manager  # noqa: SLF001
