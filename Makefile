@@ -49,7 +49,8 @@ bench-archive: $(VENV)/.installed
 bench-failover: $(VENV)/.installed
 	$(PY) bench/failover.py
 
-# the long chaos runs (KMC_CHAOS_SECONDS each, default 180): kill -9 of kmc and brokers, then count
+# the long chaos runs (KMC_CHAOS_SECONDS each, default 180; KMC_CHAOS_ONLY=at-least-once/batches for one of the
+# four combinations): kill -9 of kmc and brokers, then count
 chaos: $(VENV)/.installed
 	$(PY) -m tests.chaos
 

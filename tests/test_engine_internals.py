@@ -6,6 +6,9 @@ copy somewhere else (kmc/mirror/producer_hooks.py, kmc/mirror/batchpath.py, kmc/
 
 from __future__ import annotations
 
+import time
+
+import kafka.errors as kafka_errors
 import pytest
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -45,6 +48,38 @@ def test_failed_batches_sees_a_batch_that_failed(dst_cluster, topic_name: str) -
         assert FinalState.FAILED  # the state the hook looks for exists under this name
     finally:
         producer.close(5)
+
+
+def test_nothing_of_a_partition_is_sent_after_one_of_its_batches_failed(dst_cluster, topic_name: str) -> None:  # noqa: ANN001
+    """A failed batch stops its partition in this producer: the batch queued behind it fails at once and is
+    never sent (after an expiry kafka-python bumps the epoch and would send it: a later record landing
+    where an earlier one was lost), the partition stays muted although the sender unmutes each partition
+    whose batch completes, and what is queued for it later fails at the next flush, without waiting."""
+    create_topic(dst_cluster, topic_name, 1, {"max.message.bytes": "2000"})
+    producer = KafkaProducer(bootstrap_servers=bootstrap(dst_cluster), enable_idempotence=True, linger_ms=3000,
+                             batch_size=1000, max_in_flight_requests_per_connection=5)
+    tp = TopicPartition(topic_name, 0)
+    try:
+        watch = producer_hooks.FailedBatches(producer)
+        too_large = producer.send(topic_name, b"x" * 10_000, partition=0)  # a batch of its own, ready at once
+        behind = producer.send(topic_name, b"queued behind it", partition=0)  # lingers for 3 s
+        wait_for(lambda: too_large.is_done, 30, "the too large batch to fail")
+        assert too_large.exception is not None and watch.first()[0] == tp
+        assert behind.is_done and behind.exception is not None  # failed with it, before its linger ended
+        assert tp in producer._accumulator.muted  # noqa: SLF001 - and stays so
+        producer._accumulator.muted.discard(tp)  # noqa: SLF001 - as the sender does after each batch
+        assert tp in producer._accumulator.muted  # noqa: SLF001
+        try:
+            late = producer.send(topic_name, b"sent after the failure", partition=0)
+        except kafka_errors.KafkaError:
+            late = None  # (this failure is fatal to kafka-python's idempotent producer: it refuses at once)
+        started = time.monotonic()
+        producer_hooks.flush(producer, 30)
+        assert time.monotonic() - started < 2
+        assert late is None or (late.is_done and late.exception is not None)
+    finally:
+        producer.close(5)
+    assert read_all(dst_cluster, topic_name)[0] == []
 
 
 def test_commit_transaction_commits_and_begins_the_next(dst_cluster, topic_name: str) -> None:  # noqa: ANN001

@@ -12,10 +12,14 @@ its public API cannot do safely for a mirror:
   make a target outage hang SIGTERM. :func:`commit_transaction` uses the transaction manager directly;
 - **see every failed batch**: the copy loop tracks the future of the last record of each send, and a
   send can span several producer batches (and a batch split after MESSAGE_TOO_LARGE moves records into
-  batches whose records have no future of their own). After an epoch bump (KIP-360) an early batch can
-  fail while a later one of the same partition succeeds. :class:`FailedBatches` watches every batch the
+  batches whose records have no future of their own). :class:`FailedBatches` watches every batch the
   accumulator releases, so no failure goes unseen: batches of one partition complete in order, so a
-  failure is recorded before any later batch of that partition is seen done.
+  failure is recorded before any later batch of that partition is seen done;
+- **send nothing of a partition after one of its batches failed**: after a failure kafka-python bumps the
+  idempotent producer's epoch (KIP-360) and sends the partition's later batches with fresh sequence
+  numbers, so an early batch could be lost while later ones land: the copy would have a hole, filled in
+  out of order when kmc sends again from the last acknowledged offset. :class:`FailedBatches` mutes the
+  partition in the accumulator (the sender never drains it again) and fails its queued batches at once.
 
 kafka-python is pinned to 3.0.x (pyproject.toml); tests/test_producer_hooks.py checks each assumption
 against the installed version, so an upgrade that breaks one fails a named test, not a copy.
@@ -31,6 +35,8 @@ import kafka.errors as kafka_errors
 from kafka import KafkaProducer, TopicPartition
 from kafka.producer.producer_batch import FinalState
 
+STOPPED = "kmc_stopped_partitions"  # the accumulator attribute FailedBatches keeps its stopped partitions in
+
 
 def flush(producer: KafkaProducer, timeout: float) -> None:
     """Send everything the producer holds now and wait until no batch is incomplete; KafkaTimeoutError
@@ -41,6 +47,9 @@ def flush(producer: KafkaProducer, timeout: float) -> None:
     try:
         producer._sender.wakeup()  # noqa: SLF001
         while True:
+            # batches queued for a partition stopped after a failure never leave: fail them (FailedBatches)
+            for tp, error in list(getattr(accumulator, STOPPED, {}).items()):
+                _fail_queued(accumulator, tp, error)
             pending = accumulator._incomplete.all()  # noqa: SLF001
             if not pending:
                 return
@@ -102,14 +111,21 @@ class FailedBatches:
         self._lock = threading.Lock()
         self.failed: dict[TopicPartition, BaseException] = {}
         accumulator = producer._accumulator  # noqa: SLF001
+        stopped: dict[TopicPartition, BaseException] = {}
+        setattr(accumulator, STOPPED, stopped)  # partitions stopped after a failure (_stop_partition)
+        accumulator.muted = _StickyMuted(accumulator.muted, stopped)
         release = accumulator.deallocate
 
         def deallocate(batch: Any) -> None:
             state = batch.final_state
+            first: BaseException | None = None
             if state is not None and state is not FinalState.SUCCEEDED:
                 with self._lock:
-                    self.failed.setdefault(batch.topic_partition, _batch_error(batch))
+                    if batch.topic_partition not in self.failed:
+                        first = self.failed[batch.topic_partition] = _batch_error(batch)
             release(batch)
+            if first is not None:
+                _stop_partition(accumulator, batch.topic_partition, first)
 
         accumulator.deallocate = deallocate
 
@@ -119,6 +135,46 @@ class FailedBatches:
     def first(self) -> tuple[TopicPartition, BaseException] | None:
         with self._lock:
             return next(iter(self.failed.items()), None)
+
+
+class _StickyMuted(set):
+    """The accumulator's set of muted partitions, whose drain the sender skips. With idempotence the sender
+    mutes a partition while one of its batches is in flight and unmutes it when the batch completes,
+    failed or not; a partition stopped after a failure stays muted."""
+
+    def __init__(self, muted: set, stopped: dict[TopicPartition, BaseException]) -> None:
+        super().__init__(muted)
+        self._stopped = stopped
+
+    def discard(self, tp: TopicPartition) -> None:
+        if tp not in self._stopped:
+            super().discard(tp)
+
+    def remove(self, tp: TopicPartition) -> None:
+        if tp not in self._stopped:
+            super().remove(tp)
+
+
+def _stop_partition(accumulator: Any, tp: TopicPartition, error: BaseException) -> None:
+    """Nothing more of ``tp`` leaves this producer: it stays muted (:class:`_StickyMuted`), and the
+    batches already queued fail with ``error`` now (as ``abort_undrained_batches`` fails them), as do
+    those queued later, at the next :func:`flush`. No later batch of ``tp`` is in flight when one fails:
+    with idempotence kafka-python sends one batch of a partition at a time."""
+    getattr(accumulator, STOPPED).setdefault(tp, error)
+    accumulator.muted.add(tp)
+    _fail_queued(accumulator, tp, error)
+
+
+def _fail_queued(accumulator: Any, tp: TopicPartition, error: BaseException) -> None:
+    with accumulator._tp_lock(tp):  # noqa: SLF001
+        queued = [batch for batch in accumulator._batches.get(tp, ())  # noqa: SLF001
+                  if not batch.is_done and batch.drained is None]
+        for batch in queued:
+            batch.records.close()
+            accumulator._batches[tp].remove(batch)  # noqa: SLF001
+    for batch in queued:
+        batch.abort(error)
+        accumulator.deallocate(batch)
 
 
 def _batch_error(batch: Any) -> BaseException:
