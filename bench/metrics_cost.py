@@ -7,7 +7,8 @@ Starts two single-broker sandboxes in a temporary XDG home (the Kafka jar cache 
 ``--records`` records of 100 B (12-byte keys) round-robin into a topic per partition count, then runs
 ``kmc mirror src dst --follow`` into a fresh target topic each time, alternating without and with
 ``--metrics-addr`` (and, with it, a scraper asking /metrics every second, fifteen times as often as
-Prometheus' default, with ``--metrics-partitions`` at the largest count so every series is built), and
+Prometheus' default), with the default labels (per topic) at each count and with ``--metrics-partitions``
+(every partition's series) at the largest, after one uncounted warm-up pair of runs, and
 times it from start until the target holds every record (start-up included, the same in both). Prints a
 table of the median records/s of each, and the cost. Always stops the sandboxes.
 """
@@ -127,17 +128,21 @@ def main(argv: list[str] | None = None) -> int:
         clusters = sandbox.up(NAMES, timeout=180)
         source, target = (cluster.bootstrap[0] for cluster in clusters)
         rows = []
+        # the default labels (per topic) at every count, and per-partition labels at the largest
+        cases = [(partitions, False) for partitions in counts] + [(max(counts), True)]
         for partitions in counts:
+            fill(source, f"mc-{partitions}", partitions, args.records)
+        for partitions, per_partition in cases:
             topic = f"mc-{partitions}"
-            fill(source, topic, partitions, args.records)
-            per_partition = partitions == max(counts)
             times: dict[bool, list[float]] = {False: [], True: []}
             scrape_size = 0
-            for index in range(args.runs):
+            for index in range(-1, args.runs):  # run -1 warms the brokers' caches up, and is not counted
                 for metrics in (False, True):
-                    run = f"r{index}{'m' if metrics else 'p'}"
+                    run = f"r{index + 1}{'m' if metrics else 'p'}{'x' if per_partition else ''}"
                     seconds, size = one_run(source, target, topic, partitions, args.records, run, metrics,
                                             per_partition)
+                    if index < 0:
+                        continue
                     times[metrics].append(seconds)
                     scrape_size = max(scrape_size, size)
                     print(f"  {partitions} partitions, {'with' if metrics else 'without'} metrics: "
