@@ -10,7 +10,9 @@ Starts two single-broker sandboxes in a temporary XDG home (the Kafka jar cache 
 Prometheus' default), with the default labels (per topic) at each count and with ``--metrics-partitions``
 (every partition's series) at the largest, after one uncounted warm-up pair of runs, and
 times it from start until the target holds every record (start-up included, the same in both). Prints a
-table of the median records/s of each, and the cost. Always stops the sandboxes.
+table of the median records/s of each and the cost, and the median CPU seconds of kmc at the moment the
+copy was complete (steadier than wall time on two cores shared with both brokers). Always stops the
+sandboxes.
 """
 
 from __future__ import annotations
@@ -87,8 +89,9 @@ def scrape(url: str, stop: threading.Event, counts: list[int]) -> None:
 
 
 def one_run(source: str, target: str, topic: str, partitions: int, records: int, run: str,
-            metrics: bool, per_partition: bool) -> tuple[float, int]:
-    """Seconds until the target holds every record, and the size of the last scrape (0 without metrics)."""
+            metrics: bool, per_partition: bool) -> tuple[float, float, int]:
+    """Seconds until the target holds every record, kmc's CPU seconds at that moment, and the size of the
+    last scrape (0 without metrics)."""
     args = [sys.executable, "-m", "kmc", "mirror", source, target, "--topics", topic, "--rename",
             f"{{topic}}.{run}", "--flow", run, "--follow", "-q"]
     port = free_port()
@@ -105,7 +108,10 @@ def one_run(source: str, target: str, topic: str, partitions: int, records: int,
             if process.poll() is not None:
                 raise SystemExit(f"kmc exited {process.returncode}: {process.stderr.read()}")
             time.sleep(0.5)
-        return time.perf_counter() - started, scraped[-1] if scraped else 0
+        seconds = time.perf_counter() - started
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rpartition(")")[2].split()
+        cpu = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        return seconds, cpu, scraped[-1] if scraped else 0
     finally:
         stop.set()
         process.terminate()
@@ -135,26 +141,31 @@ def main(argv: list[str] | None = None) -> int:
         for partitions, per_partition in cases:
             topic = f"mc-{partitions}"
             times: dict[bool, list[float]] = {False: [], True: []}
+            cpus: dict[bool, list[float]] = {False: [], True: []}
             scrape_size = 0
             for index in range(-1, args.runs):  # run -1 warms the brokers' caches up, and is not counted
                 for metrics in (False, True):
                     run = f"r{index + 1}{'m' if metrics else 'p'}{'x' if per_partition else ''}"
-                    seconds, size = one_run(source, target, topic, partitions, args.records, run, metrics,
-                                            per_partition)
+                    seconds, cpu, size = one_run(source, target, topic, partitions, args.records, run, metrics,
+                                                 per_partition)
                     if index < 0:
                         continue
                     times[metrics].append(seconds)
+                    cpus[metrics].append(cpu)
                     scrape_size = max(scrape_size, size)
                     print(f"  {partitions} partitions, {'with' if metrics else 'without'} metrics: "
-                          f"{seconds:.2f}s", flush=True)
+                          f"{seconds:.2f}s, {cpu:.2f} CPU s", flush=True)
             plain, served = statistics.median(times[False]), statistics.median(times[True])
-            rows.append((partitions, per_partition, args.records / plain, args.records / served, scrape_size))
+            cpu_plain, cpu_served = statistics.median(cpus[False]), statistics.median(cpus[True])
+            rows.append((partitions, per_partition, args.records / plain, args.records / served, cpu_plain,
+                         cpu_served, scrape_size))
         print("\n| partitions | metrics labels | records/s without | records/s with --metrics-addr | cost | "
-              "/metrics size |")
-        print("| ---: | --- | ---: | ---: | ---: | ---: |")
-        for partitions, per_partition, plain, served, size in rows:
+              "CPU s without | CPU s with | CPU cost | /metrics size |")
+        print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for partitions, per_partition, plain, served, cpu_plain, cpu_served, size in rows:
             print(f"| {partitions:,} | {'per partition' if per_partition else 'per topic'} | {plain:,.0f} | "
-                  f"{served:,.0f} | {(plain - served) / plain * 100:+.1f} % | {size / 1024:,.0f} KiB |")
+                  f"{served:,.0f} | {(plain - served) / plain * 100:+.1f} % | {cpu_plain:.2f} | {cpu_served:.2f} | "
+                  f"{(cpu_served - cpu_plain) / cpu_plain * 100:+.1f} % | {size / 1024:,.0f} KiB |")
     finally:
         sandbox.down(NAMES)
         shutil.rmtree(BENCH_HOME, ignore_errors=True)
