@@ -292,9 +292,6 @@ def test_a_flows_group_and_status_per_partition(src_cluster, dst_cluster, topic_
 
 @pytest.mark.kafka
 @pytest.mark.slow
-# Open defect (issue 15's closing note): in 2 of 4 runs, after the SIGSTOPped member resumes, read_committed
-# readers of the target do not reach the produced total within 240 s. Out of `make test` until it is found.
-@pytest.mark.known_failure
 @pytest.mark.timeout(600)
 def test_the_issue_scenario_joins_kill_pause_and_stop(src_cluster, dst_cluster, topic_name: str, followers,  # noqa: ANN001
                                                       producing) -> None:
