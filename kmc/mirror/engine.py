@@ -1278,6 +1278,7 @@ class _Engine:
             self._warn(f"{self.target.cluster.name}: sending failed ({_describe(failure.error)}); "
                        "resending from the last acknowledged offsets", "send")
         with contextlib.suppress(Exception):
+            producer_hooks.fail_stopped(self.producer)  # (the close would wait for them)
             self.producer.close(timeout=5)
         self._reap(failures=False)
         rewound = self._forget_unacknowledged()

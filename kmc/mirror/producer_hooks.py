@@ -47,9 +47,7 @@ def flush(producer: KafkaProducer, timeout: float) -> None:
     try:
         producer._sender.wakeup()  # noqa: SLF001
         while True:
-            # batches queued for a partition stopped after a failure never leave: fail them (FailedBatches)
-            for tp, error in list(getattr(accumulator, STOPPED, {}).items()):
-                _fail_queued(accumulator, tp, error)
+            fail_stopped(producer)
             pending = accumulator._incomplete.all()  # noqa: SLF001
             if not pending:
                 return
@@ -153,6 +151,14 @@ class _StickyMuted(set):
     def remove(self, tp: TopicPartition) -> None:
         if tp not in self._stopped:
             super().remove(tp)
+
+
+def fail_stopped(producer: KafkaProducer) -> None:
+    """Fail the batches queued for partitions stopped after a failure (:class:`FailedBatches`): they would
+    never leave, and a flush or a close would wait for them."""
+    accumulator = producer._accumulator  # noqa: SLF001
+    for tp, error in list(getattr(accumulator, STOPPED, {}).items()):
+        _fail_queued(accumulator, tp, error)
 
 
 def _stop_partition(accumulator: Any, tp: TopicPartition, error: BaseException) -> None:
