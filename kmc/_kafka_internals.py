@@ -26,6 +26,9 @@ Assumptions, by name (the tests use the same names):
   whose ``__context__`` is the ssl.SSLError (kmc.tls.ssl_error_in also looks at its cause and arguments).
 - ``manager_broker_metadata``: ``manager.cluster.broker_metadata(node_id)`` has the ``host`` and ``port`` of
   a node, bootstrap nodes included.
+- ``producer_close_raises``: ``KafkaProducer.close(timeout)`` calls ``flush(timeout)`` first, which raises
+  KafkaTimeoutError while a batch is incomplete, before the sender is stopped; ``producer._sender`` has
+  ``force_close()`` (pending batches fail) and is a thread; ``producer._accumulator._incomplete.all()``.
 - ``admin_manager_send``: every admin request goes through ``admin._manager.send(request, ...)``.
 - ``admin_controller_id``: KafkaAdminClient sends controller requests (CreateTopics, CreatePartitions,
   DeleteTopics...) to the node id it caches in ``_controller_id``, looked up again only when that is None
@@ -306,6 +309,28 @@ def broker_version(admin: Any, broker_id: int) -> tuple[int, ...] | None:
         return None
     version = getattr(data, "broker_version", None)
     return tuple(version) if version else None
+
+
+def close_producer(producer: Any, timeout: float) -> None:
+    """Close a KafkaProducer whatever it still holds, never raising, never leaving its sender thread running.
+    ``producer.close(timeout)`` first flushes and raises when a batch is still incomplete after ``timeout``
+    (``timeout=0`` included), before it stops the sender: the producer would live on and keep sending
+    (``producer_close_raises``). This waits up to ``timeout`` for the incomplete batches, then closes
+    gracefully if none is left, else force-closes the sender (its pending batches fail) and joins it."""
+    accumulator = producer._accumulator  # noqa: SLF001
+    deadline = time.monotonic() + timeout
+    while accumulator._incomplete.all() and time.monotonic() < deadline:  # noqa: SLF001
+        time.sleep(0.05)
+    if not accumulator._incomplete.all():  # noqa: SLF001
+        with contextlib.suppress(Exception):
+            producer.close(timeout=max(timeout, 1.0))
+            return
+    sender = producer._sender  # noqa: SLF001
+    with contextlib.suppress(Exception):
+        sender.force_close()
+        sender.join(max(timeout, 5.0))
+    with contextlib.suppress(Exception):
+        producer.close(timeout=0)
 
 
 def forget_controller(admin: Any) -> None:

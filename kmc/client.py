@@ -25,6 +25,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from kmc._kafka_internals import (
     ConnectionWatch,
+    close_producer,
     forget_controller,
     group_client,
     known_settings,
@@ -364,11 +365,11 @@ class KafkaSession:
     def close(self) -> None:
         while self._owned:
             client = self._owned.pop()
+            if isinstance(client, KafkaProducer):
+                close_producer(client, min(self.timeout, 5))
+                continue
             with contextlib.suppress(Exception):
-                if isinstance(client, KafkaProducer):
-                    client.close(timeout=min(self.timeout, 5))
-                else:
-                    client.close()
+                client.close()
         self._admin = None
 
     def config(self) -> dict[str, Any]:

@@ -584,8 +584,30 @@ def test_a_fenced_producer_names_its_fence_behind_the_bare_error(src_cluster, to
             producer_hooks.commit_transaction(zombie, 30)
         assert type(refused.value) is kafka_errors.KafkaError  # the bare error, as kafka-python raises it
         assert isinstance(producer_hooks.transaction_error(zombie, refused.value), kafka_errors.ProducerFencedError)
+        # in its fatal state any error is the fence (a flush's timeout, an earlier batch's error)
+        fenced = producer_hooks.transaction_error(zombie, kafka_errors.KafkaTimeoutError("slow"))
+        assert isinstance(fenced, kafka_errors.ProducerFencedError)
         other = kafka_errors.KafkaTimeoutError("slow")
-        assert producer_hooks.transaction_error(zombie, other) is other
+        assert producer_hooks.transaction_error(fence, other) is other  # a healthy producer: as it is
     finally:
         zombie.close(timeout=0)
         fence.close(timeout=5)
+
+
+def test_kafka_producer_close_raises(src_cluster, topic_name: str) -> None:  # noqa: ANN001
+    """``producer_close_raises``: close(timeout) flushes first and raises while a batch is incomplete, before
+    it stops the sender, so the producer lives on; close_producer stops it whatever it holds."""
+    create_topic(src_cluster, topic_name, 1)
+    producer = KafkaProducer(bootstrap_servers=bootstrap(src_cluster), linger_ms=60_000, batch_size=1 << 20)
+    future = producer.send(topic_name, b"lingering", partition=0)
+    producer._sender.wakeup()  # noqa: SLF001
+    producer._accumulator.begin_flush()  # noqa: SLF001 - ...and keep it incomplete: pause the sender's drain
+    producer._accumulator.muted.add(TopicPartition(topic_name, 0))  # noqa: SLF001
+    with pytest.raises(kafka_errors.KafkaTimeoutError):
+        producer.close(timeout=0)
+    assert producer._sender.is_alive() and producer._accumulator._incomplete.all()  # noqa: SLF001
+    started = time.monotonic()
+    kafka_internals.close_producer(producer, 0)
+    assert time.monotonic() - started < 10
+    assert not producer._sender.is_alive()  # noqa: SLF001
+    assert future.is_done and future.exception is not None

@@ -34,7 +34,6 @@ Reading: :meth:`CheckpointStore.load` reads to the high watermark and applies re
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from collections.abc import Callable, Iterable
@@ -43,6 +42,7 @@ from typing import Any
 
 import kafka.errors as kafka_errors
 
+from kmc._kafka_internals import close_producer
 from kmc.client import KafkaSession, authorization_error, broker_error, translate_errors
 from kmc.errors import KafkaOperationError
 from kmc.mirror import producer_hooks
@@ -256,8 +256,7 @@ class CheckpointStore:
         (e.g. MESSAGE_TOO_LARGE, even once the topic accepts the size again)."""
         failed, self._failed = self._failed, []
         if failed and self._own_producer and self._producer is not None:
-            with contextlib.suppress(Exception):
-                self._producer.close(timeout=0)
+            close_producer(self._producer, 0)
             self._producer = None
         return failed
 

@@ -34,6 +34,7 @@ import kafka.errors as kafka_errors
 from kafka import TopicPartition
 from kafka.admin import OffsetSpec, OffsetTimestamp
 
+from kmc._kafka_internals import close_producer
 from kmc.acls import explain_mirror_denials
 from kmc.client import DEFAULT_TIMEOUT, KafkaSession, authorization_error, is_transient, translate_errors
 from kmc.errors import (
@@ -577,7 +578,7 @@ class _Engine:
                     with translate_errors(self.target.cluster, f"fence the transactional id {writer}"):
                         producer.init_transactions()
                 finally:
-                    producer.close(timeout=0)
+                    close_producer(producer, 0)
             fenced |= writers
             self.notice("info", f"fenced {len(writers)} earlier owner(s) of these partitions")
             loaded = self.store.load(self._warn)
@@ -615,8 +616,7 @@ class _Engine:
                     self.producer.init_transactions()
                     self.producer.begin_transaction()
             except KmcError:
-                with contextlib.suppress(Exception):
-                    self.producer.close(timeout=0)
+                close_producer(self.producer, 0)
                 raise
             self.store.use_producer(self.producer)
         self._announce()
@@ -643,8 +643,7 @@ class _Engine:
                 if self.spec.exactly_once:
                     producer_hooks.commit_transaction(self.producer, timeout)
         except KmcError:
-            with contextlib.suppress(Exception):
-                self.producer.close(timeout=0)
+            close_producer(self.producer, 0)
             raise
 
     def _add_partitions(self, topics: tuple[TopicPlan, ...] | list[TopicPlan], start_from: str | int) -> None:
@@ -1153,9 +1152,15 @@ class _Engine:
         timeout = max(30.0, self.target.timeout) + self.spec.delivery_timeout
         try:
             producer_hooks.flush(self.producer, timeout)
-            producer_hooks.commit_transaction(self.producer, timeout)
+            # any batch of the transaction that failed, its checkpoints' included (a batch that expired
+            # leaves kafka-python's transaction committable): the transaction must not commit without it
+            failed = self.failed_batches.first()
+            if failed is None:
+                producer_hooks.commit_transaction(self.producer, timeout)
         except kafka_errors.KafkaError as exc:
             raise _SendFailed(None, exc) from exc
+        if failed is not None:
+            raise _SendFailed(None, failed[1])
         for part in [*self.parts.values(), *(parts or {}).values()]:
             part.committed, part.committed_target = part.acked, part.acked_target
             part.txn_records = part.txn_bytes = 0
@@ -1277,9 +1282,7 @@ class _Engine:
         else:
             self._warn(f"{self.target.cluster.name}: sending failed ({_describe(failure.error)}); "
                        "resending from the last acknowledged offsets", "send")
-        with contextlib.suppress(Exception):
-            producer_hooks.fail_stopped(self.producer)  # (the close would wait for them)
-            self.producer.close(timeout=5)
+        close_producer(self.producer, 5)  # (never left sending: its retries would land after the resends)
         self._reap(failures=False)
         rewound = self._forget_unacknowledged()
         if target_lost and failure.part is not None and failure.part not in rewound:
@@ -1342,8 +1345,7 @@ class _Engine:
             raise self._send_error(failure)
         self._warn(f"{self.target.cluster.name}: the transaction failed ({_describe(failure.error)}); aborting it "
                    "and copying again from the last commit", "transaction")
-        with contextlib.suppress(Exception):
-            self.producer.close(timeout=5)
+        close_producer(self.producer, 5)
         self._uncount_open_transaction()
         self.inflight_bytes = self.inflight_records = 0
         for part in self.parts.values():

@@ -27,6 +27,7 @@ against the installed version, so an upgrade that breaks one fails a named test,
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -47,8 +48,11 @@ def flush(producer: KafkaProducer, timeout: float) -> None:
     try:
         producer._sender.wakeup()  # noqa: SLF001
         while True:
-            fail_stopped(producer)
-            pending = accumulator._incomplete.all()  # noqa: SLF001
+            # (batches queued for a partition stopped after a failure never leave: not waited for; the
+            # run that stops the producer closes it with kmc._kafka_internals.close_producer)
+            stopped = getattr(accumulator, STOPPED, {})
+            pending = [batch for batch in accumulator._incomplete.all()  # noqa: SLF001
+                       if not (batch.topic_partition in stopped and batch.drained is None)]
             if not pending:
                 return
             if time.monotonic() >= deadline:
@@ -85,9 +89,14 @@ def transaction_error(producer: KafkaProducer, error: BaseException) -> BaseExce
     """The error behind ``error``: kafka-python refuses a transactional call (commit, abort, begin) made in
     an error state with a bare KafkaError that has only the text of the error that caused it ("Cannot execute
     transactional method because we are in an error state: ... ProducerFencedError"); its transaction
-    manager keeps that error. Any other error is returned as it is."""
+    manager keeps that error. Once the manager is in its fatal state, its error is the answer whatever
+    ``error`` is. Any other error is returned as it is."""
     manager = transaction_manager(producer)
-    if type(error) is kafka_errors.KafkaError and manager is not None and manager.last_error is not None:
+    if manager is None or manager.last_error is None:
+        return error
+    if type(error) is kafka_errors.KafkaError or manager.has_fatal_error():
+        # (fatal: whatever reached the caller, a flush's timeout or an earlier batch's error, the producer
+        # is done for; a fence must be seen as one, or the next producer would undo it)
         return manager.last_error
     return error
 
@@ -122,7 +131,10 @@ class FailedBatches:
                     if batch.topic_partition not in self.failed:
                         first = self.failed[batch.topic_partition] = _batch_error(batch)
             release(batch)
-            if first is not None:
+            # Only a batch that FAILED stops its partition, on the sender's thread, which runs every other
+            # abort: an ABORTED one comes from an abort loop (fatal error, transaction abort, forced close)
+            # that completes the partition's other batches itself, and completing one twice raises.
+            if first is not None and state is FinalState.FAILED:
                 _stop_partition(accumulator, batch.topic_partition, first)
 
         accumulator.deallocate = deallocate
@@ -153,34 +165,24 @@ class _StickyMuted(set):
             super().remove(tp)
 
 
-def fail_stopped(producer: KafkaProducer) -> None:
-    """Fail the batches queued for partitions stopped after a failure (:class:`FailedBatches`): they would
-    never leave, and a flush or a close would wait for them."""
-    accumulator = producer._accumulator  # noqa: SLF001
-    for tp, error in list(getattr(accumulator, STOPPED, {}).items()):
-        _fail_queued(accumulator, tp, error)
-
-
 def _stop_partition(accumulator: Any, tp: TopicPartition, error: BaseException) -> None:
     """Nothing more of ``tp`` leaves this producer: it stays muted (:class:`_StickyMuted`), and the
-    batches already queued fail with ``error`` now (as ``abort_undrained_batches`` fails them), as do
-    those queued later, at the next :func:`flush`. No later batch of ``tp`` is in flight when one fails:
-    with idempotence kafka-python sends one batch of a partition at a time."""
+    batches already queued fail with ``error`` now (as ``abort_undrained_batches`` fails them); those
+    queued later stay until the producer is closed (:func:`flush` does not wait for them). No later batch
+    of ``tp`` is in flight when one fails: with idempotence kafka-python sends one batch of a partition at
+    a time. Runs on the sender's thread."""
     getattr(accumulator, STOPPED).setdefault(tp, error)
     accumulator.muted.add(tp)
-    _fail_queued(accumulator, tp, error)
-
-
-def _fail_queued(accumulator: Any, tp: TopicPartition, error: BaseException) -> None:
     with accumulator._tp_lock(tp):  # noqa: SLF001
         queued = [batch for batch in accumulator._batches.get(tp, ())  # noqa: SLF001
-                  if not batch.is_done and batch.drained is None]
+                  if batch.final_state is None and batch.drained is None]
         for batch in queued:
             batch.records.close()
             accumulator._batches[tp].remove(batch)  # noqa: SLF001
     for batch in queued:
-        batch.abort(error)
-        accumulator.deallocate(batch)
+        with contextlib.suppress(kafka_errors.IllegalStateError):  # completed meanwhile: nothing to do
+            batch.abort(error)
+            accumulator.deallocate(batch)
 
 
 def _batch_error(batch: Any) -> BaseException:
