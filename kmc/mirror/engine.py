@@ -1143,11 +1143,7 @@ class _Engine:
         if not self._write_checkpoints(parts) and not force:
             return  # nothing was sent or skipped since the last commit: the open transaction is empty
         if self.member is not None and self.member.still_member is not None and not self.member.still_member():
-            # Abort rather than leave the transaction open: the next owner fences only the ids its
-            # checkpoints name, and an open transaction holds back every read_committed reader of these
-            # partitions until the transaction timeout. (Fenced already: the fence aborted it.)
-            with contextlib.suppress(kafka_errors.KafkaError):
-                producer_hooks.abort_transaction(self.producer, max(10.0, self.target.timeout))
+            self._abandon_transaction(max(10.0, self.target.timeout))
             raise _SendFailed(None, kafka_errors.ProducerFencedError("this group member may have been replaced"))
         timeout = max(30.0, self.target.timeout) + self.spec.delivery_timeout
         try:
@@ -1327,6 +1323,14 @@ class _Engine:
         self._record_gap(part, gap)
         self._rewind(part, start)
 
+    def _abandon_transaction(self, timeout: float) -> None:
+        """Abort the open transaction that will not commit, where the target still answers (best effort):
+        left open it holds back every read_committed reader of its partitions until the next run fences
+        it, or its timeout; a group member's next generation has another transactional id, and the next
+        owner fences only the ids its checkpoints name. Fenced already: the fence aborted it."""
+        with contextlib.suppress(Exception):
+            producer_hooks.abort_transaction(self.producer, timeout)
+
     def _abort_transaction(self, failure: _SendFailed) -> None:
         """--exactly-once: a send or a commit failed. The open transaction is abandoned (the next producer's
         init_transactions() aborts it, or completes a commit that was in fact written) and every partition
@@ -1455,11 +1459,7 @@ class _Engine:
                 self._warn(f"the last transaction did not commit ({_describe(failure.error)}); the next run "
                            "copies its records again", "flush")
                 self._uncount_open_transaction()
-                # Abort it now where the target still answers: an open transaction holds back every
-                # read_committed reader of its partitions until the next run fences it, or its timeout (a
-                # group member's next generation has another transactional id). Fenced: aborted already.
-                with contextlib.suppress(Exception):
-                    producer_hooks.abort_transaction(self.producer, 5.0)
+                self._abandon_transaction(5.0)
             self._report(time.monotonic())
             return
         try:

@@ -36,8 +36,6 @@ import kafka.errors as kafka_errors
 from kafka import KafkaProducer, TopicPartition
 from kafka.producer.producer_batch import FinalState
 
-STOPPED = "kmc_stopped_partitions"  # the accumulator attribute FailedBatches keeps its stopped partitions in
-
 
 def flush(producer: KafkaProducer, timeout: float) -> None:
     """Send everything the producer holds now and wait until no batch is incomplete; KafkaTimeoutError
@@ -50,7 +48,7 @@ def flush(producer: KafkaProducer, timeout: float) -> None:
         while True:
             # (batches queued for a partition stopped after a failure never leave: not waited for; the
             # run that stops the producer closes it with kmc._kafka_internals.close_producer)
-            stopped = getattr(accumulator, STOPPED, {})
+            stopped = getattr(accumulator.muted, "stopped", {})
             pending = [batch for batch in accumulator._incomplete.all()  # noqa: SLF001
                        if not (batch.topic_partition in stopped and batch.drained is None)]
             if not pending:
@@ -64,24 +62,23 @@ def flush(producer: KafkaProducer, timeout: float) -> None:
 
 def commit_transaction(producer: KafkaProducer, timeout: float) -> None:
     """Commit the open transaction within ``timeout`` seconds (KafkaTimeoutError otherwise) and begin the
-    next one. The caller flushed first."""
-    manager = producer._transaction_manager  # noqa: SLF001
-    result = manager.begin_commit()
-    producer._sender.wakeup()  # noqa: SLF001
-    if not result.wait(timeout_ms=int(timeout * 1000)):  # raises the commit's error, if it failed
-        raise kafka_errors.KafkaTimeoutError(f"the transaction did not commit within {timeout:g}s")
-    producer.begin_transaction()
+    next one. The caller flushed first. Raises the commit's error, if it failed."""
+    _end_transaction(producer, "commit", timeout)
 
 
 def abort_transaction(producer: KafkaProducer, timeout: float) -> None:
     """Abort the open transaction within ``timeout`` seconds (KafkaTimeoutError otherwise), dropping what is
     not sent yet, and begin the next one. Raises the abort's error (e.g. ProducerFencedError: the id was
     fenced, and the fence aborted the transaction already)."""
+    _end_transaction(producer, "abort", timeout)
+
+
+def _end_transaction(producer: KafkaProducer, how: str, timeout: float) -> None:
     manager = producer._transaction_manager  # noqa: SLF001
-    result = manager.begin_abort()
+    result = manager.begin_commit() if how == "commit" else manager.begin_abort()
     producer._sender.wakeup()  # noqa: SLF001
-    if not result.wait(timeout_ms=int(timeout * 1000)):
-        raise kafka_errors.KafkaTimeoutError(f"the transaction did not abort within {timeout:g}s")
+    if not result.wait(timeout_ms=int(timeout * 1000)):  # raises the transaction's error, if it failed
+        raise kafka_errors.KafkaTimeoutError(f"the transaction did not {how} within {timeout:g}s")
     producer.begin_transaction()
 
 
@@ -118,9 +115,7 @@ class FailedBatches:
         self._lock = threading.Lock()
         self.failed: dict[TopicPartition, BaseException] = {}
         accumulator = producer._accumulator  # noqa: SLF001
-        stopped: dict[TopicPartition, BaseException] = {}
-        setattr(accumulator, STOPPED, stopped)  # partitions stopped after a failure (_stop_partition)
-        accumulator.muted = _StickyMuted(accumulator.muted, stopped)
+        accumulator.muted = _StickyMuted(accumulator.muted)  # (keeps the partitions stopped after a failure)
         release = accumulator.deallocate
 
         def deallocate(batch: Any) -> None:
@@ -150,18 +145,22 @@ class FailedBatches:
 class _StickyMuted(set):
     """The accumulator's set of muted partitions, whose drain the sender skips. With idempotence the sender
     mutes a partition while one of its batches is in flight and unmutes it when the batch completes,
-    failed or not; a partition stopped after a failure stays muted."""
+    failed or not; a partition stopped after a failure (``stopped``: partition -> the error) stays muted."""
 
-    def __init__(self, muted: set, stopped: dict[TopicPartition, BaseException]) -> None:
+    def __init__(self, muted: set) -> None:
         super().__init__(muted)
-        self._stopped = stopped
+        self.stopped: dict[TopicPartition, BaseException] = {}
+
+    def stop(self, tp: TopicPartition, error: BaseException) -> None:
+        self.stopped.setdefault(tp, error)
+        self.add(tp)
 
     def discard(self, tp: TopicPartition) -> None:
-        if tp not in self._stopped:
+        if tp not in self.stopped:
             super().discard(tp)
 
     def remove(self, tp: TopicPartition) -> None:
-        if tp not in self._stopped:
+        if tp not in self.stopped:
             super().remove(tp)
 
 
@@ -171,8 +170,7 @@ def _stop_partition(accumulator: Any, tp: TopicPartition, error: BaseException) 
     queued later stay until the producer is closed (:func:`flush` does not wait for them). No later batch
     of ``tp`` is in flight when one fails: with idempotence kafka-python sends one batch of a partition at
     a time. Runs on the sender's thread."""
-    getattr(accumulator, STOPPED).setdefault(tp, error)
-    accumulator.muted.add(tp)
+    accumulator.muted.stop(tp, error)
     with accumulator._tp_lock(tp):  # noqa: SLF001
         queued = [batch for batch in accumulator._batches.get(tp, ())  # noqa: SLF001
                   if batch.final_state is None and batch.drained is None]
