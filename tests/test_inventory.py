@@ -17,7 +17,7 @@ from kmc.client import KafkaSession, Outcome
 from kmc.errors import PartialFailure, UnreachableError
 from kmc.inventory import ClusterInventory, cluster_rows, group_rows, inventory_cluster, version_label
 from kmc.profiles import adhoc_cluster
-from tests.helpers import admin, bootstrap, cluster_id, commit, create_topic, filled, kmc, produce
+from tests.helpers import admin, bootstrap, cluster_id, commit, create_topic, filled, kmc, produce, wait_for
 
 CLUSTER_KEYS = ["cluster", "status", "error", "cluster_id", "controller", "brokers", "fenced_brokers",
                 "kafka_version", "topics", "partitions", "under_replicated", "offline", "under_min_isr", "bytes",
@@ -164,7 +164,8 @@ def test_requests_do_not_grow_with_topics_or_partitions(src_cluster, topic_name:
         with KafkaSession(cluster) as session:  # each its own: the group coordinator is cached per client
             return inventory_cluster(session, [re.compile(pattern)])
 
-    inventory(f"{topic_name}-.*")  # new partitions may answer "not leader" at first, and be asked again
+    # new partitions may answer "not leader" at first, and new topics reach the metadata a moment later
+    wait_for(lambda: len(inventory(f"{topic_name}-.*").topics) == 12, 60, "the new topics in the metadata")
     one = inventory(f"{topic_name}-0")
     many = inventory(f"{topic_name}-.*")
     assert (len(one.topics), len(many.topics)) == (1, 12)
