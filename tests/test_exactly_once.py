@@ -150,3 +150,57 @@ def test_a_target_outage_aborts_the_transaction_and_loses_nothing(src_cluster, d
     assert_exact_copy(source, read_all(dst_cluster, topic_name))
     assert (result["records"], result["redelivered"]) == (300, 0)
     assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")
+
+
+def test_a_fence_met_while_writing_checkpoints_is_reported_as_a_fence(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
+                                                                       monkeypatch) -> None:  # noqa: ANN001
+    """A run fenced by another with its transactional id (a group member paused past its session, resumed)
+    can first meet the fence when it sends its checkpoints: the transactional producer then refuses the
+    send at once. That is the fence (FencedError: a group member joins again, a single run says "fenced",
+    exit 8), never a failed write of kmc.checkpoints. (The fence is injected at the worst moment: the
+    engine's checkpoint write, with its producer already fenced by a real second producer.)"""
+    import threading
+
+    from kafka import KafkaProducer
+
+    from kmc.errors import FencedError
+    from kmc.mirror import producer_hooks
+    from kmc.mirror.checkpoints import CheckpointStore
+    from kmc.mirror.engine import run_mirror
+    from kmc.mirror.plan import MirrorSpec
+    from kmc.profiles import adhoc_cluster
+    from tests.helpers import bootstrap
+
+    create_topic(src_cluster, topic_name, 1)
+    produce(src_cluster, topic_name, numbered(100, 1))
+    write, fenced = CheckpointStore.write, threading.Event()
+
+    def fence_then_write(store: CheckpointStore, checkpoints, anchors=()):  # noqa: ANN001, ANN202
+        checkpoints = list(checkpoints)
+        if not fenced.is_set() and any(checkpoint.next_offset == 100 for _, _, checkpoint in checkpoints):
+            engine_producer = store._producer  # noqa: SLF001 - the engine's transactional producer
+            fence = KafkaProducer(bootstrap_servers=bootstrap(dst_cluster),
+                                  transactional_id=engine_producer.config["transactional_id"])
+            fence.init_transactions()  # bumps the epoch: the engine's producer is fenced
+            fence.close(5)
+            engine_producer.send(topic_name, b"meets the fence")
+            manager = producer_hooks.transaction_manager(engine_producer)
+            wait_for(manager.has_fatal_error, 30, "the engine's producer to learn of the fence")
+            fenced.set()
+        return write(store, checkpoints, anchors)
+
+    monkeypatch.setattr(CheckpointStore, "write", fence_then_write)
+    stop = threading.Event()
+    timer = threading.Timer(60, stop.set)  # a run that misses the fence ends (and the test fails below)
+    timer.start()
+    try:
+        with pytest.raises(FencedError) as raised:
+            run_mirror(adhoc_cluster(bootstrap(src_cluster)), adhoc_cluster(bootstrap(dst_cluster)),
+                       MirrorSpec(topics=(topic_name,), exactly_once=True), mode="follow", stop_event=stop)
+    finally:
+        timer.cancel()
+    assert fenced.is_set()
+    assert type(raised.value) is FencedError, raised.value  # not its parent, a failed Kafka operation
+    assert "fenced" in str(raised.value).lower() or "Fenced" in repr(raised.value), raised.value
+    # nothing of the fenced transaction is visible: the copy stays for the run that fenced it
+    assert count(dst_cluster, topic_name) == 0

@@ -554,6 +554,9 @@ class _Import:
 
     def _write_checkpoints(self) -> bool:
         failures = self.store.take_failures()
+        if failures and self.options.exactly_once:  # a checkpoint of the open transaction: it must not commit
+            raise KafkaOperationError(f"{self.session.cluster.name}: could not write checkpoint {failures[0][0]} "
+                                      f"({failures[0][1]}); the import resumes from its checkpoints when run again")
         if failures:
             self.warn(f"could not write {len(failures)} checkpoint(s) ({failures[0][1]}); retrying")
             for part in self.parts.values():
@@ -580,6 +583,11 @@ class _Import:
             return
         with translate_errors(self.session.cluster, "commit the transaction"):
             producer_hooks.flush(self.producer, timeout)
+            # a batch of the transaction that failed, a checkpoint's included (one that expired leaves
+            # kafka-python's transaction committable): the transaction must not commit without it
+            failed = self.failed_batches.first()
+            if failed is not None:
+                raise failed[1]
             producer_hooks.commit_transaction(self.producer, timeout)
 
     def _finish(self) -> None:

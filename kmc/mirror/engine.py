@@ -723,7 +723,7 @@ class _Engine:
             now = time.monotonic()
             anchors = [(part.source.topic, part.source.partition, points) for part in new_parts.values()
                        if (points := part.take_anchor(now, now_ms)) is not None]
-            self.store.write(initial, anchors)
+            self._store_write(initial, anchors)
             if self.spec.exactly_once:
                 self._commit(force=True, parts=new_parts)  # the open transaction must not stay open
             else:
@@ -1110,6 +1110,8 @@ class _Engine:
             self._warn("some records have headers with null values, which kafka-python cannot send: "
                        "they arrive with empty values")
         failures = self.store.take_failures()
+        if failures and self.spec.exactly_once:  # a checkpoint of the open transaction: it cannot commit
+            raise _SendFailed(None, failures[0][1])
         if failures:
             self._warn(f"could not write {len(failures)} checkpoint(s) ({failures[0][1]}); retrying", "checkpoint")
             for part in self.parts.values():
@@ -1126,9 +1128,21 @@ class _Engine:
                 changed.append((part.source.topic, part.source.partition, part.checkpoint(now_ms)))
                 part.written = part.acked
         if changed or anchors:
-            self.store.write(changed, anchors)
+            self._store_write(changed, anchors)
             self.telemetry.wrote(changed)
         return len(changed) + len(parts or ())
+
+    def _store_write(self, checkpoints: list[tuple[str, int, Checkpoint]],
+                     anchors: list[tuple[str, int, list[list[int]]]]) -> None:
+        """Send checkpoints. With --exactly-once they go through the transactional producer, which refuses
+        every send once a request of its transaction failed (fenced, say): the transaction cannot commit,
+        _SendFailed (:meth:`_abort_transaction` decides what follows), not a failed run."""
+        try:
+            self.store.write(checkpoints, anchors)
+        except KmcError as exc:
+            if self.spec.exactly_once and isinstance(exc.__cause__, kafka_errors.KafkaError):
+                raise _SendFailed(None, _cause(exc.__cause__)) from exc
+            raise
 
     def _commit(self, force: bool = False, parts: dict[TopicPartition, _Partition] | None = None) -> None:
         """--exactly-once: wait for every record sent in the open transaction, add the checkpoints of all
@@ -1350,6 +1364,7 @@ class _Engine:
         self._warn(f"{self.target.cluster.name}: the transaction failed ({_describe(failure.error)}); aborting it "
                    "and copying again from the last commit", "transaction")
         close_producer(self.producer, 5)
+        self.store.take_failures()  # the abandoned transaction's checkpoints: written again from the loaded ones
         self._uncount_open_transaction()
         self.inflight_bytes = self.inflight_records = 0
         for part in self.parts.values():
