@@ -28,9 +28,9 @@ def add_ratios(rows: list[Row]) -> None:
     """
     by_dataset: dict[tuple[str, str], dict[str, Row]] = {}
     for row in rows:
-        section = "oneshot" if row.section == "oneshot" else "throughput"
+        section = row.section if row.section in ("oneshot", "wan") else "throughput"
         by_dataset.setdefault((section, row.dataset), {})[row.tool] = row
-    for (section, _), tools in by_dataset.items():
+    for (section, dataset), tools in by_dataset.items():
         mm2 = tools.get("mm2")
         mm2_ok = mm2 is not None and mm2.status == "ok"
         ceilings = [tools[t].records_per_s for t in ("producer-perf", "consumer-perf") if _ok(tools.get(t))]
@@ -42,6 +42,9 @@ def add_ratios(rows: list[Row]) -> None:
                 row.vs_mm2 = mm2.seconds / row.seconds if mm2_ok else None  # type: ignore[union-attr,operator]
                 continue
             row.vs_mm2 = row.records_per_s / mm2.records_per_s if mm2_ok else None  # type: ignore[union-attr,operator]
+            lan = by_dataset.get(("throughput", dataset), {}).get(row.tool)
+            if section == "wan" and _ok(lan):
+                row.vs_lan = row.records_per_s / lan.records_per_s  # type: ignore[union-attr,operator]
             if row.tool in MIRROR_TOOLS and ceiling:
                 row.vs_ceiling = row.records_per_s / ceiling  # type: ignore[operator]
             if row.tool == "kmc-sasl-ssl" and _ok(tools.get("kmc")):
@@ -156,7 +159,7 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
-        if row.section == "oneshot":
+        if row.section in ("oneshot", "wan"):
             continue
         name = TOOL_NAMES[row.tool] + (" (ceiling)" if row.section == "ceiling" else "")
         if row.status != "ok":
@@ -175,6 +178,27 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
         lines += ["", "The cost of TLS and SASL: kmc mirror --once between two SASL_SSL sandboxes (SCRAM-SHA-512, "
                   "TLS 1.3) runs at this share of its PLAINTEXT rate on the same data (and uses this share of its "
                   "CPU seconds): " + costs + "."]
+    wan = [row for row in rows if row.section == "wan"]
+    if wan:
+        delay = wan[0].detail.get("delay_ms", "?")
+        lines += [
+            "",
+            f"WAN: the same datasets with the source behind a {delay} ms one-way delay (a {2 * delay} ms round "
+            "trip, bench/latency_proxy.py; no bandwidth limit), the target local, as a mirror runs in the "
+            "target's datacenter. Of LAN = records/s ÷ the same tool's rate in the table above.",
+            "",
+            "| dataset | tool | seconds | records/s | MB/s | CPU s | × MM2 | of LAN |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in wan:
+            if row.status != "ok":
+                lines.append(f"| {row.dataset} | {TOOL_NAMES[row.tool]} (WAN) | {_status(row)} | | | | | |")
+                continue
+            lines.append(
+                f"| {row.dataset} | {TOOL_NAMES[row.tool]} (WAN) | {_num(row.seconds, 2)} | {_num(row.records_per_s)} "
+                f"| {_num(row.mb_per_s, 1)} | {_num(row.cpu_s, 1)} | {_num(row.vs_mm2, 2, '×')} "
+                f"| {_num(row.vs_lan and row.vs_lan * 100, 0, ' %')} |"
+            )
     oneshot = [row for row in rows if row.section == "oneshot"]
     if oneshot:
         lines += [

@@ -31,6 +31,7 @@ import jars
 import measure
 import report
 import runners
+import wan
 import workload
 
 from kmc import sandbox
@@ -40,7 +41,8 @@ BENCH = Path(__file__).resolve().parent
 
 CLUSTERS = ["bench-src", "bench-dst"]
 SECURE_CLUSTERS = ["bench-ssrc", "bench-sdst"]  # SASL_SSL sandboxes, for kmc-sasl-ssl
-ALL_TOOLS = ["ceiling", "mm2", "kmc", "kmc-w2", "kmc-walk", "kmc-records", "kmc-sasl-ssl", "floor"]
+ALL_TOOLS = ["ceiling", "mm2", "kmc", "kmc-w2", "kmc-walk", "kmc-records", "kmc-sasl-ssl", "floor", "wan"]
+WAN_DELAY_MS = 25  # one way: a 50 ms round trip between the datacenters (the "wan" rows: kmc and MM2)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -125,14 +127,14 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
             tools_cp = jars.tools_classpath()
         except KmcError as exc:
             missing["ceiling"] = exc.one_line()
-    if "mm2" in args.tools:
+    if "mm2" in args.tools or "wan" in args.tools:
         try:
             mirror_cp = jars.mirror_classpath(args.mm2_version)
         except KmcError as exc:
             missing["mm2"] = exc.one_line()
     kmc_env = runners.environment_for_kmc(home / "kmc")
     kmc_tools = ("kmc", "kmc-w2", "kmc-walk", "kmc-records", "kmc-sasl-ssl")
-    if set(kmc_tools) & set(args.tools):
+    if set(kmc_tools) & set(args.tools) or "wan" in args.tools:
         available, why = runners.kmc_available(kmc_env)
         if not available:
             missing.update(dict.fromkeys(kmc_tools, f"kmc mirror is not available: {why}"))
@@ -163,15 +165,16 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
 
     rows: list[runners.Row] = []
 
-    def measure_one(tool: str, section: str, dataset: workload.Dataset, runner: Callable[..., runners.Row]) -> None:
+    def measure_one(tool: str, section: str, dataset: workload.Dataset, runner: Callable[..., runners.Row],
+                    on: runners.Bench | None = None) -> runners.Row | None:
         if tool in missing or (tool in ("producer-perf", "consumer-perf") and "ceiling" in missing):
             why = missing.get(tool) or missing["ceiling"]
             rows.append(runners.not_available(section, dataset, tool, why))
-            return
+            return None
         time.sleep(settle)  # let the brokers finish flushing the previous run's data
         load = report.load_average()
-        say(f"{dataset.name}: {runners.TOOL_NAMES[tool]}")
-        row = runner(bench, dataset) if section == "ceiling" else runner(bench, dataset, section)
+        say(f"{dataset.name}: {runners.TOOL_NAMES[tool]}" + (" (WAN)" if section == "wan" else ""))
+        row = runner(on or bench, dataset) if section == "ceiling" else runner(on or bench, dataset, section)
         row.detail["load_average_before"] = load
         rows.append(row)
         if row.status == "ok":
@@ -179,6 +182,7 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
                 f"{row.peak_rss_mb:.0f} MiB")  # fmt: skip
         else:
             say(f"  {row.status}: {row.error}")
+        return row
 
     mirrors = [("mm2", runners.mirror_maker), ("kmc", runners.kmc_mirror),
                ("kmc-w2", functools.partial(runners.kmc_mirror, workers=2)),
@@ -198,6 +202,9 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
         for tool, runner in mirrors:
             if tool in args.tools:
                 measure_one(tool, "throughput", dataset, runner)
+    if "wan" in args.tools:
+        measure_wan(bench, source, [d for d in sets if d.partitions == workload.PARTITIONS], measure_one,
+                    dict(mirrors))
     if not args.no_oneshot:
         for tool, runner in mirrors:
             if tool in args.tools and tool != "kmc-sasl-ssl":  # throughput only: TLS's cost is per byte
@@ -223,6 +230,26 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
         "results": [row.to_json() for row in rows],
     }
     return result, rows
+
+
+def measure_wan(bench: runners.Bench, source: sandbox.SandboxCluster, sets: list[workload.Dataset],
+                measure_one: Callable[..., runners.Row | None],
+                mirrors: dict[str, Callable[..., runners.Row]]) -> None:
+    """The "wan" rows: kmc and MirrorMaker 2 again on each dataset, reading the source through a latency
+    proxy (bench/wan.py), each into a target topic of its own."""
+    say(f"WAN rows: the source behind a {WAN_DELAY_MS} ms one-way delay")
+    link = wan.WanLink(bench.source, [broker.node_id for broker in source.brokers], WAN_DELAY_MS, bench.work)
+    try:
+        far = dataclasses.replace(bench, source=link.bootstrap)
+        for dataset in sets:
+            for tool in ("mm2", "kmc"):
+                proxy_cpu = link.child.running_usage()[0]
+                row = measure_one(tool, "wan", dataset, mirrors[tool], on=far)  # type: ignore[call-arg]
+                if row is not None:
+                    row.detail.update(delay_ms=WAN_DELAY_MS,
+                                      proxy_cpu_s=round(link.child.running_usage()[0] - proxy_cpu, 2))
+    finally:
+        link.stop()
 
 
 def secure_pair(bench: runners.Bench, clusters: list[sandbox.SandboxCluster]) -> runners.Bench:

@@ -69,7 +69,7 @@ MB = 1_000_000
 class Row:
     """One measurement; ``status`` is "ok", "failed" or "not available" (then the numbers are None)."""
 
-    section: str  # "ceiling" | "throughput" | "oneshot"
+    section: str  # "ceiling" | "throughput" | "oneshot" | "wan"
     dataset: str
     tool: str  # a TOOL_NAMES key
     status: str = "ok"
@@ -84,6 +84,7 @@ class Row:
     vs_mm2: float | None = None  # records/s ÷ MM2's records/s on the same data (one-shot: MM2's time ÷ this time)
     vs_ceiling: float | None = None  # records/s ÷ the broker ceiling of the same data
     vs_plaintext: float | None = None  # kmc over SASL_SSL: records/s ÷ kmc's over PLAINTEXT on the same data
+    vs_lan: float | None = None  # a WAN row: records/s ÷ the same tool's throughput row on the same data
     detail: dict[str, Any] = field(default_factory=dict)
 
     def measured(self, dataset: Dataset, usage: measure.Usage, seconds: float | None = None) -> Row:
@@ -107,7 +108,7 @@ class Row:
         data = asdict(self)
         data["tool_name"] = TOOL_NAMES[self.tool]
         for key in ("seconds", "records_per_s", "mb_per_s", "cpu_s", "peak_rss_mb", "vs_mm2", "vs_ceiling",
-                    "vs_plaintext"):
+                    "vs_plaintext", "vs_lan"):
             if data[key] is not None:
                 data[key] = round(data[key], 3)
         return data
@@ -312,6 +313,8 @@ def mirror_maker(bench: Bench, dataset: Dataset, section: str = "throughput") ->
     properties = bench.work / f"mm2-{run}.properties"
     properties.write_text(mm2_properties(bench, dataset, run))
     expected = workload.end_offsets(bench.source, dataset.topic)
+    if section == "wan":  # the throughput row's copy is there under the same name (identity policy)
+        workload.delete_topic(bench.target, dataset.topic)
     watcher = workload.Watcher(bench.target, dataset.topic, expected)
     # --clusters dst: run only the herder that writes into dst (no idle herder for the reverse direction)
     cmd = bench.java(bench.mirror_cp, MM2_HEAP, MIRROR_MAKER, str(properties), "--clusters", "dst")
@@ -364,6 +367,8 @@ def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", work
     """
     tool = "kmc" if workers == 1 else f"kmc-w{workers}"
     suffix = "kmc" if workers == 1 else f"kmc{workers}"
+    if section == "wan":  # the same data copied again, through the latency proxy: a topic and flow of its own
+        suffix += "wan"
     env = bench.kmc_env
     if copy_path != "batches":
         tool, suffix, env = f"kmc-{copy_path}", f"kmc{copy_path}", {**env, "KMC_COPY_PATH": copy_path}
@@ -379,7 +384,7 @@ def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", work
     ]  # fmt: skip
     if secure:
         cmd += ["--config", str(bench.secure_config)]
-    if workers > 1 or copy_path != "batches":
+    if workers > 1 or copy_path != "batches" or section == "wan":
         cmd += ["--flow", f"bench-{suffix}"]
     if workers > 1:
         cmd += ["--workers", str(workers)]

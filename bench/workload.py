@@ -101,6 +101,17 @@ def create_topic(bootstrap: str, topic: str, compression: str, partitions: int =
         future.result()
 
 
+def delete_topic(bootstrap: str, topic: str, timeout: float = 60) -> None:
+    """Delete ``topic`` and wait until the cluster no longer lists it."""
+    for future in admin(bootstrap).delete_topics([topic], operation_timeout=30).values():
+        future.result()
+    deadline = time.monotonic() + timeout
+    while topic in admin(bootstrap).list_topics(timeout=30).topics:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{topic} still listed {timeout:.0f}s after its deletion")
+        time.sleep(0.2)
+
+
 def generate(bootstrap: str, dataset: Dataset, seed: int = 7) -> float:
     """Create the dataset's topic and fill it; returns the seconds it took. Records go round-robin to the
     partitions, each with a key and one header; values are random capital letters, as Kafka's own

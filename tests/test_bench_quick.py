@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 MIRROR_TOOLS = ["mm2", "kmc", "kmc-w2", "kmc-walk", "kmc-records", "kmc-sasl-ssl", "floor"]
 THROUGHPUT_TOOLS = ["producer-perf", "consumer-perf", *MIRROR_TOOLS]
 MANY_PARTITIONS_TOOLS = ["mm2", "kmc"]  # the many-partitions dataset's row
+WAN_TOOLS = ["mm2", "kmc"]  # the WAN rows: the source behind the latency proxy
 ONESHOT_TOOLS = [tool for tool in MIRROR_TOOLS if tool != "kmc-sasl-ssl"]  # TLS's cost: throughput only
 PARTITIONS = 12  # of every dataset but the many-partitions one
 
@@ -72,7 +73,10 @@ def test_every_tool_ran_on_every_dataset(quick_run: dict) -> None:
         ("ceiling" if tool.endswith("-perf") else "throughput", dataset["name"], tool)
         for dataset in result["datasets"]
         for tool in _tools(dataset)
-    } | {("oneshot", result["small"]["name"], tool) for tool in ONESHOT_TOOLS}
+    } | {("oneshot", result["small"]["name"], tool) for tool in ONESHOT_TOOLS} | {
+        ("wan", dataset["name"], tool) for dataset in result["datasets"] if dataset["partitions"] == PARTITIONS
+        for tool in WAN_TOOLS
+    }
     rows = _rows(quick_run)
     assert set(rows) == expected
     assert [d["name"] for d in result["datasets"]] == ["100B-none", "100B-lz4", "1KB-none", "1KB-lz4", "100B-zstd",
@@ -89,7 +93,9 @@ def test_every_copy_is_complete(quick_run: dict) -> None:
     partitions = {d["name"]: d["partitions"] for d in [*result["datasets"], result["small"]]}
     copies = [row for row in result["results"] if row["tool"] in MIRROR_TOOLS]
     # every dataset and the small one-shot topic
-    assert len(copies) == sum(len(set(_tools(d)) & set(MIRROR_TOOLS)) for d in result["datasets"]) + len(ONESHOT_TOOLS)
+    usual = [d for d in result["datasets"] if d["partitions"] == PARTITIONS]
+    assert len(copies) == (sum(len(set(_tools(d)) & set(MIRROR_TOOLS)) for d in result["datasets"])
+                           + len(ONESHOT_TOOLS) + len(WAN_TOOLS) * len(usual))
     for row in copies:
         source, target = row["detail"]["source_counts"], row["detail"]["target_counts"]
         assert len(source) == partitions[row["dataset"]], row["detail"]
@@ -102,7 +108,7 @@ def test_table_has_every_row(quick_run: dict) -> None:
     assert table == quick_run["latest_md"]
     lines = table.splitlines()
     for row in quick_run["result"]["results"]:
-        name = row["tool_name"] + (" (ceiling)" if row["section"] == "ceiling" else "")
+        name = row["tool_name"] + {"ceiling": " (ceiling)", "wan": " (WAN)"}.get(row["section"], "")
         if row["section"] == "oneshot":
             wanted = [line for line in lines if line.startswith(f"| {name} | ")]
         else:
@@ -113,6 +119,9 @@ def test_table_has_every_row(quick_run: dict) -> None:
     usual = [d for d in quick_run["result"]["datasets"] if d["partitions"] == PARTITIONS]
     assert len(secured) == len(usual) and all(row["vs_plaintext"] > 0 for row in secured)
     assert "The cost of TLS and SASL" in table
+    far = [row for row in quick_run["result"]["results"] if row["section"] == "wan"]
+    assert all(row["vs_lan"] > 0 and row["detail"]["delay_ms"] == 25 and row["detail"]["proxy_cpu_s"] > 0
+               for row in far)
     machine = quick_run["result"]["machine"]
     assert {"nproc", "memory_gib", "cpu_model", "python", "java"} <= set(machine)
     assert f"{machine['nproc']} CPUs" in table

@@ -54,7 +54,7 @@ from kmc.metadata import (
 )
 from kmc.mirror import producer_hooks
 from kmc.mirror.batchpath import BatchCopyPath
-from kmc.mirror.checkpoints import MAX_ANCHORS, Checkpoint, CheckpointStore, ensure_checkpoint_topic
+from kmc.mirror.checkpoints import CHECKPOINT_TOPIC, MAX_ANCHORS, Checkpoint, CheckpointStore, ensure_checkpoint_topic
 from kmc.mirror.fetch import RawBatch
 from kmc.mirror.lock import hold_lock, lock_identity
 from kmc.mirror.plan import DEFAULT_FLOW, Plan, TopicPlan, apply_plan
@@ -555,8 +555,7 @@ class _Import:
     def _write_checkpoints(self) -> bool:
         failures = self.store.take_failures()
         if failures and self.options.exactly_once:  # a checkpoint of the open transaction: it must not commit
-            raise KafkaOperationError(f"{self.session.cluster.name}: could not write checkpoint {failures[0][0]} "
-                                      f"({failures[0][1]}); the import resumes from its checkpoints when run again")
+            raise failures[0][1]
         if failures:
             self.warn(f"could not write {len(failures)} checkpoint(s) ({failures[0][1]}); retrying")
             for part in self.parts.values():
@@ -579,13 +578,12 @@ class _Import:
         with translate_errors(self.session.cluster, "flush"):
             producer_hooks.flush(self.producer, timeout)
         self._reap()
-        if not self._write_checkpoints() and not force:
-            return
+        with translate_errors(self.session.cluster, f"write {CHECKPOINT_TOPIC}"):
+            if not self._write_checkpoints() and not force:
+                return
         with translate_errors(self.session.cluster, "commit the transaction"):
             producer_hooks.flush(self.producer, timeout)
-            # a batch of the transaction that failed, a checkpoint's included (one that expired leaves
-            # kafka-python's transaction committable): the transaction must not commit without it
-            failed = self.failed_batches.first()
+            failed = self.failed_batches.first()  # (an expired batch leaves the transaction committable)
             if failed is not None:
                 raise failed[1]
             producer_hooks.commit_transaction(self.producer, timeout)

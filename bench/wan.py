@@ -1,0 +1,81 @@
+"""Put a sandbox cluster behind an emulated WAN link: every client connection to it crosses a delay line.
+
+Each broker gets a listener of its own, ``WAN`` (PLAINTEXT), added while it runs (listeners are a dynamic
+per-broker config since KIP-226), which advertises the port of bench/latency_proxy.py in front of it. A
+client that bootstraps from the proxy gets metadata naming the proxy's ports (Kafka answers with the
+addresses of the listener a request came in on), so its metadata, fetch and produce requests all pay the
+round trip; clients of the ordinary listener do not (the bench's own harness, the target side).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import measure
+import workload
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+LISTENER = "WAN"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _broker_config(bootstrap: str, node_id: int) -> dict[str, str]:
+    resource = ConfigResource(ResourceType.BROKER, str(node_id))
+    future = workload.admin(bootstrap).describe_configs([resource])[resource]
+    return {name: entry.value for name, entry in future.result(timeout=30).items()}
+
+
+def _add_listener(bootstrap: str, node_id: int, port: int, advertised_port: int) -> None:
+    config = _broker_config(bootstrap, node_id)
+    wanted = {
+        "listeners": f"{config['listeners']},{LISTENER}://127.0.0.1:{port}",
+        "advertised.listeners": f"{config['advertised.listeners']},{LISTENER}://127.0.0.1:{advertised_port}",
+        "listener.security.protocol.map": f"{config['listener.security.protocol.map']},{LISTENER}:PLAINTEXT",
+    }
+    resource = ConfigResource(ResourceType.BROKER, str(node_id), incremental_configs=[
+        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET) for name, value in wanted.items()])
+    workload.admin(bootstrap).incremental_alter_configs([resource])[resource].result(timeout=30)
+
+
+class WanLink:
+    """The proxy process and the bootstrap address that reaches the cluster through it."""
+
+    def __init__(self, bootstrap: str, node_ids: list[int], delay_ms: float, work: Path) -> None:
+        self.delay_ms = delay_ms
+        routes = []
+        proxies = []
+        for node_id in node_ids:
+            listen, proxy = free_port(), free_port()
+            _add_listener(bootstrap, node_id, listen, proxy)
+            routes.append(f"{proxy}=127.0.0.1:{listen}")
+            proxies.append(f"127.0.0.1:{proxy}")
+        self.bootstrap = ",".join(proxies)
+        log = work / "latency-proxy.log"
+        self.child = measure.Child([sys.executable, str(Path(__file__).with_name("latency_proxy.py")),
+                                    "--delay-ms", str(delay_ms), *routes], log)
+        deadline = time.monotonic() + 30
+        while "ready" not in log.read_text():
+            if self.child.poll() or time.monotonic() > deadline:
+                raise RuntimeError(f"the latency proxy did not start: {self.child.tail(5)}")
+            time.sleep(0.1)
+        self._check(proxies)
+
+    def _check(self, proxies: list[str]) -> None:
+        """Metadata through the proxy names the proxy's ports, and a round trip costs twice the delay."""
+        admin = workload.admin(self.bootstrap)
+        started = time.monotonic()
+        brokers = sorted(f"{b.host}:{b.port}" for b in admin.list_topics(timeout=30).brokers.values())
+        if brokers != sorted(proxies):
+            raise RuntimeError(f"the WAN listener advertises {brokers}, not the proxy's {sorted(proxies)}")
+        self.first_metadata_s = time.monotonic() - started
+
+    def stop(self) -> None:
+        self.child.stop(grace=5)
