@@ -238,7 +238,7 @@ def measure_wan(bench: runners.Bench, source: sandbox.SandboxCluster, sets: list
     """The "wan" rows: kmc and MirrorMaker 2 again on each dataset, reading the source through a latency
     proxy (bench/wan.py), each into a target topic of its own."""
     say(f"WAN rows: the source behind a {WAN_DELAY_MS} ms one-way delay")
-    link = wan.WanLink(bench.source, [broker.node_id for broker in source.brokers], WAN_DELAY_MS, bench.work)
+    link = wan.WanLink(source, WAN_DELAY_MS, bench.work)
     try:
         far = dataclasses.replace(bench, source=link.bootstrap)
         for dataset in sets:

@@ -1,7 +1,8 @@
 """Put a sandbox cluster behind an emulated WAN link: every client connection to it crosses a delay line.
 
-Each broker gets a listener of its own, ``WAN`` (PLAINTEXT), added while it runs (listeners are a dynamic
-per-broker config since KIP-226), which advertises the port of bench/latency_proxy.py in front of it. A
+Each broker gets a listener of its own, ``WAN`` (PLAINTEXT; through the node's ``overrides.properties``
+and a restart: KRaft brokers refuse a new advertised listener while they run), which advertises the port
+of bench/latency_proxy.py in front of it. A
 client that bootstraps from the proxy gets metadata naming the proxy's ports (Kafka answers with the
 addresses of the listener a request came in on), so its metadata, fetch and produce requests all pay the
 round trip; clients of the ordinary listener do not (the bench's own harness, the target side).
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import measure
 import workload
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+from kmc import sandbox
 
 LISTENER = "WAN"
 
@@ -27,34 +29,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _broker_config(bootstrap: str, node_id: int) -> dict[str, str]:
-    resource = ConfigResource(ResourceType.BROKER, str(node_id))
-    future = workload.admin(bootstrap).describe_configs([resource])[resource]
-    return {name: entry.value for name, entry in future.result(timeout=30).items()}
-
-
-def _add_listener(bootstrap: str, node_id: int, port: int, advertised_port: int) -> None:
-    config = _broker_config(bootstrap, node_id)
-    wanted = {
+def _add_listener(cluster: sandbox.SandboxCluster, broker: sandbox.SandboxBroker, port: int,
+                  advertised_port: int) -> None:
+    """Give the node a WAN listener on ``port`` advertising ``advertised_port`` (the node's
+    overrides.properties, read at its next start: listeners cannot be advertised anew while it runs)."""
+    config = dict(line.split("=", 1) for line in broker.config_file.read_text().splitlines()
+                  if "=" in line and not line.startswith("#"))
+    overrides = {
         "listeners": f"{config['listeners']},{LISTENER}://127.0.0.1:{port}",
         "advertised.listeners": f"{config['advertised.listeners']},{LISTENER}://127.0.0.1:{advertised_port}",
         "listener.security.protocol.map": f"{config['listener.security.protocol.map']},{LISTENER}:PLAINTEXT",
     }
-    resource = ConfigResource(ResourceType.BROKER, str(node_id), incremental_configs=[
-        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET) for name, value in wanted.items()])
-    workload.admin(bootstrap).incremental_alter_configs([resource])[resource].result(timeout=30)
+    (broker.node_dir / "overrides.properties").write_text("".join(f"{k}={v}\n" for k, v in overrides.items()))
+    sandbox.stop_broker(cluster.name, broker.node_id)
+    sandbox.start_broker(cluster.name, broker.node_id)
 
 
 class WanLink:
     """The proxy process and the bootstrap address that reaches the cluster through it."""
 
-    def __init__(self, bootstrap: str, node_ids: list[int], delay_ms: float, work: Path) -> None:
+    def __init__(self, cluster: sandbox.SandboxCluster, delay_ms: float, work: Path) -> None:
         self.delay_ms = delay_ms
         routes = []
         proxies = []
-        for node_id in node_ids:
+        for broker in cluster.brokers:
             listen, proxy = free_port(), free_port()
-            _add_listener(bootstrap, node_id, listen, proxy)
+            _add_listener(cluster, broker, listen, proxy)
             routes.append(f"{proxy}=127.0.0.1:{listen}")
             proxies.append(f"127.0.0.1:{proxy}")
         self.bootstrap = ",".join(proxies)

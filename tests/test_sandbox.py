@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from kmc import sandbox
 from kmc.errors import ConfigError, ExitCode, MissingToolError, UsageError
@@ -173,11 +174,16 @@ def test_keep_data_keeps_the_dir_and_up_restarts_on_it(scratch_pair, topic_name)
     assert _status_of("scratch-keep")["health"] == "down"
     assert sandbox.get("scratch-keep").brokers[0].pid is None
 
+    # settings of one's own in the node's overrides.properties win over kmc's at the next start
+    (cluster.brokers[0].node_dir / "overrides.properties").write_text("# mine\nmessage.max.bytes = 1234567\n")
     (restarted,) = sandbox.up(["scratch-keep"])
     assert restarted.kafka_cluster_id == cluster.kafka_cluster_id
     assert restarted.brokers[0].pid != pid
     assert restarted.bootstrap == cluster.bootstrap  # its old ports were free
     assert _produce_and_consume(restarted.bootstrap_servers, topic_name, b"", create=False) == [b"kept"]
+    resource = ConfigResource(ResourceType.BROKER, "1")
+    client = AdminClient({"bootstrap.servers": restarted.bootstrap_servers})
+    assert client.describe_configs([resource])[resource].result(timeout=30)["message.max.bytes"].value == "1234567"
     sandbox.down(["scratch-keep"])
     assert not cluster.data_dir.exists()
 
@@ -431,3 +437,15 @@ def test_class_data_archive_is_made_by_a_cleanly_stopped_broker(tmp_path, monkey
     (broker.node_dir / sandbox_cluster.CDS_DUMP_INFO).write_text(json.dumps(info))
     sandbox_cluster._promote_cds(broker)
     assert not target.exists()
+
+
+def test_a_malformed_overrides_file_is_a_config_error(tmp_path):
+    from kmc.sandbox.cluster import SandboxBroker, _overrides
+
+    broker = SandboxBroker(1, 1, 2, None, str(tmp_path / "data"), str(tmp_path / "kafka.log"))
+    assert _overrides(broker) == {}
+    (tmp_path / "overrides.properties").write_text("a.b = 1\n\n# comment\nc=x=y\n")
+    assert _overrides(broker) == {"a.b": "1", "c": "x=y"}
+    (tmp_path / "overrides.properties").write_text("listeners\n")
+    with pytest.raises(ConfigError, match="expected key=value, not 'listeners'"):
+        _overrides(broker)

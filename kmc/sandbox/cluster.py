@@ -464,9 +464,32 @@ def _server_properties(cluster: SandboxCluster, broker: SandboxBroker) -> str:
     }
     settings.update(security.broker_settings(cluster.data_dir, cluster.security, broker.port, broker.controller_port,
                                              HOST))
+    settings.update(_overrides(broker))
     lines = [f"# written by kmc for sandbox {cluster.name}, node {broker.node_id}; rewritten on every start"]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+OVERRIDES_FILE = "overrides.properties"
+
+
+def _overrides(broker: SandboxBroker) -> dict[str, str]:
+    """``key=value`` lines of the node's ``overrides.properties``, if there is one: settings of your own that
+    win over kmc's at the node's next start (e.g. a listener more; the bench's WAN rows add one)."""
+    try:
+        text = (broker.node_dir / OVERRIDES_FILE).read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise KmcError(f"cannot read {broker.node_dir / OVERRIDES_FILE}: {exc}") from exc
+    settings = {}
+    for line in text.splitlines():
+        key, equals, value = line.partition("=")
+        if line.strip() and not line.lstrip().startswith("#"):
+            if not equals or not key.strip():
+                raise ConfigError(f"{broker.node_dir / OVERRIDES_FILE}: expected key=value, not {line.strip()!r}")
+            settings[key.strip()] = value.strip()
+    return settings
 
 
 def _write_configs(cluster: SandboxCluster) -> None:
