@@ -41,6 +41,7 @@ def _add_listener(cluster: sandbox.SandboxCluster, broker: sandbox.SandboxBroker
         "listener.security.protocol.map": f"{config['listener.security.protocol.map']},{LISTENER}:PLAINTEXT",
     }
     (broker.node_dir / "overrides.properties").write_text("".join(f"{k}={v}\n" for k, v in overrides.items()))
+    workload.close_clients()  # (the harness's clients would log every refused connection while it restarts)
     sandbox.stop_broker(cluster.name, broker.node_id)
     sandbox.start_broker(cluster.name, broker.node_id)
 

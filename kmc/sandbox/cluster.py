@@ -7,6 +7,7 @@ Each sandbox lives in ``$XDG_DATA_HOME/kmc/sandbox/NAME/`` (default ``~/.local/s
     NAME/node-1/server.properties
     NAME/node-1/data/            the node's log.dirs (metadata log and topic partitions)
     NAME/node-1/kafka.log        the JVM's stdout and stderr
+    NAME/node-1/overrides.properties  (optional, yours) settings merged over kmc's at each start
 
 Every node is broker and controller at once (combined mode) and listens on 127.0.0.1 only; the
 controllers form a static quorum (``controller.quorum.voters``), so a stopped sandbox can be restarted on
@@ -487,7 +488,8 @@ def _overrides(broker: SandboxBroker) -> dict[str, str]:
         key, equals, value = line.partition("=")
         if line.strip() and not line.lstrip().startswith("#"):
             if not equals or not key.strip():
-                raise ConfigError(f"{broker.node_dir / OVERRIDES_FILE}: expected key=value, not {line.strip()!r}")
+                raise ConfigError(f"{broker.node_dir / OVERRIDES_FILE}: expected key=value, not {line.strip()!r}",
+                                  hint="fix the line or remove the file, then start the sandbox again")
             settings[key.strip()] = value.strip()
     return settings
 
