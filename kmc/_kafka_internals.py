@@ -382,6 +382,16 @@ class GroupCoordinator(BaseCoordinator):
         self._metadata = metadata
         self._assign = assign
         self._joined = joined
+        # The send time of the last heartbeat the coordinator answered: the moment it last knew this member
+        # alive. (kafka-python keeps one heartbeat in flight, so at an answer ``last_send`` is its request's.)
+        self.answered_sent = float("-inf")
+        heartbeat, received = self.heartbeat, self.heartbeat.received_heartbeat
+
+        def received_heartbeat() -> None:
+            self.answered_sent = heartbeat.last_send
+            received()
+
+        heartbeat.received_heartbeat = received_heartbeat
 
     def protocol_type(self) -> str:
         return self._protocol_type
@@ -403,11 +413,11 @@ class GroupCoordinator(BaseCoordinator):
             return self._generation.is_lost()
 
     def heard_within(self, seconds: float) -> bool:
-        """Whether the coordinator answered a heartbeat (or the member joined) in the last ``seconds``
-        (``Heartbeat.last_receive``/``last_reset``, on ``time.monotonic()``, which runs on while the process
-        is stopped): a member paused for longer may have been replaced without knowing it yet."""
-        heartbeat = self.heartbeat
-        return time.monotonic() - max(heartbeat.last_receive, heartbeat.last_reset) <= seconds
+        """Whether a heartbeat the coordinator answered was sent (or the member joined) in the last
+        ``seconds`` (on ``time.monotonic()``, which runs on while the process is stopped): a member paused
+        for longer may have been replaced without knowing it yet. Measured from the answered heartbeat's
+        send, not from its answer: an answer read after a pause (sent before it) says nothing of the pause."""
+        return time.monotonic() - max(self.answered_sent, self.heartbeat.last_reset) <= seconds
 
     def current(self) -> tuple[int, str]:
         """(generation id, member id) as this member knows them."""

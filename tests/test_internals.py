@@ -373,6 +373,11 @@ def test_kafka_group_coordinator_and_describe_group_raw(src_cluster, topic_name)
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert first.heard_within(5) and not first.heard_within(-1)
+        # an answer read late (after a pause: the request went out 60 s ago) is not a recent hearing
+        first.heartbeat.last_reset = first.heartbeat.last_send = time.monotonic() - 60
+        first.heartbeat.received_heartbeat()
+        assert first.heartbeat.last_receive > time.monotonic() - 1 and not first.heard_within(30)
+        assert first.answered_sent == first.heartbeat.last_send
         assert first.ensure_active_group(timeout_ms=20000)
         joining.join(20)
         assert joined["a"][0] == joined["b"][0] > 1  # one new generation for both
