@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka import TopicPartition as CTopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
@@ -531,3 +531,59 @@ def test_anchors_mark_where_each_stretch_of_the_copy_starts(src_cluster, dst_clu
     anchors = json.loads(records[-1].value)
     assert [anchor[:2] for anchor in anchors] == [[0, 0], [25, 20]]  # source 25 went to target offset 20
     assert [v.decode() for v in values(read_all(dst_cluster, topic_name))[0]][20] == "r-25"
+
+
+def test_a_service_waits_for_the_checkpoints_when_the_target_goes_away_at_start(src_cluster, dst_cluster,  # noqa: ANN001
+                                                                               topic_name: str, monkeypatch) -> None:  # noqa: ANN001
+    """`--follow` waits for a target that is away when it starts (the producer waits); the target can also
+    go away between that and the read of the checkpoints, as a chaos run found (a broker SIGKILLed then:
+    the service exited 4). The target's broker is stopped at that exact moment, and started again 6 s
+    later: the service waits, then copies everything."""
+    import threading
+
+    from kmc.mirror.checkpoints import CheckpointStore
+    from kmc.mirror.engine import run_mirror
+    from kmc.mirror.plan import MirrorSpec
+    from kmc.profiles import adhoc_cluster
+
+    create_topic(src_cluster, topic_name, 2)
+    produce(src_cluster, topic_name, numbered(50, 2))
+    load, stopped = CheckpointStore.load, threading.Event()
+
+    def target_away_then_load(store: CheckpointStore, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if not stopped.is_set():
+            stopped.set()
+            sandbox.stop_broker(dst_cluster.name, 1)
+            threading.Timer(6, sandbox.start_broker, (dst_cluster.name, 1)).start()
+        return load(store, *args, **kwargs)
+
+    monkeypatch.setattr(CheckpointStore, "load", target_away_then_load)
+    stop, notices = threading.Event(), []
+    outcome: dict[str, object] = {}
+
+    def follow() -> None:
+        try:
+            outcome["result"] = run_mirror(adhoc_cluster(bootstrap(src_cluster)), adhoc_cluster(bootstrap(dst_cluster)),
+                                           MirrorSpec(topics=(topic_name,)), mode="follow", stop_event=stop,
+                                           notice_callback=lambda level, text: notices.append(str(text)), timeout=5)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+
+    def copied() -> int:
+        try:
+            return count(dst_cluster, topic_name)
+        except KafkaException:  # (the target is still away)
+            return -1
+
+    runner = threading.Thread(target=follow, daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: "error" in outcome or (stopped.is_set() and copied() == 50), 120,
+                 "the service to copy after the target came back")
+    finally:
+        stop.set()
+        runner.join(60)
+        sandbox.start_broker(dst_cluster.name, 1)  # (a no-op when it runs; the timer's start may have failed)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"].records == 50
+    assert any("not reachable yet" in notice for notice in notices), notices

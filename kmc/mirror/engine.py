@@ -500,7 +500,12 @@ class _Engine:
             self._new_producer()
         elif self._until_target_answers(lambda: self._new_producer() or True, False) is False:
             return self._result(False)  # stopped before the target answered: nothing was copied
-        self.loaded = self.store.load(self._warn)
+        # (a service waits for the checkpoints too: the target may go away again between the two)
+        loaded = self.store.load(self._warn) if self.once else \
+            self._until_target_answers(lambda: self.store.load(self._warn), None)
+        if loaded is None:
+            return self._result(False)
+        self.loaded = loaded
         if self.member is not None and self.spec.exactly_once:
             self.loaded = self._fence_earlier_owners(self.loaded)
         # refused before the target changes: the same topics already copied under another name (exit 2)
