@@ -22,7 +22,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,12 +43,6 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # noqa: E40
 from kmc import sandbox  # noqa: E402
 
 NAMES = ["bench-msrc", "bench-mdst"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fill(bootstrap: str, topic: str, partitions: int, records: int) -> None:
@@ -95,7 +88,7 @@ def one_run(source: str, target: str, topic: str, partitions: int, records: int,
     last scrape (0 without metrics)."""
     args = [sys.executable, "-m", "kmc", "mirror", source, target, "--topics", topic, "--rename",
             f"{{topic}}.{run}", "--flow", run, "--follow", "-q"]
-    port = free_port()
+    (port,) = sandbox.free_ports(1)
     if metrics:
         args += ["--metrics-addr", f"127.0.0.1:{port}"] + (["--metrics-partitions"] if per_partition else [])
     stop = threading.Event()

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -138,6 +139,21 @@ def _status(row: Row) -> str:
     return "FAILED" if row.status == "failed" else row.status
 
 
+def _table(names: list[str], figures: list[str], rows: list[Row], label: Callable[[Row], list[str]],
+           cells: Callable[[Row], list[str]]) -> list[str]:
+    """A markdown table: ``label(row)`` under the ``names`` columns, left-aligned, ``cells(row)`` under the
+    ``figures``, right-aligned; a row that did not run says so (FAILED, not available) in its first
+    figure's column."""
+    lines = ["| " + " | ".join([*names, *figures]) + " |",
+             "| " + " | ".join(["---"] * len(names) + ["---:"] * len(figures)) + " |"]
+    for row in rows:
+        if row.status != "ok":
+            lines.append("| " + " | ".join([*label(row), _status(row)]) + " |" + " |" * (len(figures) - 1))
+        else:
+            lines.append("| " + " | ".join([*label(row), *cells(row)]) + " |")
+    return lines
+
+
 def markdown(result: dict[str, Any], rows: list[Row]) -> str:
     """The report as markdown: a machine line, the throughput table, the one-shot table, the failures."""
     machine = result["machine"]
@@ -155,21 +171,14 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
         "MB = 10^6 bytes of key + value + header. × MM2 = records/s ÷ MirrorMaker 2's; "
         "% ceiling = records/s ÷ the slower of ProducerPerformance and ConsumerPerformance.",
         "",
-        "| dataset | tool | records | seconds | records/s | MB/s | CPU s | peak RSS MiB | × MM2 | % ceiling |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for row in rows:
-        if row.section in ("oneshot", "wan"):
-            continue
-        name = TOOL_NAMES[row.tool] + (" (ceiling)" if row.section == "ceiling" else "")
-        if row.status != "ok":
-            lines.append(f"| {row.dataset} | {name} | {_status(row)} | | | | | | | |")
-            continue
-        lines.append(
-            f"| {row.dataset} | {name} | {_num(row.records)} | {_num(row.seconds, 2)} | {_num(row.records_per_s)} "
-            f"| {_num(row.mb_per_s, 1)} | {_num(row.cpu_s, 1)} | {_num(row.peak_rss_mb)} "
-            f"| {_num(row.vs_mm2, 2, '×')} | {_num(row.vs_ceiling and row.vs_ceiling * 100, 0, ' %')} |"
-        )
+    lines += _table(
+        ["dataset", "tool"], ["records", "seconds", "records/s", "MB/s", "CPU s", "peak RSS MiB", "× MM2", "% ceiling"],
+        [row for row in rows if row.section not in ("oneshot", "wan")],
+        lambda row: [row.dataset, TOOL_NAMES[row.tool] + (" (ceiling)" if row.section == "ceiling" else "")],
+        lambda row: [_num(row.records), _num(row.seconds, 2), _num(row.records_per_s), _num(row.mb_per_s, 1),
+                     _num(row.cpu_s, 1), _num(row.peak_rss_mb), _num(row.vs_mm2, 2, "×"),
+                     _num(row.vs_ceiling and row.vs_ceiling * 100, 0, " %")])
     secured = [row for row in rows if row.tool == "kmc-sasl-ssl" and row.vs_plaintext is not None]
     if secured:
         costs = ", ".join(f"{row.dataset} {row.vs_plaintext * 100:.0f} %"
@@ -187,18 +196,12 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
             "trip, bench/latency_proxy.py; no bandwidth limit), the target local, as a mirror runs in the "
             "target's datacenter. Of LAN = records/s ÷ the same tool's rate in the table above.",
             "",
-            "| dataset | tool | seconds | records/s | MB/s | CPU s | × MM2 | of LAN |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
-        for row in wan:
-            if row.status != "ok":
-                lines.append(f"| {row.dataset} | {TOOL_NAMES[row.tool]} (WAN) | {_status(row)} | | | | | |")
-                continue
-            lines.append(
-                f"| {row.dataset} | {TOOL_NAMES[row.tool]} (WAN) | {_num(row.seconds, 2)} | {_num(row.records_per_s)} "
-                f"| {_num(row.mb_per_s, 1)} | {_num(row.cpu_s, 1)} | {_num(row.vs_mm2, 2, '×')} "
-                f"| {_num(row.vs_lan and row.vs_lan * 100, 0, ' %')} |"
-            )
+        lines += _table(
+            ["dataset", "tool"], ["seconds", "records/s", "MB/s", "CPU s", "× MM2", "of LAN"], wan,
+            lambda row: [row.dataset, f"{TOOL_NAMES[row.tool]} (WAN)"],
+            lambda row: [_num(row.seconds, 2), _num(row.records_per_s), _num(row.mb_per_s, 1), _num(row.cpu_s, 1),
+                         _num(row.vs_mm2, 2, "×"), _num(row.vs_lan and row.vs_lan * 100, 0, " %")])
     oneshot = [row for row in rows if row.section == "oneshot"]
     if oneshot:
         lines += [
@@ -207,17 +210,10 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
             f"({oneshot[0].dataset}), wall time from command start to everything copied, start-up included. "
             "× MM2 = MirrorMaker 2's time ÷ the tool's time.",
             "",
-            "| tool | seconds | CPU s | peak RSS MiB | × MM2 |",
-            "| --- | ---: | ---: | ---: | ---: |",
         ]
-        for row in oneshot:
-            if row.status != "ok":
-                lines.append(f"| {TOOL_NAMES[row.tool]} | {_status(row)} | | | |")
-                continue
-            lines.append(
-                f"| {TOOL_NAMES[row.tool]} | {_num(row.seconds, 2)} | {_num(row.cpu_s, 1)} "
-                f"| {_num(row.peak_rss_mb)} | {_num(row.vs_mm2, 2, '×')} |"
-            )
+        lines += _table(
+            ["tool"], ["seconds", "CPU s", "peak RSS MiB", "× MM2"], oneshot, lambda row: [TOOL_NAMES[row.tool]],
+            lambda row: [_num(row.seconds, 2), _num(row.cpu_s, 1), _num(row.peak_rss_mb), _num(row.vs_mm2, 2, "×")])
     notes = [row for row in rows if row.status != "ok"]
     if notes:
         lines += [""] + [

@@ -384,7 +384,7 @@ def _recorded_ports() -> set[int]:
     return ports
 
 
-def _free_ports(count: int, avoid: set[int]) -> list[int]:
+def free_ports(count: int, avoid: set[int] | frozenset[int] = frozenset()) -> list[int]:
     """``count`` distinct ports free on 127.0.0.1.
 
     Picked below the kernel's ephemeral range when there is room there, so an outgoing connection (of
@@ -867,7 +867,7 @@ def up(names: list[str], brokers: int = 1, timeout: float = 90, security_mode: s
             if cluster is None:
                 if cluster_dir.exists():  # a creation that died before writing its state
                     shutil.rmtree(cluster_dir)
-                ports = _free_ports(2 * brokers, avoid)
+                ports = free_ports(2 * brokers, avoid)
                 avoid.update(ports)
                 cluster = _new_cluster(cluster_dir, name, brokers, ports, runtime.KAFKA_VERSION)
                 cluster = dataclasses.replace(cluster, security=security_mode or security.PLAINTEXT)
@@ -887,7 +887,7 @@ def up(names: list[str], brokers: int = 1, timeout: float = 90, security_mode: s
             if dead and len(dead) == len(cluster.brokers):
                 wanted = [p for b in cluster.brokers for p in (b.port, b.controller_port)]
                 if not all(_can_bind(p) for p in wanted):
-                    ports = _free_ports(len(wanted), avoid)
+                    ports = free_ports(len(wanted), avoid)
                     avoid.update(ports)
                     log.info("sandbox %s: old ports taken, moving to new ports", name)
                     cluster = _reassign_ports(cluster, ports)
