@@ -17,8 +17,7 @@ checkpoints commit together; what followed the checkpoint was aborted, and nothi
 Why a loop of its own rather than the mirror's engine with another source: the engine's source is a
 cluster throughout (plans, offsets, topic ids, provenance, gaps, rewinds while following); an import reads
 files once, in order, and has none of those, and it must stop at the first damaged batch of a partition.
-What the two share is below the loop: the copy path, the producer hooks, checkpoints, provenance, locks.
-Library code: no printing.
+What the two share is below the loop: the copy path, producer hooks, checkpoints, provenance, locks. No printing.
 """
 
 from __future__ import annotations
@@ -189,15 +188,13 @@ class _Partition:
         self.stats = stats
         self.position = 0  # next source offset to import: batches ending before it are done
         self.pending: deque[tuple[int, Any, int, int]] = deque()  # (next offset, future or None, bytes, records)
-        self.acked = 0
-        self.acked_target = 0
+        self.acked = self.acked_target = 0
         self.written: int | None = None
         self.anchors: list[list[int]] = []
         self.anchor: list[int] | None = None  # an anchor to write with the next checkpoint
         self.present: deque[bytes] = deque()  # digests of target records after the checkpoint, to match
         self.damaged = False
-        self.source_topic_id: str | None = None
-        self.target_topic_id: str | None = None
+        self.source_topic_id = self.target_topic_id = None  # (str | None)
         self.target_end = 0  # the target partition's end offset when this run started
 
     def checkpoint(self, now_ms: int) -> Checkpoint:
@@ -521,18 +518,26 @@ class _Import:
             pending = part.pending
             while pending:
                 offset, future, size, sent = pending[0]
-                if future is not None:
-                    if not future.is_done:
-                        break
-                    if future.exception is not None:
-                        raise self._send_error(part, future.exception)
+                if future is not None and future.is_done and future.exception is not None:
+                    raise self._send_error(part, future.exception)
+                # (done or not: a send behind a failed batch of its partition may never complete)
                 if failed and part.target in failed.failed:
                     raise self._send_error(part, failed.failed[part.target])
+                if future is not None and not future.is_done:
+                    break
                 if future is not None and future.value is not None:
                     part.acked_target = future.value.offset + 1
                 part.acked = offset
                 self.inflight -= size
                 pending.popleft()
+
+    def _drain(self, timeout: float) -> None:
+        """Flush: every send acknowledged, or failed (a send neither acknowledged nor failed is no import)."""
+        with translate_errors(self.session.cluster, "flush"):
+            producer_hooks.flush(self.producer, timeout)
+        self._reap()
+        if part := next((part for part in self.parts.values() if part.pending), None):
+            raise self._send_error(part, kafka_errors.KafkaTimeoutError("neither acknowledged nor failed"))
 
     def _wait_for_oldest(self) -> None:
         for part in self.parts.values():
@@ -575,16 +580,13 @@ class _Import:
     def _commit(self, force: bool = False) -> None:
         """--exactly-once: everything sent, and the checkpoints, in the open transaction; commit it."""
         timeout = max(30.0, self.session.timeout) + self.options.delivery_timeout
-        with translate_errors(self.session.cluster, "flush"):
-            producer_hooks.flush(self.producer, timeout)
-        self._reap()
+        self._drain(timeout)
         with translate_errors(self.session.cluster, f"write {CHECKPOINT_TOPIC}"):
             if not self._write_checkpoints() and not force:
                 return
         with translate_errors(self.session.cluster, "commit the transaction"):
             producer_hooks.flush(self.producer, timeout)
-            failed = self.failed_batches.first()  # (an expired batch leaves the transaction committable)
-            if failed is not None:
+            if failed := self.failed_batches.first():  # (an expired batch leaves the transaction committable)
                 raise failed[1]
             producer_hooks.commit_transaction(self.producer, timeout)
 
@@ -592,9 +594,7 @@ class _Import:
         if self.options.exactly_once:
             self._commit()
             return
-        with translate_errors(self.session.cluster, "flush"):
-            producer_hooks.flush(self.producer, self.options.delivery_timeout + 30)
-        self._reap()
+        self._drain(self.options.delivery_timeout + 30)
         self._write_checkpoints()
         self.store.flush(timeout=max(30.0, self.session.timeout))
 

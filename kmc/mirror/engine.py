@@ -435,6 +435,8 @@ class _Engine:
                  stop_event: threading.Event, identity: dict[str, object], progress: ProgressCallback,
                  notice: NoticeCallback, after_crash: bool = False, member: Member | None = None) -> None:
         self.after_crash = after_crash
+        # --exactly-once: the open transaction failed for good (the run ends on it): never commit it
+        self.transaction_failed = False
         self.member = member
         self.source = source
         self.target = target
@@ -1058,19 +1060,20 @@ class _Engine:
             pending = part.pending
             while pending:
                 offset, future, size, sent = pending[0]
-                if future is not None:
-                    if not future.is_done:
-                        break
-                    if future.exception is not None:
-                        if failures:
-                            raise _SendFailed(part, future.exception)
-                        break
-                # Checked after the future: a batch of this partition that failed before this send's last
-                # batch succeeded is recorded by now (a partition's batches complete in order). A keyed
-                # send reaches many target partitions: any failure stops it.
+                if future is not None and future.is_done and future.exception is not None:
+                    if failures:
+                        raise _SendFailed(part, future.exception)
+                    break
+                # Checked whether this send's future is done or not: a batch of this partition that failed
+                # before this send's last batch succeeded is recorded by now (a partition's batches complete
+                # in order), and a send still pending behind a failed batch may never complete (a batch split
+                # after MESSAGE_TOO_LARGE once its partition was stopped stays queued). A keyed send reaches
+                # many target partitions: any failure stops it.
                 if failed_batches and (keyed or part.target in failed_batches.failed):
                     if failures:
                         raise self._batch_failure()
+                    break
+                if future is not None and not future.is_done:
                     break
                 if future is not None and future.value is not None:  # None: a keyed batch sent nothing there
                     acked = future.value.offset + 1
@@ -1099,10 +1102,15 @@ class _Engine:
                 return
 
     def _drain(self) -> None:
-        """Wait for every send to be acknowledged (or fail)."""
+        """Wait for every send to be acknowledged (or fail). A send neither acknowledged nor failed after the
+        flush (kafka-python holds it back: nothing will complete it) is a failed send, never a done one."""
         with translate_errors(self.target.cluster, "flush"):
             producer_hooks.flush(self.producer, self.spec.delivery_timeout + 30)
         self._reap()
+        for part in self.parts.values():
+            if part.pending:
+                raise _SendFailed(part, kafka_errors.KafkaTimeoutError(
+                    f"{part.target.topic}[{part.target.partition}]: a send was neither acknowledged nor failed"))
 
     def _checkpoint(self) -> None:
         if self.spec.exactly_once:
@@ -1358,6 +1366,8 @@ class _Engine:
         # (a fenced producer must never be replaced by one with the same transactional id: that would undo
         # the fence, and a zombie group member could commit again)
         failure = _SendFailed(failure.part, producer_hooks.transaction_error(self.producer, failure.error))
+        # (the run ends here, or goes on with a new producer and a new transaction)
+        self.transaction_failed = True
         if isinstance(failure.error, _FATAL_IN_TRANSACTION):
             error_class = FencedError if isinstance(failure.error, _FENCED) else AuthorizationError
             raise error_class(f"{self.target.cluster.name}: the transaction failed: {_describe(failure.error)}",
@@ -1368,6 +1378,7 @@ class _Engine:
             raise self._send_error(failure)
         self._warn(f"{self.target.cluster.name}: the transaction failed ({_describe(failure.error)}); aborting it "
                    "and copying again from the last commit", "transaction")
+        self.transaction_failed = False  # the next transaction starts afresh, from the committed checkpoints
         close_producer(self.producer, 5)
         self.store.take_failures()  # the abandoned transaction's checkpoints: written again from the loaded ones
         self._uncount_open_transaction()
@@ -1474,10 +1485,13 @@ class _Engine:
         """Flush what is in flight and write the final checkpoints (also after a failure)."""
         if self.spec.exactly_once:
             try:
-                self._commit()
+                if not self.transaction_failed:  # (a run ending on its transaction's failure never commits it)
+                    self._commit()
             except _SendFailed as failure:
                 self._warn(f"the last transaction did not commit ({_describe(failure.error)}); the next run "
                            "copies its records again", "flush")
+                self.transaction_failed = True
+            if self.transaction_failed:
                 self._uncount_open_transaction()
                 self._abandon_transaction(5.0)
             self._report(time.monotonic())
