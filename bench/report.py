@@ -42,8 +42,11 @@ def add_ratios(rows: list[Row]) -> None:
             if section == "oneshot":
                 row.vs_mm2 = mm2.seconds / row.seconds if mm2_ok else None  # type: ignore[union-attr,operator]
                 continue
+            if row.tool.endswith("-lan"):
+                continue  # the LAN run beside a WAN row: what that row's "of LAN" divides by
             row.vs_mm2 = row.records_per_s / mm2.records_per_s if mm2_ok else None  # type: ignore[union-attr,operator]
-            lan = by_dataset.get(("throughput", dataset), {}).get(row.tool)
+            # a WAN row against the LAN rate measured beside it (kmc), else the same tool's throughput row
+            lan = tools.get(f"{row.tool}-lan") or by_dataset.get(("throughput", dataset), {}).get(row.tool)
             if section == "wan" and _ok(lan):
                 row.vs_lan = row.records_per_s / lan.records_per_s  # type: ignore[union-attr,operator]
             if row.tool in MIRROR_TOOLS and ceiling:
@@ -194,12 +197,14 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
             "",
             f"WAN: the same datasets with the source behind a {delay} ms one-way delay (a {2 * delay} ms round "
             "trip, bench/latency_proxy.py; no bandwidth limit), the target local, as a mirror runs in the "
-            "target's datacenter. Of LAN = records/s ÷ the same tool's rate in the table above.",
+            "target's datacenter. Of LAN = records/s ÷ the same tool's LAN rate: for kmc the best of three runs "
+            "through the link ÷ the best of three on the LAN right beside them (its own row), for MirrorMaker 2 "
+            "one run ÷ its row in the table above.",
             "",
         ]
         lines += _table(
             ["dataset", "tool"], ["seconds", "records/s", "MB/s", "CPU s", "× MM2", "of LAN"], wan,
-            lambda row: [row.dataset, f"{TOOL_NAMES[row.tool]} (WAN)"],
+            lambda row: [row.dataset, TOOL_NAMES[row.tool] + ("" if row.tool.endswith("-lan") else " (WAN)")],
             lambda row: [_num(row.seconds, 2), _num(row.records_per_s), _num(row.mb_per_s, 1), _num(row.cpu_s, 1),
                          _num(row.vs_mm2, 2, "×"), _num(row.vs_lan and row.vs_lan * 100, 0, " %")])
     oneshot = [row for row in rows if row.section == "oneshot"]

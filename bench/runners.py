@@ -59,6 +59,7 @@ TOOL_NAMES = {
     "kmc-walk": "kmc mirror --once, every batch walked",
     "kmc-records": "kmc mirror --once, record path",
     "kmc-sasl-ssl": "kmc mirror --once over SASL_SSL",
+    "kmc-lan": "kmc mirror --once, LAN, beside",
     "floor": "kafka-python loop",
 }
 MIRROR_TOOLS = ("mm2", "kmc", "kmc-w2", "kmc-walk", "kmc-records", "kmc-sasl-ssl", "floor")
@@ -178,7 +179,7 @@ def best_of(runner: Callable[..., Row], times: int) -> Callable[..., Row]:
     """``runner`` ``times`` times, keeping the fastest run (the perf tools vary by a third from run to run on
     a 2-core machine); every run's rate is kept in the row's detail."""
 
-    def run(bench: Bench, dataset: Dataset) -> Row:
+    def run(bench: Bench, dataset: Dataset, section: str | None = None) -> Row:  # noqa: ARG001 - the runner's own
         rows = [runner(bench, dataset, attempt=attempt) for attempt in range(times)]
         done = [row for row in rows if row.status == "ok"]
         if not done:
@@ -353,7 +354,7 @@ def kmc_executable() -> str:
 
 
 def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", workers: int = 1,
-               copy_path: str = "batches", secure: bool = False) -> Row:
+               copy_path: str = "batches", secure: bool = False, attempt: int = 0, lan: bool = False) -> Row:
     """``kmc mirror SRC DST --topics T --rename {topic}.kmc --once -q -o json``: start to exit.
 
     kmc's default ``--compression keep`` sends each batch with the codec its source batch has, as MM2's
@@ -364,11 +365,14 @@ def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", work
     KMC_COPY_PATH=records (decoded records).
     ``secure`` copies the same dataset between the SASL_SSL sandboxes (SCRAM-SHA-512 as admin, TLS), by
     their profiles: what TLS and SASL cost.
+    In the "wan" section every run (``attempt``) copies into a topic and flow of its own, deleted once checked:
+    the copy through the latency proxy, or with ``lan`` the LAN copy it is compared with ("kmc-lan").
     """
     tool = "kmc" if workers == 1 else f"kmc-w{workers}"
     suffix = "kmc" if workers == 1 else f"kmc{workers}"
-    if section == "wan":  # the same data copied again, through the latency proxy: a topic and flow of its own
-        suffix += "wan"
+    if section == "wan":  # the same data copied again: a topic and flow of its own
+        tool = "kmc-lan" if lan else tool
+        suffix += ("lan" if lan else "wan") + (str(attempt) if attempt else "")
     env = bench.kmc_env
     if copy_path != "batches":
         tool, suffix, env = f"kmc-{copy_path}", f"kmc{copy_path}", {**env, "KMC_COPY_PATH": copy_path}
@@ -402,7 +406,10 @@ def kmc_mirror(bench: Bench, dataset: Dataset, section: str = "throughput", work
         row.detail["kmc_output"] = json.loads(child.stdout.read_text()) if child.stdout else None
     except (OSError, ValueError) as exc:
         row.detail["kmc_output"] = f"unreadable: {exc}"
-    return _verify(row, bench, dataset, target_topic, secure)
+    row = _verify(row, bench, dataset, target_topic, secure)
+    if section == "wan":
+        workload.delete_topic(bench.target, target_topic)  # (six copies of each dataset: the disk is not endless)
+    return row
 
 
 def floor_loop(bench: Bench, dataset: Dataset, section: str = "throughput") -> Row:

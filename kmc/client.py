@@ -355,6 +355,7 @@ class KafkaSession:
         self.timeout = timeout
         self._admin: KafkaAdminClient | None = None
         self._owned: list[Any] = []
+        self._cluster_id: str | None = None
 
     def __enter__(self) -> KafkaSession:
         return self
@@ -434,7 +435,10 @@ class KafkaSession:
         )
 
     def cluster_id(self) -> str:
-        return self.describe().cluster_id
+        """The cluster's id, asked once per session (a round trip each time counts over a long link)."""
+        if self._cluster_id is None:
+            self._cluster_id = self.describe().cluster_id
+        return self._cluster_id
 
 
 def probe_clusters(clusters: list[Cluster], timeout: float = DEFAULT_TIMEOUT) -> list[Outcome]:

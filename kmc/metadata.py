@@ -261,7 +261,13 @@ CLUSTER_SPECIFIC_CONFIGS = frozenset({
 
 
 def topic_configs(session: KafkaSession, topics: Iterable[str]) -> dict[str, dict[str, str]]:
-    """Each topic's own (topic-level, non-default) configs, in one DescribeConfigs request.
+    """Each topic's own (topic-level, non-default) configs, in one DescribeConfigs request."""
+    return own_configs(describe_topic_configs(session, topics))
+
+
+def describe_topic_configs(session: KafkaSession, topics: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every config of each topic as the broker describes it (``value``, ``config_source``), wherever its
+    value comes from, in one DescribeConfigs request.
 
     A topic whose configs the broker refuses to describe is an AuthorizationError naming it: kafka-python
     3.0 drops DescribeConfigs' per-resource errors, which would make such a topic look as if it had no
@@ -278,11 +284,14 @@ def topic_configs(session: KafkaSession, topics: Iterable[str]) -> dict[str, dic
         described = session.admin.describe_configs(resources, config_filter="all")
     by_topic = described.get("topic", {})
     _check_described(session, [name for name in names if not by_topic.get(name)])
-    return {
-        name: {key: entry.get("value") for key, entry in sorted(by_topic.get(name, {}).items())
-               if entry.get("config_source") == "DYNAMIC_TOPIC_CONFIG"}
-        for name in names
-    }
+    return {name: by_topic.get(name, {}) for name in names}
+
+
+def own_configs(described: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, str]]:
+    """The topic-level (non-default) configs among :func:`describe_topic_configs`' answer."""
+    return {name: {key: entry.get("value") for key, entry in sorted(entries.items())
+                   if entry.get("config_source") == "DYNAMIC_TOPIC_CONFIG"}
+            for name, entries in described.items()}
 
 
 def _check_described(session: KafkaSession, empty: list[str]) -> None:

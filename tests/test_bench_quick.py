@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 MIRROR_TOOLS = ["mm2", "kmc", "kmc-w2", "kmc-walk", "kmc-records", "kmc-sasl-ssl", "floor"]
 THROUGHPUT_TOOLS = ["producer-perf", "consumer-perf", *MIRROR_TOOLS]
 MANY_PARTITIONS_TOOLS = ["mm2", "kmc"]  # the many-partitions dataset's row
-WAN_TOOLS = ["mm2", "kmc"]  # the WAN rows: the source behind the latency proxy
+WAN_TOOLS = ["mm2", "kmc-lan", "kmc"]  # the WAN rows: the source behind the latency proxy (kmc-lan: LAN, beside)
 ONESHOT_TOOLS = [tool for tool in MIRROR_TOOLS if tool != "kmc-sasl-ssl"]  # TLS's cost: throughput only
 PARTITIONS = 12  # of every dataset but the many-partitions one
 
@@ -95,7 +95,7 @@ def test_every_copy_is_complete(quick_run: dict) -> None:
     # every dataset and the small one-shot topic
     usual = [d for d in result["datasets"] if d["partitions"] == PARTITIONS]
     assert len(copies) == (sum(len(set(_tools(d)) & set(MIRROR_TOOLS)) for d in result["datasets"])
-                           + len(ONESHOT_TOOLS) + len(WAN_TOOLS) * len(usual))
+                           + len(ONESHOT_TOOLS) + len(set(WAN_TOOLS) & set(MIRROR_TOOLS)) * len(usual))
     for row in copies:
         source, target = row["detail"]["source_counts"], row["detail"]["target_counts"]
         assert len(source) == partitions[row["dataset"]], row["detail"]
@@ -108,20 +108,26 @@ def test_table_has_every_row(quick_run: dict) -> None:
     assert table == quick_run["latest_md"]
     lines = table.splitlines()
     for row in quick_run["result"]["results"]:
-        name = row["tool_name"] + {"ceiling": " (ceiling)", "wan": " (WAN)"}.get(row["section"], "")
+        lan = row["tool"].endswith("-lan")  # (the LAN run beside a WAN row: no ratio of its own)
+        name = row["tool_name"] + {"ceiling": " (ceiling)", "wan": "" if lan else " (WAN)"}.get(row["section"], "")
         if row["section"] == "oneshot":
             wanted = [line for line in lines if line.startswith(f"| {name} | ")]
         else:
             wanted = [line for line in lines if line.startswith(f"| {row['dataset']} | {name} | ")]
         assert len(wanted) == 1, (row["section"], row["dataset"], name)
-        assert "FAILED" not in wanted[0] and "×" in wanted[0]
+        assert "FAILED" not in wanted[0] and ("×" in wanted[0] or lan)
     secured = [row for row in quick_run["result"]["results"] if row["tool"] == "kmc-sasl-ssl"]
     usual = [d for d in quick_run["result"]["datasets"] if d["partitions"] == PARTITIONS]
     assert len(secured) == len(usual) and all(row["vs_plaintext"] > 0 for row in secured)
     assert "The cost of TLS and SASL" in table
-    far = [row for row in quick_run["result"]["results"] if row["section"] == "wan"]
+    far = [row for row in quick_run["result"]["results"] if row["section"] == "wan" and row["tool"] != "kmc-lan"]
     assert all(row["vs_lan"] > 0 and row["detail"]["delay_ms"] == 25 and row["detail"]["proxy_cpu_s"] > 0
                for row in far)
+    rows = _rows(quick_run)
+    for dataset in usual:  # kmc's WAN row against the LAN run beside it, not the throughput table's
+        wan, lan = rows[("wan", dataset["name"], "kmc")], rows[("wan", dataset["name"], "kmc-lan")]
+        assert wan["vs_lan"] == pytest.approx(wan["records_per_s"] / lan["records_per_s"], abs=0.002)
+        assert lan["detail"]["target_counts"] == lan["detail"]["source_counts"] and lan["vs_lan"] is None
     machine = quick_run["result"]["machine"]
     assert {"nproc", "memory_gib", "cpu_model", "python", "java"} <= set(machine)
     assert f"{machine['nproc']} CPUs" in table

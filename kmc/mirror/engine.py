@@ -27,11 +27,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import kafka.errors as kafka_errors
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import OffsetSpec, OffsetTimestamp
 
 from kmc._kafka_internals import close_producer
@@ -62,7 +63,7 @@ from kmc.mirror.copypath import ORIGIN_HEADER, KeyedCopyPath, RecordCopyPath
 from kmc.mirror.fetch import fetch_batches
 from kmc.mirror.lock import hold_lock, lock_identity, lock_left_by_a_dead_run
 from kmc.mirror.membership import Member
-from kmc.mirror.plan import KEEP_CODEC, MirrorSpec, TopicPlan, apply_plan, copy_mode, parse_start, plan_mirror
+from kmc.mirror.plan import KEEP_CODEC, MirrorSpec, Plan, TopicPlan, apply_plan, copy_mode, parse_start, plan_mirror
 from kmc.mirror.provenance import PROVENANCE_TOPIC, ProvenanceMap, announce, ensure_provenance_topic
 from kmc.mirror.telemetry import EMPTY_LATENCY, ERROR_KINDS, LatencySnapshot, Notice, PartitionProgress, Telemetry
 from kmc.profiles import Cluster
@@ -485,48 +486,16 @@ class _Engine:
         self.plan = plan
         for warning in plan.warnings:
             self._warn(warning)
-        if ensure_checkpoint_topic(self.target):
-            self.notice("info", "created kmc.checkpoints")
-        if ensure_provenance_topic(self.target):
-            self.notice("info", f"created {PROVENANCE_TOPIC}")
         # which of the source's producers are kmc mirrors, and from where (loop prevention by batch)
         self.provenance = ProvenanceMap(self.source, self._warn)
-        self.provenance.load()
-        self.store = CheckpointStore(self.target, self.spec.flow, plan.source_cluster_id,
-                                     self.member.label if self.member else None,
-                                     self._transactional_id() if self.member and self.spec.exactly_once else None)
-        # With --exactly-once the producer's init_transactions() fences an earlier run and aborts its open
-        # transaction before the checkpoints are read. A service (--follow) that starts while the target is
-        # away (a broker restarting, its transaction coordinator moving) waits for it; --once fails (exit 4).
-        if self.once:
-            self._new_producer()
-        elif self._until_target_answers(lambda: self._new_producer() or True, False) is False:
+        # The source's side of the start (its kmc.provenance, the consumer) runs beside the target's: over a
+        # long link between the two sites each of its round trips counts. Neither is used before the copy.
+        with ThreadPoolExecutor(1, thread_name_prefix="kmc-source-start") as pool:
+            source_start = pool.submit(self._start_source)
+            ready = self._start_target(plan)
+        if not ready:
             return self._result(False)  # stopped before the target answered: nothing was copied
-        # (a service waits for the checkpoints too: the target may go away again between the two)
-        loaded = self.store.load(self._warn) if self.once else \
-            self._until_target_answers(lambda: self.store.load(self._warn), None)
-        if loaded is None:
-            return self._result(False)
-        self.loaded = loaded
-        if self.member is not None and self.spec.exactly_once:
-            self.loaded = self._fence_earlier_owners(self.loaded)
-        # refused before the target changes: the same topics already copied under another name (exit 2)
-        self._other_copies([(topic, p) for topic in plan.topics for p in range(topic.partitions)])
-        self.changes.extend(apply_plan(self.target, plan))
-        for change in self.changes:
-            self.notice("info", change)
-        self.consumer = self.source.consumer(
-            isolation_level="read_committed",
-            # never jump silently: an offset out of range (records deleted before they were copied, a topic
-            # recreated or truncated) raises, and the loop reports it as a gap (_out_of_range)
-            auto_offset_reset="none",
-            fetch_max_bytes=16 * MiB,
-            max_partition_fetch_bytes=max(2 * MiB, plan.max_message_bytes),
-            max_poll_records=2000,
-            fetch_max_wait_ms=200,
-        )
-        fetch_batches(self.consumer, raw=self.copy_path != "records")
-        self.telemetry.watch_consumer(self.consumer)
+        self.consumer = source_start.result()
         try:
             self._add_partitions(plan.topics, self.spec.start)
         except _SendFailed as failure:  # --exactly-once: the starting points did not commit
@@ -544,6 +513,55 @@ class _Engine:
         for name, topic in self.topics.items():
             topic.lag = lag.get(name)
         return self._result(complete)
+
+    def _start_source(self) -> KafkaConsumer:
+        """Read the source's kmc.provenance and connect the consumer (on a thread of its own: run())."""
+        self.provenance.load()
+        consumer = self.source.consumer(
+            isolation_level="read_committed",
+            # never jump silently: an offset out of range (records deleted before they were copied, a topic
+            # recreated or truncated) raises, and the loop reports it as a gap (_out_of_range)
+            auto_offset_reset="none",
+            fetch_max_bytes=16 * MiB,
+            max_partition_fetch_bytes=max(2 * MiB, self.plan.max_message_bytes),
+            max_poll_records=2000,
+            fetch_max_wait_ms=200,
+        )
+        fetch_batches(consumer, raw=self.copy_path != "records")
+        self.telemetry.watch_consumer(consumer)
+        return consumer
+
+    def _start_target(self, plan: Plan) -> bool:
+        """Make the target ready: kmc's topics, the producer, the checkpoints, the topics to copy into.
+        False: stopped while waiting for it (a service whose target is away)."""
+        if ensure_checkpoint_topic(self.target):
+            self.notice("info", "created kmc.checkpoints")
+        if ensure_provenance_topic(self.target):
+            self.notice("info", f"created {PROVENANCE_TOPIC}")
+        self.store = CheckpointStore(self.target, self.spec.flow, plan.source_cluster_id,
+                                     self.member.label if self.member else None,
+                                     self._transactional_id() if self.member and self.spec.exactly_once else None)
+        # With --exactly-once the producer's init_transactions() fences an earlier run and aborts its open
+        # transaction before the checkpoints are read. A service (--follow) that starts while the target is
+        # away (a broker restarting, its transaction coordinator moving) waits for it; --once fails (exit 4).
+        if self.once:
+            self._new_producer()
+        elif self._until_target_answers(lambda: self._new_producer() or True, False) is False:
+            return False
+        # (a service waits for the checkpoints too: the target may go away again between the two)
+        loaded = self.store.load(self._warn) if self.once else \
+            self._until_target_answers(lambda: self.store.load(self._warn), None)
+        if loaded is None:
+            return False
+        self.loaded = loaded
+        if self.member is not None and self.spec.exactly_once:
+            self.loaded = self._fence_earlier_owners(self.loaded)
+        # refused before the target changes: the same topics already copied under another name (exit 2)
+        self._other_copies([(topic, p) for topic in plan.topics for p in range(topic.partitions)])
+        self.changes.extend(apply_plan(self.target, plan))
+        for change in self.changes:
+            self.notice("info", change)
+        return True
 
     def _result(self, complete: bool) -> MirrorResult:
         plan = self.plan

@@ -29,10 +29,11 @@ from kmc.errors import AuthorizationError, KafkaOperationError, KmcError, UsageE
 from kmc.metadata import (
     CLUSTER_SPECIFIC_CONFIGS,
     compile_patterns,
+    describe_topic_configs,
     describe_topics,
-    effective_topic_configs,
     is_internal,
     is_valid_topic_name,
+    own_configs,
     render_topic_name,
     topic_configs,
 )
@@ -300,9 +301,10 @@ def plan_mirror(source: KafkaSession, target: KafkaSession, spec: MirrorSpec) ->
     target_all = describe_topics(target, include_internal=True, with_offsets=False)
     target_topics = {topic.name: topic for topic in target_all if topic.name in wanted}
     checkpoint_exists = any(topic.name == CHECKPOINT_TOPIC for topic in target_all)
-    source_configs = _travelling(topic_configs(source, mapping))
+    described = describe_topic_configs(source, mapping)  # (one request: own configs and effective limits)
+    source_configs = _travelling(own_configs(described))
     target_configs = _travelling(topic_configs(target, target_topics))
-    max_bytes = _max_message_bytes(source, mapping)
+    max_bytes = _max_message_bytes(described)
     brokers = len(target_info.brokers)
     if spec.replication_factor is not None and spec.replication_factor > brokers:
         raise UsageError(f"--replication-factor {spec.replication_factor}: {target.cluster.name} has only "
@@ -388,11 +390,10 @@ def _drift(source: Mapping[str, str], target: Mapping[str, str]) -> dict[str, di
             for key in sorted(set(source) | set(target)) if source.get(key) != target.get(key)}
 
 
-def _max_message_bytes(session: KafkaSession, topics: Mapping[str, str]) -> dict[str, int]:
+def _max_message_bytes(described: dict[str, dict[str, dict[str, Any]]]) -> dict[str, int]:
     """Each topic's effective max.message.bytes (its own or the broker default)."""
-    values = effective_topic_configs(session, topics, ["max.message.bytes"])
-    return {name: int(configs["max.message.bytes"]) for name, configs in values.items()
-            if str(configs.get("max.message.bytes", "")).isdigit()}
+    values = {name: str(entries.get("max.message.bytes", {}).get("value") or "") for name, entries in described.items()}
+    return {name: int(value) for name, value in values.items() if value.isdigit()}
 
 
 def apply_plan(target: KafkaSession, plan: Plan) -> list[str]:
