@@ -192,13 +192,15 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
                   "CPU seconds): " + costs + "."]
     wan = [row for row in rows if row.section == "wan"]
     if wan:
-        delay = wan[0].detail.get("delay_ms", "?")
+        delay = next((row.detail["delay_ms"] for row in wan if "delay_ms" in row.detail), "?")
+        runs = {1: "one run", 2: "two runs", 3: "three runs"}.get(
+            max((len(row.detail.get("runs_records_per_s", ())) for row in wan), default=1), "several runs")
         lines += [
             "",
             f"WAN: the same datasets with the source behind a {delay} ms one-way delay (a {2 * delay} ms round "
             "trip, bench/latency_proxy.py; no bandwidth limit), the target local, as a mirror runs in the "
-            "target's datacenter. Of LAN = records/s ÷ the same tool's LAN rate: for kmc the best of three runs "
-            "through the link ÷ the best of three on the LAN right beside them (its own row), for MirrorMaker 2 "
+            f"target's datacenter. Of LAN = records/s ÷ the same tool's LAN rate: for kmc the best of {runs} "
+            f"through the link ÷ the best of {runs} on the LAN right beside them (its own row), for MirrorMaker 2 "
             "one run ÷ its row in the table above.",
             "",
         ]

@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 
-from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 PARTITIONS = 12
@@ -102,9 +102,13 @@ def create_topic(bootstrap: str, topic: str, compression: str, partitions: int =
 
 
 def delete_topic(bootstrap: str, topic: str, timeout: float = 60) -> None:
-    """Delete ``topic`` and wait until the cluster no longer lists it."""
+    """Delete ``topic`` (if it exists) and wait until the cluster no longer lists it."""
     for future in admin(bootstrap).delete_topics([topic], operation_timeout=30).values():
-        future.result()
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
     deadline = time.monotonic() + timeout
     while topic in admin(bootstrap).list_topics(timeout=30).topics:
         if time.monotonic() > deadline:
