@@ -194,7 +194,7 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
     if wan:
         delay = next((row.detail["delay_ms"] for row in wan if "delay_ms" in row.detail), "?")
         runs = {1: "one run", 2: "two runs", 3: "three runs"}.get(
-            max((len(row.detail.get("runs_records_per_s", ())) for row in wan), default=1), "several runs")
+            max((len(row.detail.get("runs_records_per_s", ())) for row in wan), default=0) or 1, "several runs")
         lines += [
             "",
             f"WAN: the same datasets with the source behind a {delay} ms one-way delay (a {2 * delay} ms round "

@@ -174,7 +174,8 @@ def run(args: argparse.Namespace, home: Path) -> tuple[dict, list[runners.Row]]:
             return None
         time.sleep(settle)  # let the brokers finish flushing the previous run's data
         load = report.load_average()
-        say(f"{dataset.name}: {runners.TOOL_NAMES[tool]}" + (" (WAN)" if section == "wan" else ""))
+        far = section == "wan" and on is not None and on is not bench  # (kmc-lan runs beside, on the LAN)
+        say(f"{dataset.name}: {runners.TOOL_NAMES[tool]}" + (" (WAN)" if far else ""))
         row = runner(on or bench, dataset) if section == "ceiling" else runner(on or bench, dataset, section)
         row.detail["load_average_before"] = load
         rows.append(row)

@@ -152,6 +152,75 @@ def test_a_target_outage_aborts_the_transaction_and_loses_nothing(src_cluster, d
     assert_no_open_transaction(dst_cluster, topic_name, "kmc.checkpoints")
 
 
+def test_a_recovery_cut_short_never_commits_what_the_aborted_transaction_held(src_cluster, dst_cluster,  # noqa: ANN001
+                                                                               topic_name: str, monkeypatch) -> None:  # noqa: ANN001
+    """A send fails (retriably) while records acknowledged in the open transaction wait for its commit: the
+    transaction is aborted, and the run reads the committed checkpoints again. If that read ends the run
+    (an error, or a stop while the target is away), the run's way out must not commit a checkpoint past
+    the aborted records with the new producer (a reviewer's finding: it did, and the next run resumed after
+    500 records that no read_committed reader ever saw)."""
+    import threading
+
+    import kafka.errors as kafka_errors
+
+    from kmc.errors import KafkaOperationError
+    from kmc.mirror.batchpath import BatchCopyPath
+    from kmc.mirror.checkpoints import CheckpointStore
+    from kmc.mirror.engine import run_mirror
+    from kmc.mirror.plan import MirrorSpec
+    from kmc.profiles import adhoc_cluster
+    from tests.helpers import bootstrap
+
+    create_topic(src_cluster, topic_name, 1)
+    produce(src_cluster, topic_name, numbered(500, 1))
+    send_batch, load = BatchCopyPath.send_batch, CheckpointStore.load
+    second_half, failed = threading.Event(), threading.Event()
+
+    def send_failing(path, target, items):  # noqa: ANN001, ANN202
+        if second_half.is_set() and not failed.is_set():
+            failed.set()
+            raise kafka_errors.KafkaTimeoutError("injected: a send timed out")  # retriable: the transaction aborts
+        return send_batch(path, target, items)
+
+    def load_failing(store, *args, **kwargs):  # noqa: ANN001, ANN202
+        if failed.is_set():  # reading the committed checkpoints again, after the abort
+            raise KafkaOperationError("injected: reading kmc.checkpoints failed")
+        return load(store, *args, **kwargs)
+
+    monkeypatch.setattr(BatchCopyPath, "send_batch", send_failing)
+    monkeypatch.setattr(CheckpointStore, "load", load_failing)
+    stop = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def follow() -> None:
+        try:
+            run_mirror(adhoc_cluster(bootstrap(src_cluster)), adhoc_cluster(bootstrap(dst_cluster)),
+                       MirrorSpec(topics=(topic_name,), exactly_once=True, checkpoint_interval=600),
+                       mode="follow", stop_event=stop)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            outcome.append(exc)
+
+    runner = threading.Thread(target=follow)
+    runner.start()
+    try:
+        # the first 500 are sent and acknowledged in the open transaction (no commit for 600 s)
+        wait_for(lambda: uncommitted(dst_cluster, topic_name) >= 500, 60, "the first 500 records in the target's log")
+        time.sleep(1)  # (acknowledged: the loop looks every 50 ms)
+        second_half.set()
+        produce(src_cluster, topic_name, numbered(500, 1, start=500))
+        runner.join(90)
+    finally:
+        stop.set()
+        runner.join(30)
+    assert failed.is_set() and len(outcome) == 1 and isinstance(outcome[0], KafkaOperationError), outcome
+    assert count(dst_cluster, topic_name) == 0  # the aborted transaction: nothing visible
+    monkeypatch.undo()
+    result = kmc("mirror", "src", "dst", "--topics", topic_name, "--exactly-once", "-o", "json").json()
+    assert result["records"] == 1000  # from the last committed checkpoint: the start
+    assert_exact_copy(read_all(src_cluster, topic_name), read_all(dst_cluster, topic_name))
+
+
 def test_a_fence_met_while_writing_checkpoints_is_reported_as_a_fence(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
                                                                        monkeypatch) -> None:  # noqa: ANN001
     """A run fenced by another with its transactional id (a group member paused past its session, resumed)

@@ -7,9 +7,9 @@ compaction left gaps. Progress is kept as the mirror keeps it (kmc/mirror/checkp
 ``kmc groups translate`` and a later ``kmc mirror`` from that cluster see an import as a mirror that ran;
 and the import's producer announces itself in ``kmc.provenance`` with that cluster as its origin.
 
-Resuming: records acknowledged after the last checkpoint (a ``kill -9``) are in the target already. They are
-read back from the target and matched against the export's next records one by one (key, value, headers,
-timestamp: kmc.diff's record digest); the matching ones are not sent again, so an interrupted import
+Resuming: records acknowledged after the last checkpoint (a ``kill -9``: once its last requests landed) are
+in the target already. They are read back and matched against the export's next records one by one (key,
+value, headers, timestamp: kmc.diff's record digest); the matching ones are not sent again, so an import
 resumes exactly without transactions, and never drops a record the target does not have (a record that
 does not match ends the matching: from there on everything is sent). With ``--exactly-once`` records and
 checkpoints commit together; what followed the checkpoint was aborted, and nothing needs matching.
@@ -17,8 +17,7 @@ checkpoints commit together; what followed the checkpoint was aborted, and nothi
 Why a loop of its own rather than the mirror's engine with another source: the engine's source is a
 cluster throughout (plans, offsets, topic ids, provenance, gaps, rewinds while following); an import reads
 files once, in order, and has none of those, and it must stop at the first damaged batch of a partition.
-What the two share is below the loop: the copy path, producer hooks, checkpoints, provenance, locks. No printing.
-"""
+What the two share is below the loop: copy path, producer hooks, checkpoints, provenance, locks. No printing."""
 
 from __future__ import annotations
 
@@ -55,7 +54,7 @@ from kmc.mirror import producer_hooks
 from kmc.mirror.batchpath import BatchCopyPath
 from kmc.mirror.checkpoints import CHECKPOINT_TOPIC, MAX_ANCHORS, Checkpoint, CheckpointStore, ensure_checkpoint_topic
 from kmc.mirror.fetch import RawBatch
-from kmc.mirror.lock import hold_lock, lock_identity
+from kmc.mirror.lock import hold_lock, lock_identity, lock_left_by_a_dead_run, settled_ends
 from kmc.mirror.plan import DEFAULT_FLOW, Plan, TopicPlan, apply_plan
 from kmc.mirror.provenance import announce, ensure_provenance_topic
 from kmc.profiles import NAME_RE, Cluster, validate_rename
@@ -171,6 +170,7 @@ def import_archive(source: Path | IO[bytes], target: Cluster, options: ImportOpt
             importer.warn(f"{name} is incomplete (its export did not finish): not imported; run kmc export again")
         identity = lock_identity(importer.source_id, importer.target_id, options.topics, (), options.rename,
                                  options.flow)
+        importer.after_crash = lock_left_by_a_dead_run(identity)  # (its last requests may still land)
         with hold_lock(identity, f"import into {target.name} (flow {options.flow})"):
             importer.identity = identity
             return importer.run(reader, started)
@@ -194,7 +194,8 @@ class _Partition:
         self.anchor: list[int] | None = None  # an anchor to write with the next checkpoint
         self.present: deque[bytes] = deque()  # digests of target records after the checkpoint, to match
         self.damaged = False
-        self.source_topic_id = self.target_topic_id = None  # (str | None)
+        self.source_topic_id: str | None = None
+        self.target_topic_id: str | None = None
         self.target_end = 0  # the target partition's end offset when this run started
 
     def checkpoint(self, now_ms: int) -> Checkpoint:
@@ -316,7 +317,8 @@ class _Import:
                 if entry.topic in by_topic:
                     first_offsets.setdefault((entry.topic, entry.partition), entry.start_offset)
         targets = {key: TopicPartition(by_topic[key[0]].target_topic, key[1]) for key in first_offsets}
-        ends = list_offsets(self.session, dict.fromkeys(targets.values(), OffsetSpec.LATEST))
+        ends = settled_ends(lambda: list_offsets(self.session, dict.fromkeys(targets.values(), OffsetSpec.LATEST)),
+                            self.stop_event, 30.0 if self.after_crash else 0.0)
         target_ids = {info.name: info.topic_id for info in describe_topics(
             self.session, with_offsets=False, wanted={tp.topic for tp in targets.values()}.__contains__)}
         now_ms = int(time.time() * 1000)
@@ -429,7 +431,8 @@ class _Import:
                     self._checkpoint()
                     next_checkpoint = now + self.options.checkpoint_interval
                 if self.progress is not None and now >= next_progress:
-                    self.progress(ImportProgress(self._records(), self._bytes(), now - started))
+                    self.progress(ImportProgress(self._records(), sum(t.bytes for t in self.topics.values()),
+                                                 now - started))
                     next_progress = now + 1.0
             else:
                 complete = not self.damaged
@@ -447,9 +450,6 @@ class _Import:
 
     def _records(self) -> int:
         return sum(topic.records for topic in self.topics.values())
-
-    def _bytes(self) -> int:
-        return sum(topic.bytes for topic in self.topics.values())
 
     def _feed(self, chunk: Chunk) -> None:
         part = self.parts.get((chunk.topic, chunk.partition))
@@ -518,13 +518,13 @@ class _Import:
             pending = part.pending
             while pending:
                 offset, future, size, sent = pending[0]
-                if future is not None and future.is_done and future.exception is not None:
-                    raise self._send_error(part, future.exception)
-                # (done or not: a send behind a failed batch of its partition may never complete)
+                if future is not None:
+                    if not future.is_done:
+                        break
+                    if future.exception is not None:
+                        raise self._send_error(part, future.exception)
                 if failed and part.target in failed.failed:
                     raise self._send_error(part, failed.failed[part.target])
-                if future is not None and not future.is_done:
-                    break
                 if future is not None and future.value is not None:
                     part.acked_target = future.value.offset + 1
                 part.acked = offset
@@ -536,8 +536,8 @@ class _Import:
         with translate_errors(self.session.cluster, "flush"):
             producer_hooks.flush(self.producer, timeout)
         self._reap()
-        if part := next((part for part in self.parts.values() if part.pending), None):
-            raise self._send_error(part, kafka_errors.KafkaTimeoutError("neither acknowledged nor failed"))
+        if part := next((part for part in self.parts.values() if part.pending), None):  # (behind a failed batch)
+            raise self._send_error(part, self.failed_batches.failed.get(part.target) or kafka_errors.KafkaError())
 
     def _wait_for_oldest(self) -> None:
         for part in self.parts.values():

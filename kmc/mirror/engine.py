@@ -61,7 +61,7 @@ from kmc.mirror.checkpoints import (
 )
 from kmc.mirror.copypath import ORIGIN_HEADER, KeyedCopyPath, RecordCopyPath
 from kmc.mirror.fetch import fetch_batches
-from kmc.mirror.lock import hold_lock, lock_identity, lock_left_by_a_dead_run
+from kmc.mirror.lock import hold_lock, lock_identity, lock_left_by_a_dead_run, settled_ends
 from kmc.mirror.membership import Member
 from kmc.mirror.plan import KEEP_CODEC, MirrorSpec, Plan, TopicPlan, apply_plan, copy_mode, parse_start, plan_mirror
 from kmc.mirror.provenance import PROVENANCE_TOPIC, ProvenanceMap, announce, ensure_provenance_topic
@@ -492,7 +492,7 @@ class _Engine:
         # long link between the two sites each of its round trips counts. Neither is used before the copy.
         with ThreadPoolExecutor(1, thread_name_prefix="kmc-source-start") as pool:
             source_start = pool.submit(self._start_source)
-            ready = self._start_target(plan)
+            ready = self._start_target(plan, source_start.result)
         if not ready:
             return self._result(False)  # stopped before the target answered: nothing was copied
         self.consumer = source_start.result()
@@ -531,8 +531,9 @@ class _Engine:
         self.telemetry.watch_consumer(consumer)
         return consumer
 
-    def _start_target(self, plan: Plan) -> bool:
-        """Make the target ready: kmc's topics, the producer, the checkpoints, the topics to copy into.
+    def _start_target(self, plan: Plan, source_ready: Callable[[], object]) -> bool:
+        """Make the target ready: kmc's topics, the producer, the checkpoints, the topics to copy into
+        (only once ``source_ready()`` returned: a source that failed to start changes no topic there).
         False: stopped while waiting for it (a service whose target is away)."""
         if ensure_checkpoint_topic(self.target):
             self.notice("info", "created kmc.checkpoints")
@@ -558,6 +559,7 @@ class _Engine:
             self.loaded = self._fence_earlier_owners(self.loaded)
         # refused before the target changes: the same topics already copied under another name (exit 2)
         self._other_copies([(topic, p) for topic in plan.topics for p in range(topic.partitions)])
+        source_ready()  # (raises the source side's error)
         self.changes.extend(apply_plan(self.target, plan))
         for change in self.changes:
             self.notice("info", change)
@@ -802,25 +804,13 @@ class _Engine:
                        "from the start")
 
     def _settled_ends(self, target_tps: list[TopicPartition], settle: bool = False) -> dict[TopicPartition, int]:
-        """The target partitions' end offsets. After a crash of the previous run (or, ``settle``, after this
-        run gave up on sends), produce requests may still be in the brokers' queues, or appended by a
-        leader that waits for its followers (acks=all: the end a client sees moves only once they have the
-        records): the ends are read until they stay put for two seconds (at most 30 s), so those records
-        land before the run counts what it copies again and writes anything (they would otherwise be
-        uncounted repeats, landing after records this run wrote)."""
+        """The target partitions' end offsets; after a crash of the previous run (or, ``settle``, after this
+        run gave up on sends) once they stay put (:func:`kmc.mirror.lock.settled_ends`)."""
         specs = {tp: OffsetSpec.LATEST for tp in target_tps}
-        ends = self._offsets(self.target, specs)
         if not (settle or self.after_crash) or not specs:
-            return ends
+            return self._offsets(self.target, specs)
         self.after_crash = False
-        deadline = time.monotonic() + 30.0
-        still = 0
-        while time.monotonic() < deadline and not self.stop_event.is_set() and still < 2:
-            self.stop_event.wait(1.0)
-            again = self._offsets(self.target, specs)
-            still = still + 1 if again == ends else 0
-            ends = again
-        return ends
+        return settled_ends(lambda: self._offsets(self.target, specs), self.stop_event)
 
     def _resume(self, topic: TopicPlan, p: int, checkpoint: Checkpoint, first: int, last: int, target_end: int,
                 target_id: str | None, now_ms: int) -> _Start:
@@ -1078,20 +1068,19 @@ class _Engine:
             pending = part.pending
             while pending:
                 offset, future, size, sent = pending[0]
-                if future is not None and future.is_done and future.exception is not None:
-                    if failures:
-                        raise _SendFailed(part, future.exception)
-                    break
-                # Checked whether this send's future is done or not: a batch of this partition that failed
-                # before this send's last batch succeeded is recorded by now (a partition's batches complete
-                # in order), and a send still pending behind a failed batch may never complete (a batch split
-                # after MESSAGE_TOO_LARGE once its partition was stopped stays queued). A keyed send reaches
-                # many target partitions: any failure stops it.
+                if future is not None:
+                    if not future.is_done:
+                        break
+                    if future.exception is not None:
+                        if failures:
+                            raise _SendFailed(part, future.exception)
+                        break
+                # Checked after the future: a batch of this partition that failed before this send's last
+                # batch succeeded is recorded by now (a partition's batches complete in order). A keyed
+                # send reaches many target partitions: any failure stops it.
                 if failed_batches and (keyed or part.target in failed_batches.failed):
                     if failures:
                         raise self._batch_failure()
-                    break
-                if future is not None and not future.is_done:
                     break
                 if future is not None and future.value is not None:  # None: a keyed batch sent nothing there
                     acked = future.value.offset + 1
@@ -1121,12 +1110,16 @@ class _Engine:
 
     def _drain(self) -> None:
         """Wait for every send to be acknowledged (or fail). A send neither acknowledged nor failed after the
-        flush (kafka-python holds it back: nothing will complete it) is a failed send, never a done one."""
+        flush is a failed send, never a done one: kafka-python fails the batches queued behind a failed one
+        a moment after the flush stops waiting for them (its partition stopped), or holds them back."""
         with translate_errors(self.target.cluster, "flush"):
             producer_hooks.flush(self.producer, self.spec.delivery_timeout + 30)
         self._reap()
+        failed = self.failed_batches
         for part in self.parts.values():
-            if part.pending:
+            if part.pending:  # held back behind a failed batch of its partition (whose failure it is), or lost
+                if failed and (self.spec.partitioner == "key" or part.target in failed.failed):
+                    raise self._batch_failure()
                 raise _SendFailed(part, kafka_errors.KafkaTimeoutError(
                     f"{part.target.topic}[{part.target.partition}]: a send was neither acknowledged nor failed"))
 
@@ -1396,13 +1389,15 @@ class _Engine:
             raise self._send_error(failure)
         self._warn(f"{self.target.cluster.name}: the transaction failed ({_describe(failure.error)}); aborting it "
                    "and copying again from the last commit", "transaction")
-        self.transaction_failed = False  # the next transaction starts afresh, from the committed checkpoints
         close_producer(self.producer, 5)
         self.store.take_failures()  # the abandoned transaction's checkpoints: written again from the loaded ones
         self._uncount_open_transaction()
         self.inflight_bytes = self.inflight_records = 0
         for part in self.parts.values():
             part.pending.clear()
+            # nothing of the abandoned transaction counts, even if this ends before the checkpoints are
+            # read again (a stop while the target is away): the run's last commit never carries any of it
+            part.acked, part.acked_target, part.written = part.committed, part.committed_target, part.committed
         self._until_target_answers(self._new_producer, None)
         loaded = self._until_target_answers(lambda: self.store.load(self._warn), None)
         if loaded is None:
@@ -1422,6 +1417,7 @@ class _Engine:
                     continue
                 part.anchor_due = True
                 self._rewind(part, part.committed)
+        self.transaction_failed = False  # the next transaction starts afresh, from the committed checkpoints
 
     def _rewind(self, part: _Partition, offset: int, forward: bool = False) -> None:
         """Copy ``part`` again from source offset ``offset`` (a partition --once had finished resumes).

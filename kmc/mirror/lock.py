@@ -15,7 +15,9 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kmc.errors import ConfigError, LockedError
@@ -62,6 +64,23 @@ def lock_left_by_a_dead_run(identity: dict[str, object]) -> bool:
         return lock_path(identity).stat().st_size > 0
     except OSError:
         return False
+
+
+def settled_ends(read: Callable[[], dict], stop_event: threading.Event, timeout: float = 30.0) -> dict:
+    """Partitions' end offsets (``read()``) once they stay put for two seconds (at most ``timeout``, or until a
+    stop). After a run died, its last produce requests may still be in the brokers' queues, or appended by a
+    leader waiting for its followers (acks=all: the end a client sees moves only once they have the records):
+    the next run waits for them to land before it counts what is there and writes anything (they would
+    otherwise be uncounted repeats, landing after records it wrote)."""
+    ends = read()
+    deadline = time.monotonic() + timeout
+    still = 0
+    while ends and time.monotonic() < deadline and not stop_event.is_set() and still < 2:
+        stop_event.wait(1.0)
+        again = read()
+        still = still + 1 if again == ends else 0
+        ends = again
+    return ends
 
 
 @contextlib.contextmanager

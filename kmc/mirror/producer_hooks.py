@@ -167,11 +167,11 @@ class _StickyMuted(set):
 def _stop_partition(accumulator: Any, tp: TopicPartition, error: BaseException) -> None:
     """Nothing more of ``tp`` leaves this producer: it stays muted (:class:`_StickyMuted`), and the
     batches already queued fail with ``error`` now (as ``abort_undrained_batches`` fails them); those
-    queued later stay until the producer is closed (:func:`flush` does not wait for them). A later batch of
-    ``tp`` already in flight (up to five requests per connection) completes with the broker's answer to
-    it. Runs on the sender's thread, after the failure is recorded (:class:`FailedBatches`): a flush that
-    ends between the stop and the queued batches' abort finds them unfinished, and the engine counts every
-    unacknowledged send of a partition with a failed batch as failed, done or not."""
+    queued later stay until the producer is closed (:func:`flush` does not wait for them). No later batch
+    of ``tp`` is in flight when one fails: with idempotence kafka-python sends one batch of a partition at
+    a time. Runs on the sender's thread, after the failure is recorded (:class:`FailedBatches`): a flush
+    that ends between the stop and the queued batches' abort finds them unfinished, so the engine counts
+    every unacknowledged send of a partition with a failed batch as failed, finished or not."""
     accumulator.muted.stop(tp, error)
     with accumulator._tp_lock(tp):  # noqa: SLF001
         queued = [batch for batch in accumulator._batches.get(tp, ())  # noqa: SLF001
