@@ -1062,8 +1062,6 @@ class _Engine:
         """Advance each partition's acknowledged offset past the sends that are done. A failed send raises
         _SendFailed, or (``failures=False``) just stops that partition's advance. A batch that failed
         anywhere (FailedBatches) counts as a failure of every send that is not acknowledged yet."""
-        failed_batches = self.failed_batches
-        keyed = self.spec.partitioner == "key"
         for part in self.parts.values():
             pending = part.pending
             while pending:
@@ -1078,7 +1076,7 @@ class _Engine:
                 # Checked after the future: a batch of this partition that failed before this send's last
                 # batch succeeded is recorded by now (a partition's batches complete in order). A keyed
                 # send reaches many target partitions: any failure stops it.
-                if failed_batches and (keyed or part.target in failed_batches.failed):
+                if self._partition_failed(part):
                     if failures:
                         raise self._batch_failure()
                     break
@@ -1091,6 +1089,11 @@ class _Engine:
                 self.inflight_bytes -= size
                 self.inflight_records -= sent
                 pending.popleft()
+
+    def _partition_failed(self, part: _Partition) -> bool:
+        """A batch of ``part``'s target partition failed (any batch, with a keyed send: it reaches many)."""
+        failed = self.failed_batches
+        return bool(failed) and (self.spec.partitioner == "key" or part.target in failed.failed)
 
     def _batch_failure(self) -> _SendFailed:
         tp, error = self.failed_batches.first()
@@ -1115,10 +1118,9 @@ class _Engine:
         with translate_errors(self.target.cluster, "flush"):
             producer_hooks.flush(self.producer, self.spec.delivery_timeout + 30)
         self._reap()
-        failed = self.failed_batches
         for part in self.parts.values():
             if part.pending:  # held back behind a failed batch of its partition (whose failure it is), or lost
-                if failed and (self.spec.partitioner == "key" or part.target in failed.failed):
+                if self._partition_failed(part):
                     raise self._batch_failure()
                 raise _SendFailed(part, kafka_errors.KafkaTimeoutError(
                     f"{part.target.topic}[{part.target.partition}]: a send was neither acknowledged nor failed"))
