@@ -106,6 +106,45 @@ def test_commit_transaction_commits_and_begins_the_next(dst_cluster, topic_name:
     assert [r.value for r in read_all(dst_cluster, topic_name)[0]] == [b"committed"]
 
 
+def test_a_transactional_producer_never_bumps_its_epoch_after_another_took_its_id_over(dst_cluster,  # noqa: ANN001
+                                                                                       topic_name: str) -> None:
+    """A run cut off past its timeouts comes back after another took its transactional id over, and its
+    next batch is refused for its old epoch. kafka-python would bump the epoch (KIP-360: InitProducerId
+    under its old id and epoch), and the coordinator, seeing the id's transaction open, fences the new
+    owner's transaction before it checks the epoch: both runs end fenced. With FailedBatches installed the
+    batch fails, no InitProducerId goes out (the producer keeps its id and epoch), and the new owner
+    commits."""
+    create_topic(dst_cluster, topic_name, 1)
+    settings = {"bootstrap_servers": bootstrap(dst_cluster), "transactional_id": f"hooks-bump-{topic_name}"}
+    old = KafkaProducer(**settings)
+    new = None
+    try:
+        producer_hooks.FailedBatches(old)
+        old.init_transactions()
+        old.begin_transaction()
+        old.send(topic_name, b"old-1", partition=0)
+        producer_hooks.flush(old, 30)
+        before = old._transaction_manager.producer_id_and_epoch  # noqa: SLF001
+        new = KafkaProducer(**settings)
+        new.init_transactions()  # fences the old one and aborts its transaction
+        new.begin_transaction()
+        new.send(topic_name, b"new-1", partition=0)
+        producer_hooks.flush(new, 30)  # the new owner's transaction is open
+        refused = old.send(topic_name, b"old-2", partition=0)
+        producer_hooks.flush(old, 30)
+        assert refused.exception is not None and "Epoch" in type(refused.exception).__name__, refused.exception
+        time.sleep(2)  # (a bump would have gone out by now)
+        manager = old._transaction_manager  # noqa: SLF001
+        assert manager.producer_id_and_epoch == before and not manager.is_bumping_epoch()
+        producer_hooks.commit_transaction(new, 30)
+    finally:
+        close_producer(old, 5)
+        if new is not None:
+            close_producer(new, 5)
+    wait_for(lambda: [r.value for r in read_all(dst_cluster, topic_name, isolation="read_committed")[0]]
+             == [b"new-1"], 30, "the new owner's commit to show")
+
+
 @pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
 def test_fetched_batches_arrive_whole_and_still_compressed(src_cluster, topic_name: str, codec: str) -> None:  # noqa: ANN001
     create_topic(src_cluster, topic_name, 1)

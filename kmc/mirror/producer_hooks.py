@@ -19,7 +19,17 @@ its public API cannot do safely for a mirror:
   idempotent producer's epoch (KIP-360) and sends the partition's later batches with fresh sequence
   numbers, so an early batch could be lost while later ones land: the copy would have a hole, filled in
   out of order when kmc sends again from the last acknowledged offset. :class:`FailedBatches` mutes the
-  partition in the accumulator (the sender never drains it again) and fails its queued batches at once.
+  partition in the accumulator (the sender never drains it again) and fails its queued batches at once;
+- **never bump a transactional producer's epoch on its own**: on a produce refused with
+  INVALID_PRODUCER_EPOCH (or an out-of-order sequence, an unknown producer id) kafka-python sends
+  InitProducerId with the producer's current id and epoch. When another run took the transactional id over
+  meanwhile (its start bumped the epoch once), the coordinator takes that request for a retry of the bump
+  and answers with the new owner's epoch, or refuses it and kafka-python then asks for a fresh id, which
+  fences the new owner: a run cut off past its timeouts would fence the run that took over, then be fenced
+  in turn. Java's producer aborts with EndTxn under its own epoch first, which the coordinator refuses
+  (PRODUCER_FENCED) once another owner exists. :class:`FailedBatches` makes those errors abortable for a
+  transactional producer (the batch fails, nothing is sent for it), and the engine ends or restarts the
+  transaction itself.
 
 kafka-python is pinned to 3.0.x (pyproject.toml); tests/test_engine_internals.py checks each assumption
 against the installed version, so an upgrade that breaks one fails a named test, not a copy.
@@ -114,6 +124,9 @@ class FailedBatches:
     def __init__(self, producer: KafkaProducer) -> None:
         self._lock = threading.Lock()
         self.failed: dict[TopicPartition, BaseException] = {}
+        manager = transaction_manager(producer)
+        if manager is not None:
+            _never_bump_the_epoch(manager)
         accumulator = producer._accumulator  # noqa: SLF001
         accumulator.muted = _StickyMuted(accumulator.muted)  # (keeps the partitions stopped after a failure)
         release = accumulator.deallocate
@@ -162,6 +175,20 @@ class _StickyMuted(set):
     def remove(self, tp: TopicPartition) -> None:
         if tp not in self.stopped:
             super().remove(tp)
+
+
+def _never_bump_the_epoch(manager: Any) -> None:
+    """A batch error for which kafka-python would bump the transactional producer's epoch (KIP-360) makes
+    the transaction abortable instead (module docstring): the batch fails with it, no InitProducerId goes
+    out, and the engine's abort (EndTxn under this producer's epoch) tells a fence from a timed-out
+    transaction."""
+    classify = manager.classify_batch_error
+
+    def classify_batch_error(error: Any, batch: Any, log_start_offset: int = -1) -> str:
+        outcome = classify(error, batch, log_start_offset=log_start_offset)
+        return manager.ERROR_CLASS_ABORTABLE if outcome == manager.ERROR_CLASS_NEEDS_EPOCH_BUMP else outcome
+
+    manager.classify_batch_error = classify_batch_error
 
 
 def _stop_partition(accumulator: Any, tp: TopicPartition, error: BaseException) -> None:
