@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from kmc.cli.argv import entry_command
 from tests.conftest import CONFIG
 from tests.conftest import CONFIG_PASSWORD as PASSWORD
 from tests.helpers import bootstrap, cluster_id, commit, commit_offsets, create_topic, filled, kmc, produce
@@ -484,6 +485,40 @@ def test_help_and_version() -> None:
         kmc("topics", "--help").stdout.split())
     assert "JSON keys: group, state, protocol_type, members, topics, lag" in " ".join(
         kmc("groups", "--help").stdout.split())
+
+
+@pytest.mark.parametrize(("args", "command"), [
+    (["mirror", "a", "b", "--once"], "mirror"),
+    (["-o", "json", "inventory"], "inventory"),
+    (["--config", "mirror", "diff", "a", "b"], "diff"),  # an option's value is not the command
+    (["-qojson", "export", "src"], "export"),
+    (["flow", "run", "--follow"], "flow"),
+    (["mirorr"], None), (["--help"], None), ([], None), (["profile", "list", "-o"], None),
+])
+def test_the_entry_point_names_the_command_it_runs(args: list[str], command: str | None) -> None:
+    assert entry_command(args, {}) == command
+    assert entry_command(args, {"_KMC_COMPLETE": "bash_complete"}) is None  # completion needs every command
+
+
+@pytest.mark.parametrize(("args", "loaded", "not_loaded"), [
+    (["mirror", "--help"], {"kmc.cli.mirror"}, {"kmc.cli.archive", "kmc.cli.diff", "kmc.cli.sandbox"}),
+    (["mirorr"], {"kmc.cli.mirror", "kmc.cli.archive", "kmc.cli.sandbox"}, set()),
+])
+def test_the_entry_point_imports_only_the_command_it_runs(args: list[str], loaded: set[str],
+                                                          not_loaded: set[str]) -> None:
+    """`kmc mirror ...` does not import the other commands (with their options that was a tenth of a short
+    copy's CPU seconds); a command line that names no command (a typo, --help) gets them all, and with
+    them click's suggestion."""
+    code = ("import sys\nfrom kmc.__main__ import run\nsys.argv = ['kmc', *sys.argv[1:]]\n"
+            "try:\n    run()\nexcept SystemExit:\n"
+            "    print(' '.join(m for m in sys.modules if m.startswith('kmc.cli.')), file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    modules = set(proc.stderr.splitlines()[-1].split())
+    assert loaded <= modules and not modules & not_loaded, modules
+    if args == ["mirorr"]:
+        assert "No such command 'mirorr'. Did you mean 'mirror'?" in proc.stderr
+    else:
+        assert proc.stdout.startswith("Usage: kmc mirror")
 
 
 def test_broken_pipe_is_not_an_error(tmp_path: Path) -> None:

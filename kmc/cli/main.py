@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import io
 import logging
 import os
@@ -24,9 +25,9 @@ from kmc.cli._typer_internals import (
     UsageError,
     plain_help_style,
 )
+from kmc.cli.argv import COMMAND_MODULES, command_words, hoist_global_options, only_command
 from kmc.client import DEFAULT_TIMEOUT, allow_connections, configure_logging
 from kmc.errors import Cancelled, ExitCode, KmcError, OutputError, Terminated
-from kmc.errors import UsageError as KmcUsageError
 from kmc.output import LogFormat, OutputFormat, color_enabled
 
 app = typer.Typer(
@@ -92,100 +93,20 @@ def _configure_logging(verbose: int, debug: bool, log_format: str) -> None:
                       log_format)
 
 
-def _register_commands() -> None:
-    from kmc.cli import aggregate, archive, completion, diff, flow, groups, inventory, mirror, profile, sandbox, topics
-
-    inventory.register(app)
-    diff.register(app)
-    app.add_typer(mirror.app, name="mirror")
-    aggregate.register(app)
-    archive.register(app)
-    app.add_typer(flow.app, name="flow")
-    topics.register(app)
-    app.add_typer(groups.app, name="groups")
-    app.add_typer(profile.app, name="profile")
-    app.add_typer(sandbox.app, name="sandbox")
-    completion.register(app)
-
-
-_register_commands()
-plain_help_style()
-
-# Global options that may stand anywhere on the command line; value-taking ones listed with True.
-_GLOBAL_OPTIONS = {
-    "--config": True, "--output": True, "-o": True, "--timeout": True,
-    "--quiet": False, "-q": False, "--verbose": False, "-v": False, "-vv": False,
-    "--debug": False, "--no-color": False, "--log-format": True,
-}
-
-
-_SHORT_FLAGS = {"q", "v"}  # global short options that take no value; -o takes one
-
-
-def _short_globals(token: str) -> tuple[str, str, bool]:
-    """Split a cluster of short options into its leading global ones (-vvv, -qv, -qo json, -qojson), which
-    click reads as such once they stand before the subcommand, and the rest (the subcommand's own letters,
-    from the first one on, with any value attached: -vbhost:1 gives -v and -bhost:1). Also whether the next
-    argument is the value of a trailing -o. ("", token, False) when nothing is global."""
-    if not token.startswith("-") or token.startswith("--") or len(token) < 2:
-        return "", token, False
-    letters = token[1:]
-    lead = len(letters) - len(letters.lstrip("".join(_SHORT_FLAGS)))
-    if letters[lead:lead + 1] == "o":  # -o takes the rest, or the next argument, as its value
-        return token, "", lead + 1 == len(letters)
-    if lead == 0:
-        return "", token, False
-    return "-" + letters[:lead], ("-" + letters[lead:]) if letters[lead:] else "", False
-
-
-def hoist_global_options(argv: Sequence[str]) -> list[str]:
-    """Move global options found after the subcommand to the front, so click sees them."""
-    front: list[str] = []
-    rest: list[str] = []
-    index = 0
-    while index < len(argv):
-        token = argv[index]
-        if token == "--":
-            rest.extend(argv[index:])
-            break
-        name = token.split("=", 1)[0]
-        if name in _GLOBAL_OPTIONS and _GLOBAL_OPTIONS[name] and "=" not in token and index + 1 == len(argv):
-            raise KmcUsageError(f"option {token} needs a value", hint="see 'kmc --help'")
-        elif name in _GLOBAL_OPTIONS:
-            front.append(token)
-            if _GLOBAL_OPTIONS[name] and "=" not in token:
-                front.append(argv[index + 1])
-                index += 1
-        elif _short_globals(token)[0]:  # -vvv, -qv, -qo json, -ojson, -vb
-            global_part, local_part, takes_next = _short_globals(token)
-            if takes_next and index + 1 == len(argv):
-                raise KmcUsageError(f"option {token} needs a value", hint="see 'kmc --help'")
-            front.append(global_part)
-            if local_part:
-                rest.append(local_part)
-            if takes_next:
-                front.append(argv[index + 1])
-                index += 1
+def _register_commands(only: str | None) -> None:
+    """Add the commands to ``app``: every one, or ``only`` that one (the ``kmc`` entry point names the command
+    it runs: importing the others and building their options was a tenth of a short copy's CPU seconds)."""
+    modules = dict.fromkeys(COMMAND_MODULES[name] for name in COMMAND_MODULES if only in (None, name))
+    for module in modules:
+        cli = importlib.import_module(f"kmc.cli.{module}")
+        if hasattr(cli, "register"):
+            cli.register(app)
         else:
-            rest.append(token)
-        index += 1
-    return front + rest
+            app.add_typer(cli.app, name=module)
 
 
-def _command_words(args: Sequence[str]) -> list[str]:
-    """The first two words of a hoisted command line that are neither options nor their values:
-    ["flow", "run"]. Only global options stand before the command, so only their values need skipping."""
-    words: list[str] = []
-    index = 0
-    while index < len(args) and len(words) < 2 and args[index] != "--":
-        token = args[index]
-        if token in _GLOBAL_OPTIONS and _GLOBAL_OPTIONS[token] or _short_globals(token)[2]:
-            index += 1  # its value
-        elif not token.startswith("-"):
-            words.append(token)
-        index += 1
-    return words
-
+_register_commands(only_command[0])
+plain_help_style()
 
 def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] = ()) -> int:
     """Entry point: run the command, turn every failure into one stderr line and an exit code.
@@ -199,7 +120,7 @@ def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] = ()) -
         return int(exc.exit_code)
     _ERROR_FORMAT[0] = _log_format(args)
     allow_connections()
-    clean_stop = signals.stops_cleanly(_command_words(args))
+    clean_stop = signals.stops_cleanly(command_words(args))
     if early_signals and not clean_stop:
         return _stopped_by(early_signals[-1])
     with signals.stopping(clean_stop, early_signals):
