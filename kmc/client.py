@@ -347,6 +347,13 @@ class _PatientAdmin:
         return patiently
 
 
+# kafka-python's per-request and per-batch metrics (sensors) cost its network threads about a tenth of a
+# copy's CPU seconds; kmc reads two of them (request and fetch latency, kmc/mirror/telemetry.py) and only a
+# --follow mirror serves them (the service's /metrics), so the engine asks for them there and no client
+# else has them.
+CLIENT_METRICS = {"metrics_enabled": False}
+
+
 class KafkaSession:
     """The clients for one cluster; use as a context manager so they are always closed."""
 
@@ -386,11 +393,13 @@ class KafkaSession:
         return self._admin  # type: ignore[return-value] - the same methods
 
     def consumer(self, **overrides: Any) -> KafkaConsumer:
-        """A consumer that never commits (kmc keeps its own checkpoints)."""
+        """A consumer that never commits (kmc keeps its own checkpoints). Without kafka-python's own metrics
+        unless asked for (``metrics_enabled=True``; see :data:`CLIENT_METRICS`)."""
         settings = {
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "group_id": None,
+            **CLIENT_METRICS,
         }
         settings.update(_only(self.config(), KafkaConsumer))
         settings.update(overrides)
@@ -399,7 +408,8 @@ class KafkaSession:
         return consumer
 
     def producer(self, **overrides: Any) -> KafkaProducer:
-        settings = {"acks": "all"}
+        """A producer, ``acks=all``, without kafka-python's own metrics unless asked for (:data:`CLIENT_METRICS`)."""
+        settings = {"acks": "all", **CLIENT_METRICS}
         settings.update(_only(self.config(), KafkaProducer))
         settings.update(overrides)
         producer = _connect(self.cluster, KafkaProducer, settings, "connect producer")

@@ -201,6 +201,41 @@ def test_kafka_client_sensors(src_cluster, topic_name) -> None:  # noqa: ANN001
         unmeasured.close()
 
 
+@pytest.mark.parametrize("mode", ["once", "follow"])
+def test_kafka_python_metrics_only_where_kmc_reads_them(src_cluster, dst_cluster, topic_name: str,  # noqa: ANN001
+                                                        mode: str, monkeypatch) -> None:  # noqa: ANN001
+    """kafka-python's sensors cost its network threads about a tenth of a copy's CPU seconds: a session's
+    clients go without them, and the engine asks for them (the latencies the service serves) in --follow
+    only. The run's copy is checked too: nothing the engine needs went with them."""
+    from kmc.client import KafkaSession
+    from kmc.mirror.engine import run_mirror
+    from kmc.mirror.plan import MirrorSpec
+    from kmc.profiles import adhoc_cluster
+    from tests.helpers import count, numbered, produce
+
+    create_topic(src_cluster, topic_name, 2)
+    produce(src_cluster, topic_name, numbered(500, 2))
+    measured: list[tuple[str, bool]] = []
+    for kind in ("consumer", "producer"):
+        made = getattr(KafkaSession, kind)
+
+        def recording(session, _made=made, _kind=kind, **settings):  # noqa: ANN001, ANN202
+            client = _made(session, **settings)
+            measured.append((_kind, client._metrics is not None))  # noqa: SLF001
+            return client
+
+        monkeypatch.setattr(KafkaSession, kind, recording)
+    stop = threading.Event()
+    if mode == "follow":
+        threading.Timer(8, stop.set).start()
+    run_mirror(adhoc_cluster(bootstrap(src_cluster)), adhoc_cluster(bootstrap(dst_cluster)),
+               MirrorSpec(topics=(topic_name,)), mode=mode, stop_event=stop)
+    assert count(dst_cluster, topic_name) == 500
+    # the engine's consumer and producer first; the checkpoints' producer, the offsets' consumer... after
+    assert ("consumer", mode == "follow") in measured and ("producer", mode == "follow") in measured
+    assert sum(on for _, on in measured) == (2 if mode == "follow" else 0), measured
+
+
 # ---------------------------------------------------------------------- kafka-python: what the watch diagnoses
 
 TIMEOUT = 3.0

@@ -526,6 +526,7 @@ class _Engine:
             max_partition_fetch_bytes=max(2 * MiB, self.plan.max_message_bytes),
             max_poll_records=2000,
             fetch_max_wait_ms=200,
+            metrics_enabled=not self.once,  # the fetch latency the service serves (kmc.client.CLIENT_METRICS)
         )
         fetch_batches(consumer, raw=self.copy_path != "records")
         self.telemetry.watch_consumer(consumer)
@@ -634,6 +635,7 @@ class _Engine:
             max_in_flight_requests_per_connection=5,
             # kafka-python wants delivery_timeout_ms > linger_ms + request_timeout_ms
             request_timeout_ms=min(30000, int(spec.delivery_timeout * 1000) // 2),
+            metrics_enabled=not self.once,  # the send latency the service serves (kmc.client.CLIENT_METRICS)
         )
         self.failed_batches = producer_hooks.FailedBatches(self.producer)
         self.telemetry.watch_producer(self.producer)
