@@ -349,8 +349,8 @@ class _PatientAdmin:
 
 # kafka-python's per-request and per-batch metrics (sensors) cost its network threads about a tenth of a
 # copy's CPU seconds; kmc reads two of them (request and fetch latency, kmc/mirror/telemetry.py) and only a
-# --follow mirror serves them (the service's /metrics), so the engine asks for them there and no client
-# else has them.
+# --follow mirror serves them (the service's /metrics), so the engine asks for them there and no other
+# consumer or producer has them (admin clients keep theirs: KafkaAdminClient has no such setting).
 CLIENT_METRICS = {"metrics_enabled": False}
 
 

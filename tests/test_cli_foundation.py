@@ -494,6 +494,7 @@ def test_help_and_version() -> None:
     (["-qojson", "export", "src"], "export"),
     (["flow", "run", "--follow"], "flow"),
     (["mirorr"], None), (["--help"], None), ([], None), (["profile", "list", "-o"], None),
+    (["--help", "mirror"], None), (["-o", "json", "-h", "topics"], None),  # the root's help: every command
 ])
 def test_the_entry_point_names_the_command_it_runs(args: list[str], command: str | None) -> None:
     assert entry_command(args, {}) == command
@@ -503,6 +504,7 @@ def test_the_entry_point_names_the_command_it_runs(args: list[str], command: str
 @pytest.mark.parametrize(("args", "loaded", "not_loaded"), [
     (["mirror", "--help"], {"kmc.cli.mirror"}, {"kmc.cli.archive", "kmc.cli.diff", "kmc.cli.sandbox"}),
     (["mirorr"], {"kmc.cli.mirror", "kmc.cli.archive", "kmc.cli.sandbox"}, set()),
+    (["--help", "mirror"], {"kmc.cli.mirror", "kmc.cli.archive", "kmc.cli.sandbox"}, set()),
 ])
 def test_the_entry_point_imports_only_the_command_it_runs(args: list[str], loaded: set[str],
                                                           not_loaded: set[str]) -> None:
@@ -517,6 +519,8 @@ def test_the_entry_point_imports_only_the_command_it_runs(args: list[str], loade
     assert loaded <= modules and not modules & not_loaded, modules
     if args == ["mirorr"]:
         assert "No such command 'mirorr'. Did you mean 'mirror'?" in proc.stderr
+    elif args[0] == "--help":
+        assert proc.stdout.startswith("Usage: kmc [OPTIONS]") and "  sandbox " in proc.stdout
     else:
         assert proc.stdout.startswith("Usage: kmc mirror")
 

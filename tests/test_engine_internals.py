@@ -1,18 +1,20 @@
 """The kafka-python internals the copy engine relies on, one test per assumption, against a real broker.
 
 kafka-python is pinned to 3.0.x; an upgrade that changes one of these fails a named test here instead of a
-copy somewhere else (kmc/mirror/producer_hooks.py, kmc/mirror/batchpath.py, kmc/mirror/logreader.py).
+copy somewhere else (kmc/mirror/producer_hooks.py, kmc/mirror/batchpath.py, kmc/mirror/copypath.py,
+kmc/mirror/fetch.py, kmc/mirror/logreader.py).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import kafka.errors as kafka_errors
 import pytest
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.producer.producer_batch import FinalState
+from kafka.producer.producer_batch import FinalState, ProducerBatch
 
 from kmc._kafka_internals import close_producer
 from kmc.mirror import producer_hooks
@@ -136,6 +138,7 @@ def test_a_transactional_producer_never_bumps_its_epoch_after_another_took_its_i
         time.sleep(2)  # (a bump would have gone out by now)
         manager = old._transaction_manager  # noqa: SLF001
         assert manager.producer_id_and_epoch == before and not manager.is_bumping_epoch()
+        assert manager.has_abortable_error()  # (from IN_TRANSACTION, the state a refused batch leaves)
         producer_hooks.commit_transaction(new, 30)
     finally:
         close_producer(old, 5)
@@ -143,6 +146,43 @@ def test_a_transactional_producer_never_bumps_its_epoch_after_another_took_its_i
             close_producer(new, 5)
     wait_for(lambda: [r.value for r in read_all(dst_cluster, topic_name, isolation="read_committed")[0]]
              == [b"new-1"], 30, "the new owner's commit to show")
+
+
+def test_the_accumulator_and_batch_internals_the_byte_path_writes_into(dst_cluster, topic_name: str) -> None:  # noqa: ANN001
+    """kmc/mirror/batchpath.py appends to kafka-python's accumulator as its own ``append()`` does and fills
+    the open batch's builder itself; kmc/mirror/copypath.py calls the accumulator and the sender directly.
+    Every attribute they read or write, with the meaning they rely on: a release that renames or changes one
+    fails here, by name, before any copy does."""
+    create_topic(dst_cluster, topic_name, 1)
+    producer = KafkaProducer(bootstrap_servers=bootstrap(dst_cluster), linger_ms=60_000, batch_size=1 << 20)
+    tp = TopicPartition(topic_name, 0)
+    try:
+        future = producer.send(topic_name, b"v", partition=0, timestamp_ms=1_700_000_000_000)
+        accumulator = producer._accumulator  # noqa: SLF001
+        assert callable(accumulator.append) and callable(producer._sender.wakeup)  # noqa: SLF001 - copypath
+        assert producer._transaction_manager is None  # noqa: SLF001 - set only for a transactional producer
+        assert {"message_version", "compression_attrs", "batch_size"} <= set(accumulator.config)
+        # the append bookkeeping close() waits for, the partition's lock, the closed flag, the queues
+        accumulator._appends_in_progress.increment()  # noqa: SLF001
+        accumulator._appends_in_progress.decrement()  # noqa: SLF001
+        with accumulator._tp_lock(tp):  # noqa: SLF001
+            queue = accumulator._batches[tp]  # noqa: SLF001
+        assert accumulator._closed is False and len(queue) == 1  # noqa: SLF001
+        batch = queue[-1]
+        assert batch in accumulator._incomplete.all()  # noqa: SLF001 - what flush and close wait for
+        records = batch.records
+        builder = records._builder  # noqa: SLF001
+        # the builder's state the walk writes: the bytes so far, counts, offsets and timestamps
+        assert isinstance(builder._buffer, bytearray) and builder._batch_size == 1 << 20  # noqa: SLF001
+        assert (builder._num_records, builder._last_offset, records._next_offset) == (1, 0, 1)  # noqa: SLF001
+        assert builder._first_timestamp == builder._max_timestamp == 1_700_000_000_000  # noqa: SLF001
+        # one future per record, rebound by record index when kafka-python splits a batch
+        assert len(batch._record_futures) == 1 and callable(batch._record_futures[0].rebind)  # noqa: SLF001
+        assert list(inspect.signature(ProducerBatch).parameters) == ["tp", "records", "now"]
+        producer_hooks.flush(producer, 30)
+        assert future.get(10).offset == 0
+    finally:
+        producer.close(5)
 
 
 @pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])

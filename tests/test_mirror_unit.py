@@ -59,6 +59,9 @@ def test_parse_start_rejects_nonsense(value: str) -> None:
     (MirrorSpec(compression="brotli"), "unknown codec"),
     (MirrorSpec(replication_factor=0), "at least 1"),
     (MirrorSpec(delivery_timeout=1), "at least 2 seconds"),
+    # each checkpoint commits a transaction: one open longer than its timeout is aborted by the coordinator
+    (MirrorSpec(exactly_once=True, checkpoint_interval=600), "not shorter than the transaction timeout (360 s)"),
+    (MirrorSpec(exactly_once=True, delivery_timeout=10, checkpoint_interval=70), "timeout (70 s)"),
 ])
 def test_spec_validation(spec: MirrorSpec, message: str) -> None:
     with pytest.raises(UsageError, match=re.escape(message)):

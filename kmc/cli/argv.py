@@ -85,7 +85,7 @@ def command_words(args: Sequence[str]) -> list[str]:
     return words
 
 
-# The top-level commands, in the order `kmc --help` lists them, and the kmc.cli module each lives in.
+# The top-level commands and the kmc.cli module each lives in, in the order they are registered.
 COMMAND_MODULES = {
     "inventory": "inventory", "diff": "diff", "mirror": "mirror", "aggregate": "aggregate",
     "export": "archive", "import": "archive", "flow": "flow", "topics": "topics", "groups": "groups",
@@ -99,11 +99,16 @@ only_command: list[str | None] = [None]
 
 def entry_command(args: Sequence[str], environ: dict[str, str]) -> str | None:
     """The top-level command ``args`` (the command line after ``kmc``) runs, if it names one, else None.
-    Shell completion (``_KMC_COMPLETE`` set) and a command line click will refuse need every command."""
+    Shell completion (``_KMC_COMPLETE`` set), the root's help (``kmc --help mirror`` lists every command)
+    and a command line click will refuse need every command."""
     if "_KMC_COMPLETE" in environ:
         return None
     try:
-        words = command_words(hoist_global_options(list(args)))
+        hoisted = hoist_global_options(list(args))
     except KmcUsageError:
         return None
-    return words[0] if words and words[0] in COMMAND_MODULES else None
+    words = command_words(hoisted)
+    if not words or words[0] not in COMMAND_MODULES:
+        return None
+    before = hoisted[:hoisted.index(words[0])]
+    return None if "-h" in before or "--help" in before else words[0]

@@ -617,8 +617,7 @@ class _Engine:
         if spec.exactly_once:
             transactional = {
                 "transactional_id": self._transactional_id(),
-                # longer than a batch may be retried, within the brokers' default maximum (15 min)
-                "transaction_timeout_ms": min(900_000, int(spec.delivery_timeout * 1000) + 60_000),
+                "transaction_timeout_ms": spec.transaction_timeout_ms,
             }
         keep_codec = spec.compression == KEEP_CODEC
         self.producer = self.target.producer(
@@ -1540,7 +1539,8 @@ _FATAL_IN_TRANSACTION = (
     kafka_errors.ClusterAuthorizationFailedError,
     kafka_errors.TopicAuthorizationFailedError,
 )
-_FATAL_IN_TRANSACTION_HINT = ("another run with the same flow, clusters and topics took over (fenced), or the target "
+_FATAL_IN_TRANSACTION_HINT = ("another run with the same flow, clusters and topics took over (fenced), this run was "
+                              "cut off longer than its transaction timeout (--delivery-timeout + 60 s), or the target "
                               "denies transactions: kmc needs WRITE and DESCRIBE on its transactional id (kmc/...)")
 
 

@@ -102,6 +102,12 @@ class MirrorSpec:
         """Whether this spec's shard copies source partition ``partition``."""
         return self.shard is None or partition % self.shard[1] == self.shard[0]
 
+    @property
+    def transaction_timeout_ms(self) -> int:
+        """--exactly-once: how long a transaction may stay open before the coordinator aborts it (fencing its
+        producer): longer than a batch may be retried, within the brokers' default maximum (15 min)."""
+        return min(900_000, int(self.delivery_timeout * 1000) + 60_000)
+
     def validate(self) -> None:
         """Raise UsageError for anything the user typed wrong, before any cluster is contacted."""
         compile_patterns(self.topics, "--topics")
@@ -116,6 +122,12 @@ class MirrorSpec:
                              hint="use keep, none, gzip, snappy, lz4 or zstd")
         if self.delivery_timeout < 2:
             raise UsageError("--delivery-timeout must be at least 2 seconds")
+        if self.exactly_once and self.checkpoint_interval * 1000 >= self.transaction_timeout_ms:
+            # each checkpoint commits the open transaction: the coordinator would abort every one first
+            raise UsageError(f"--checkpoint-interval {self.checkpoint_interval:g} is not shorter than the transaction "
+                             f"timeout ({self.transaction_timeout_ms // 1000} s) of --exactly-once",
+                             hint="the transaction timeout is --delivery-timeout + 60 s, at most 900 s: use a shorter "
+                                  "--checkpoint-interval or a longer --delivery-timeout")
         if self.partitioner not in PARTITIONERS:
             raise UsageError(f"--partitioner: '{self.partitioner}' is not 'same' or 'key'")
         compile_patterns(self.sync_groups, "--sync-groups")

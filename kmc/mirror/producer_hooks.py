@@ -22,14 +22,14 @@ its public API cannot do safely for a mirror:
   partition in the accumulator (the sender never drains it again) and fails its queued batches at once;
 - **never bump a transactional producer's epoch on its own**: on a produce refused with
   INVALID_PRODUCER_EPOCH (or an out-of-order sequence, an unknown producer id) kafka-python sends
-  InitProducerId with the producer's current id and epoch. When another run took the transactional id over
-  meanwhile (its start bumped the epoch once), the coordinator takes that request for a retry of the bump
-  and answers with the new owner's epoch, or refuses it and kafka-python then asks for a fresh id, which
-  fences the new owner: a run cut off past its timeouts would fence the run that took over, then be fenced
-  in turn. Java's producer aborts with EndTxn under its own epoch first, which the coordinator refuses
-  (PRODUCER_FENCED) once another owner exists. :class:`FailedBatches` makes those errors abortable for a
-  transactional producer (the batch fails, nothing is sent for it), and the engine ends or restarts the
-  transaction itself.
+  InitProducerId under the producer's current id and epoch (KIP-360). When another run took the
+  transactional id over meanwhile and has a transaction open, the coordinator fences that transaction
+  before it checks the epoch (then refuses the bump): a run cut off past its timeouts ended the run that
+  took over, and was fenced in turn. Java's producer aborts with EndTxn under its own epoch first, which
+  the coordinator refuses once another owner exists. :class:`FailedBatches` makes those errors abortable
+  for a transactional producer: the batch fails with its error, no request goes out for it, and the engine
+  decides by that error (InvalidProducerEpochError: fenced, exit 8; the others end the run, or restart the
+  transaction from the committed checkpoints with a new producer).
 
 kafka-python is pinned to 3.0.x (pyproject.toml); tests/test_engine_internals.py checks each assumption
 against the installed version, so an upgrade that breaks one fails a named test, not a copy.
@@ -179,9 +179,9 @@ class _StickyMuted(set):
 
 def _never_bump_the_epoch(manager: Any) -> None:
     """A batch error for which kafka-python would bump the transactional producer's epoch (KIP-360) makes
-    the transaction abortable instead (module docstring): the batch fails with it, no InitProducerId goes
-    out, and the engine's abort (EndTxn under this producer's epoch) tells a fence from a timed-out
-    transaction."""
+    the transaction abortable instead (module docstring): the batch fails with it and no InitProducerId
+    goes out. (Only ``Sender`` calls ``classify_batch_error``, for a batch sent in a transaction: the state
+    is then IN_TRANSACTION, from which ABORTABLE_ERROR is a valid move.)"""
     classify = manager.classify_batch_error
 
     def classify_batch_error(error: Any, batch: Any, log_start_offset: int = -1) -> str:
