@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.producer.producer_batch import FinalState, ProducerBatch
+from kafka.producer.transaction_manager import TransactionManager
 
 from kmc._kafka_internals import close_producer
 from kmc.mirror import producer_hooks
@@ -160,7 +161,11 @@ def test_the_accumulator_and_batch_internals_the_byte_path_writes_into(dst_clust
         future = producer.send(topic_name, b"v", partition=0, timestamp_ms=1_700_000_000_000)
         accumulator = producer._accumulator  # noqa: SLF001
         assert callable(accumulator.append) and callable(producer._sender.wakeup)  # noqa: SLF001 - copypath
-        assert producer._transaction_manager is None  # noqa: SLF001 - set only for a transactional producer
+        manager = producer._transaction_manager  # noqa: SLF001 - transactional or not (copypath asks which)
+        assert manager is None or not manager.is_transactional()
+        # what copypath calls on a transactional producer's manager before appending to a partition
+        assert callable(TransactionManager.is_transactional)
+        assert callable(TransactionManager.maybe_add_partition_to_transaction)
         assert {"message_version", "compression_attrs", "batch_size"} <= set(accumulator.config)
         # the append bookkeeping close() waits for, the partition's lock, the closed flag, the queues
         accumulator._appends_in_progress.increment()  # noqa: SLF001
