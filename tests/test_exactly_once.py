@@ -195,7 +195,7 @@ def test_a_recovery_cut_short_never_commits_what_the_aborted_transaction_held(sr
     def follow() -> None:
         try:
             run_mirror(adhoc_cluster(bootstrap(src_cluster)), adhoc_cluster(bootstrap(dst_cluster)),
-                       MirrorSpec(topics=(topic_name,), exactly_once=True, checkpoint_interval=600),
+                       MirrorSpec(topics=(topic_name,), exactly_once=True, checkpoint_interval=300),
                        mode="follow", stop_event=stop)
             outcome.append(None)
         except BaseException as exc:  # noqa: BLE001 - the test reads it
@@ -204,7 +204,7 @@ def test_a_recovery_cut_short_never_commits_what_the_aborted_transaction_held(sr
     runner = threading.Thread(target=follow)
     runner.start()
     try:
-        # the first 500 are sent and acknowledged in the open transaction (no commit for 600 s)
+        # the first 500 are sent and acknowledged in the open transaction (no commit for 300 s)
         wait_for(lambda: uncommitted(dst_cluster, topic_name) >= 500, 60, "the first 500 records in the target's log")
         time.sleep(1)  # (acknowledged: the loop looks every 50 ms)
         second_half.set()
