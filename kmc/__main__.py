@@ -12,7 +12,7 @@ def run() -> None:
     early = record_early()
     from kmc.cli import argv
 
-    argv.only_command[0] = argv.entry_command(sys.argv[1:], os.environ)
+    argv.only_command = argv.entry_command(sys.argv[1:], os.environ)
     from kmc.cli.main import main
 
     sys.exit(main(early_signals=early))

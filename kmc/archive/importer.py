@@ -55,7 +55,7 @@ from kmc.mirror.batchpath import BatchCopyPath
 from kmc.mirror.checkpoints import CHECKPOINT_TOPIC, MAX_ANCHORS, Checkpoint, CheckpointStore, ensure_checkpoint_topic
 from kmc.mirror.fetch import RawBatch
 from kmc.mirror.lock import hold_lock, lock_identity, lock_left_by_a_dead_run, settled_ends
-from kmc.mirror.plan import DEFAULT_FLOW, Plan, TopicPlan, apply_plan
+from kmc.mirror.plan import DEFAULT_FLOW, Plan, TopicPlan, apply_plan, transaction_timeout_ms
 from kmc.mirror.provenance import announce, ensure_provenance_topic
 from kmc.profiles import NAME_RE, Cluster, validate_rename
 
@@ -281,7 +281,7 @@ class _Import:
         if options.exactly_once:
             digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
             transactional = {"transactional_id": f"kmc/{options.flow}/{digest}",
-                             "transaction_timeout_ms": min(900_000, int(options.delivery_timeout * 1000) + 60_000)}
+                             "transaction_timeout_ms": transaction_timeout_ms(options.delivery_timeout)}
         self.producer = self.session.producer(
             **transactional, acks="all", enable_idempotence=True, linger_ms=10, batch_size=512 * 1024,
             max_request_size=max(4 * MiB, max_message_bytes + 64 * 1024), compression_type="lz4",

@@ -94,7 +94,7 @@ COMMAND_MODULES = {
 
 # Set by kmc.__main__ before it imports kmc.cli.main: the one command this process runs, whose module alone
 # kmc.cli.main registers (None: every command, as for --help, a typo, completion, tests and the docs).
-only_command: list[str | None] = [None]
+only_command: str | None = None
 
 
 def entry_command(args: Sequence[str], environ: dict[str, str]) -> str | None:

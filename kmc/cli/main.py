@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import typer
 
 from kmc import __version__
+from kmc.cli import argv as cli_argv
 from kmc.cli import context, signals
 from kmc.cli._options import MAX_SECONDS
 from kmc.cli._typer_internals import (
@@ -25,7 +26,7 @@ from kmc.cli._typer_internals import (
     UsageError,
     plain_help_style,
 )
-from kmc.cli.argv import COMMAND_MODULES, command_words, hoist_global_options, only_command
+from kmc.cli.argv import COMMAND_MODULES, command_words, hoist_global_options
 from kmc.client import DEFAULT_TIMEOUT, allow_connections, configure_logging
 from kmc.errors import Cancelled, ExitCode, KmcError, OutputError, Terminated
 from kmc.output import LogFormat, OutputFormat, color_enabled
@@ -105,7 +106,7 @@ def _register_commands(only: str | None) -> None:
             app.add_typer(cli.app, name=module)
 
 
-_register_commands(only_command[0])
+_register_commands(cli_argv.only_command)  # (set by kmc.__main__ before this import)
 plain_help_style()
 
 def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] = ()) -> int:

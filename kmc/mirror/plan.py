@@ -45,6 +45,12 @@ DEFAULT_FLOW = "mirror"
 DEFAULT_MAX_MESSAGE_BYTES = 1048588  # Kafka's default max.message.bytes
 
 
+def transaction_timeout_ms(delivery_timeout: float) -> int:
+    """--exactly-once: how long a transaction may stay open before the coordinator aborts it (fencing its
+    producer): longer than a batch may be retried, within the brokers' default maximum (15 min)."""
+    return min(900_000, int(delivery_timeout * 1000) + 60_000)
+
+
 @dataclass(frozen=True)
 class MirrorSpec:
     """What to mirror and how; shared by ``kmc mirror``, ``kmc aggregate`` and named flows.
@@ -104,9 +110,7 @@ class MirrorSpec:
 
     @property
     def transaction_timeout_ms(self) -> int:
-        """--exactly-once: how long a transaction may stay open before the coordinator aborts it (fencing its
-        producer): longer than a batch may be retried, within the brokers' default maximum (15 min)."""
-        return min(900_000, int(self.delivery_timeout * 1000) + 60_000)
+        return transaction_timeout_ms(self.delivery_timeout)
 
     def validate(self) -> None:
         """Raise UsageError for anything the user typed wrong, before any cluster is contacted."""
